@@ -1,0 +1,824 @@
+//! The REST API: resources under `/api`, Azure's names, JSON in and out, errors in Azure's shape.
+//!
+//! Paths mirror Azure's REST layout without subscription and resource group (one daemon serves one
+//! gateway): `/api/virtualNetworkGateways/{name}`, `/api/localNetworkGateways/{name}`,
+//! `/api/connections/{name}`, and Azure's action names (`resetconnection`, `getBgpPeerStatus`, ...).
+//! PUT creates or replaces (201 / 200), `If-Match` gives optimistic concurrency, DELETE answers 204 when
+//! there was nothing to delete.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::controller::Controller;
+use crate::error::ApiError;
+use crate::model::*;
+use crate::state::{DesiredState, StateDocument};
+use crate::status::StatusSource;
+use crate::store::ResourceKey;
+use crate::validate::{self, certificate_thumbprint, kind};
+
+/// Largest request body accepted; a desired-state document with thousands of resources fits.
+pub const BODY_LIMIT: usize = 4 * 1024 * 1024;
+
+/// Shared state of the API handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The desired-state owner.
+    pub controller: Arc<Controller>,
+    /// Live status.
+    pub status: Arc<dyn StatusSource>,
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// The API router (without authentication; [`crate::server`] adds it per listener).
+pub fn router(state: AppState) -> Router {
+    use collection::*;
+    let gw = format!("/api/{GATEWAYS}/{{gw}}");
+    Router::new()
+        .route("/openapi.json", get(openapi))
+        .route(&format!("/api/{GATEWAYS}"), get(list_gateways))
+        .route(&gw, get(get_gateway).put(put_gateway).delete(delete_gateway))
+        .route(&format!("{gw}/reset"), post(reset_gateway))
+        .route(&format!("{gw}/getBgpPeerStatus"), post(empty_value_list))
+        .route(&format!("{gw}/getLearnedRoutes"), post(empty_value_list))
+        .route(&format!("{gw}/getAdvertisedRoutes"), post(advertised_routes))
+        .route(&format!("{gw}/getVpnClientConnectionHealth"), post(client_health))
+        .route(&format!("{gw}/generatevpnclientpackage"), post(vpn_client_package))
+        .route(&format!("{gw}/getvpnclientpackageurl"), post(vpn_client_package))
+        .route(&format!("{gw}/startPacketCapture"), post(packet_capture))
+        .route(&format!("{gw}/stopPacketCapture"), post(packet_capture))
+        .route(&format!("{gw}/natRules"), get(list_nat_rules))
+        .route(&format!("{gw}/natRules/{{item}}"), get(get_nat_rule).put(put_nat_rule).delete(delete_nat_rule))
+        .route(&format!("{gw}/vpnClientRootCertificates/{{item}}"), put(put_root_cert).delete(delete_root_cert))
+        .route(&format!("{gw}/vpnClientRevokedCertificates/{{item}}"), put(put_revoked_cert).delete(delete_revoked_cert))
+        .route(&format!("/api/{LOCAL_GATEWAYS}"), get(list_local_gateways))
+        .route(
+            &format!("/api/{LOCAL_GATEWAYS}/{{name}}"),
+            get(get_local_gateway).put(put_local_gateway).delete(delete_local_gateway),
+        )
+        .route(&format!("/api/{CONNECTIONS}"), get(list_connections))
+        .route(
+            &format!("/api/{CONNECTIONS}/{{name}}"),
+            get(get_connection).put(put_connection).delete(delete_connection),
+        )
+        .route(&format!("/api/{CONNECTIONS}/{{name}}/sharedkey"), get(get_shared_key).put(put_shared_key))
+        .route(&format!("/api/{CONNECTIONS}/{{name}}/sharedkey/reset"), post(reset_shared_key))
+        .route(&format!("/api/{CONNECTIONS}/{{name}}/resetconnection"), post(reset_connection))
+        .route(&format!("/api/{CONNECTIONS}/{{name}}/startPacketCapture"), post(packet_capture))
+        .route(&format!("/api/{CONNECTIONS}/{{name}}/stopPacketCapture"), post(packet_capture))
+        .route("/api/desiredState", get(export_state).post(apply_state))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError { status: 404, code: "NotFound".into(), message: "no such API path; see /openapi.json".into(), target: None }
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError {
+        status: 405,
+        code: "MethodNotAllowed".into(),
+        message: "this path does not take that HTTP method; see /openapi.json".into(),
+        target: None,
+    }
+}
+
+async fn openapi() -> Response {
+    axum::Json(crate::openapi::document()).into_response()
+}
+
+// ---- request parsing ----------------------------------------------------------------------------------
+
+/// Turns the body into bytes, mapping a too-large body to 413 in Azure's error shape.
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(BODY_LIMIT)
+        } else {
+            ApiError::bad_content(format!("cannot read the request body: {r}"), None)
+        }
+    })
+}
+
+/// Fields vgw computes; a client may send them back (GET, edit, PUT) and they are ignored.
+const READ_ONLY: &[&str] = &[
+    "id",
+    "etag",
+    "type",
+    "provisioningState",
+    "resourceGuid",
+    "connectionStatus",
+    "connectionStatusReason",
+    "lastError",
+    "ingressBytesTransferred",
+    "egressBytesTransferred",
+    "tunnelConnectionStatus",
+];
+
+fn strip_read_only(value: &mut Value) {
+    if let Some(obj) = value.as_object_mut() {
+        for k in READ_ONLY {
+            obj.remove(*k);
+        }
+        if let Some(Value::Array(rules)) = obj.get_mut("natRules") {
+            rules.iter_mut().for_each(strip_item_meta);
+        }
+        if let Some(Value::Object(p2s)) = obj.get_mut("vpnClientConfiguration") {
+            for list in ["vpnClientRootCertificates", "vpnClientRevokedCertificates"] {
+                if let Some(Value::Array(items)) = p2s.get_mut(list) {
+                    for item in items.iter_mut() {
+                        strip_item_meta(item);
+                        if list == "vpnClientRootCertificates"
+                            && let Some(o) = item.as_object_mut()
+                        {
+                            o.remove("thumbprint");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn strip_item_meta(item: &mut Value) {
+    if let Some(o) = item.as_object_mut() {
+        for k in ["id", "etag", "type", "provisioningState"] {
+            o.remove(k);
+        }
+    }
+}
+
+/// Parses a JSON body into `T`, naming the offending field and position on error.
+fn parse_json<T: DeserializeOwned>(bytes: &[u8], strip: bool) -> Result<T, ApiError> {
+    if bytes.is_empty() {
+        return Err(ApiError::bad_content("the request body is empty; send a JSON object", None));
+    }
+    let mut value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_content(format!("the body is not valid JSON: {e}"), Some(format!("line {} column {}", e.line(), e.column())))
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::bad_content("the body must be a JSON object", None));
+    }
+    if strip {
+        strip_read_only(&mut value);
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // serde says "unknown field `x`, expected one of ..."; the path points at the object holding it.
+        let target = match inner.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
+            Some(field) if path == "." => field.to_string(),
+            Some(field) => format!("{path}.{field}"),
+            None => path.clone(),
+        };
+        let target = if target == "." { "body".to_string() } else { target };
+        ApiError::invalid(target.clone(), format!("{target}: {inner}"))
+    })
+}
+
+/// Checks `If-Match` against the current etag (`*` means "must exist").
+fn check_if_match(headers: &HeaderMap, target: &str, current: Option<&String>) -> Result<(), ApiError> {
+    let Some(wanted) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    match current {
+        Some(etag) if wanted == "*" || wanted == etag => Ok(()),
+        Some(etag) => Err(ApiError::precondition_failed(target, etag)),
+        None => Err(ApiError::precondition_failed(target, "(none: it does not exist)")),
+    }
+}
+
+fn check_path_name(kind: &str, path_name: &str, body_name: &mut String) -> Result<(), ApiError> {
+    validate::check_name(kind, path_name)?;
+    if body_name.is_empty() {
+        *body_name = path_name.to_string();
+    } else if body_name != path_name {
+        return Err(ApiError::invalid(
+            "name",
+            format!("the body names '{body_name}' but the path names '{path_name}'; they must agree"),
+        ));
+    }
+    Ok(())
+}
+
+// ---- views --------------------------------------------------------------------------------------------
+
+fn with_meta(mut body: Value, collection: &str, name: &str, rtype: &str, etag: Option<&String>) -> Value {
+    let mut out = serde_json::Map::new();
+    out.insert("name".into(), json!(name));
+    out.insert("id".into(), json!(resource_id(collection, name)));
+    out.insert("type".into(), json!(format!("Microsoft.Network/{rtype}")));
+    out.insert("etag".into(), json!(etag.cloned().unwrap_or_default()));
+    out.insert("provisioningState".into(), json!("Succeeded"));
+    if let Some(obj) = body.as_object_mut() {
+        obj.remove("name");
+        out.extend(std::mem::take(obj));
+    }
+    Value::Object(out)
+}
+
+/// A sub-resource etag: a digest of its content, so it changes exactly when the item changes.
+fn content_etag(item: &Value) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, item.to_string().as_bytes());
+    let hex: String = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("W/\"{hex}\"")
+}
+
+fn item_view(item: &Value, gw: &str, sub: &str, name: &str) -> Value {
+    let mut v = with_meta(item.clone(), &format!("{}/{gw}/{sub}", collection::GATEWAYS), name, &format!("virtualNetworkGateways/{sub}"), None);
+    v["etag"] = json!(content_etag(item));
+    v
+}
+
+fn gateway_view(gw: &VnetGatewaySpec, etags: &HashMap<ResourceKey, String>) -> Value {
+    let etag = etags.get(&ResourceKey::new(collection::GATEWAYS, &gw.name));
+    let mut v = with_meta(serde_json::to_value(gw).unwrap_or_default(), collection::GATEWAYS, &gw.name, "virtualNetworkGateways", etag);
+    if let Some(Value::Array(rules)) = v.get_mut("natRules") {
+        for r in rules.iter_mut() {
+            let name = r["name"].as_str().unwrap_or_default().to_string();
+            *r = item_view(r, &gw.name, "natRules", &name);
+        }
+    }
+    if let Some(p2s) = v.get_mut("vpnClientConfiguration") {
+        for list in ["vpnClientRootCertificates", "vpnClientRevokedCertificates"] {
+            if let Some(Value::Array(items)) = p2s.get_mut(list) {
+                for item in items.iter_mut() {
+                    let name = item["name"].as_str().unwrap_or_default().to_string();
+                    let thumb = item["publicCertData"].as_str().and_then(certificate_thumbprint);
+                    *item = item_view(item, &gw.name, list, &name);
+                    if let Some(t) = thumb {
+                        item["thumbprint"] = json!(t);
+                    }
+                }
+            }
+        }
+    }
+    v
+}
+
+fn local_gateway_view(lg: &LocalGatewaySpec, etags: &HashMap<ResourceKey, String>) -> Value {
+    let etag = etags.get(&ResourceKey::new(collection::LOCAL_GATEWAYS, &lg.name));
+    with_meta(serde_json::to_value(lg).unwrap_or_default(), collection::LOCAL_GATEWAYS, &lg.name, "localNetworkGateways", etag)
+}
+
+fn connection_view(c: &ConnectionSpec, etags: &HashMap<ResourceKey, String>, status: &dyn StatusSource) -> Value {
+    let etag = etags.get(&ResourceKey::new(collection::CONNECTIONS, &c.name));
+    let mut v = with_meta(serde_json::to_value(c).unwrap_or_default(), collection::CONNECTIONS, &c.name, "connections", etag);
+    if let (Some(obj), Ok(Value::Object(st))) = (v.as_object_mut(), serde_json::to_value(status.connection_status(&c.name))) {
+        obj.extend(st);
+    }
+    v
+}
+
+fn json_response(status: StatusCode, value: Value) -> Response {
+    (status, axum::Json(value)).into_response()
+}
+
+fn require_gateway<'a>(state: &'a DesiredState, name: &str) -> Result<&'a VnetGatewaySpec, ApiError> {
+    state.gateway.as_ref().filter(|g| g.name == name).ok_or_else(|| ApiError::not_found(kind::GATEWAY, name))
+}
+
+fn require_gateway_mut<'a>(state: &'a mut DesiredState, name: &str) -> Result<&'a mut VnetGatewaySpec, ApiError> {
+    state.gateway.as_mut().filter(|g| g.name == name).ok_or_else(|| ApiError::not_found(kind::GATEWAY, name))
+}
+
+// ---- gateway ------------------------------------------------------------------------------------------
+
+async fn list_gateways(State(app): State<AppState>) -> ApiResult {
+    let (state, etags) = app.controller.snapshot().await;
+    let value: Vec<Value> = state.gateway.iter().map(|g| gateway_view(g, &etags)).collect();
+    Ok(json_response(StatusCode::OK, json!({ "value": value })))
+}
+
+async fn get_gateway(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let (state, etags) = app.controller.snapshot().await;
+    Ok(json_response(StatusCode::OK, gateway_view(require_gateway(&state, &name)?, &etags)))
+}
+
+async fn put_gateway(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let bytes = body_bytes(body)?;
+    let mut spec: VnetGatewaySpec = parse_json(&bytes, true).map_err(|e| e.for_resource(kind::GATEWAY, &name))?;
+    check_path_name(kind::GATEWAY, &name, &mut spec.name)?;
+    let mut created = false;
+    let applied = app
+        .controller
+        .mutate(false, |state, etags| {
+            let key = ResourceKey::new(collection::GATEWAYS, &name);
+            if let Some(existing) = &state.gateway
+                && existing.name != name
+            {
+                return Err(ApiError::conflict(
+                    "GatewayAlreadyExists",
+                    &name,
+                    format!("this daemon already serves vnet-gateway '{}'; one gateway per daemon", existing.name),
+                ));
+            }
+            check_if_match(&headers, &name, etags.get(&key))?;
+            created = state.gateway.is_none();
+            state.gateway = Some(spec);
+            Ok(())
+        })
+        .await?;
+    let gw = applied.state.gateway.as_ref().ok_or_else(|| ApiError::internal("gateway vanished"))?;
+    let code = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(json_response(code, gateway_view(gw, &applied.etags)))
+}
+
+async fn delete_gateway(State(app): State<AppState>, Path(name): Path<String>, headers: HeaderMap) -> ApiResult {
+    let mut existed = false;
+    app.controller
+        .mutate(false, |state, etags| {
+            if state.gateway.as_ref().is_none_or(|g| g.name != name) {
+                return Ok(());
+            }
+            check_if_match(&headers, &name, etags.get(&ResourceKey::new(collection::GATEWAYS, &name)))?;
+            if !state.connections.is_empty() {
+                let names: Vec<&str> = state.connections.keys().map(String::as_str).collect();
+                return Err(ApiError::conflict(
+                    "InUseVirtualNetworkGatewayCannotBeDeleted",
+                    &name,
+                    format!(
+                        "vnet-gateway {name} still has connections ({}); delete them first",
+                        names.join(", ")
+                    ),
+                ));
+            }
+            existed = true;
+            state.gateway = None;
+            Ok(())
+        })
+        .await?;
+    Ok(if existed { StatusCode::OK } else { StatusCode::NO_CONTENT }.into_response())
+}
+
+async fn reset_gateway(State(app): State<AppState>, Path(name): Path<String>, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+    let (state, _) = app.controller.snapshot().await;
+    let gw = require_gateway(&state, &name)?;
+    if let Some(vip) = q.get("gatewayVip")
+        && !gw.ip_configurations.iter().any(|c| &c.public_ip_address == vip)
+    {
+        return Err(ApiError::invalid("gatewayVip", format!("{vip} is not a public address of vnet-gateway {name}")));
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        json!({
+            "status": "Succeeded",
+            "resetConnections": [],
+            "message": "no tunnel is established yet, so nothing needed re-establishing; configuration is unchanged"
+        }),
+    ))
+}
+
+async fn empty_value_list(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let (state, _) = app.controller.snapshot().await;
+    require_gateway(&state, &name)?;
+    Ok(json_response(StatusCode::OK, json!({ "value": [] })))
+}
+
+async fn advertised_routes(State(app): State<AppState>, Path(name): Path<String>, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+    let (state, _) = app.controller.snapshot().await;
+    require_gateway(&state, &name)?;
+    let Some(peer) = q.get("peer") else {
+        return Err(ApiError::invalid("peer", "list-advertised-routes needs --peer IP (the BGP neighbor)"));
+    };
+    if peer.parse::<std::net::IpAddr>().is_err() {
+        return Err(ApiError::invalid("peer", format!("'{peer}' is not an IP address")));
+    }
+    Ok(json_response(StatusCode::OK, json!({ "value": [] })))
+}
+
+async fn client_health(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let (state, _) = app.controller.snapshot().await;
+    require_gateway(&state, &name)?;
+    Ok(json_response(StatusCode::OK, json!({ "vpnClientConnectionsCount": 0, "allocatedIpAddresses": [], "value": [] })))
+}
+
+async fn vpn_client_package(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let (state, _) = app.controller.snapshot().await;
+    let gw = require_gateway(&state, &name)?;
+    if gw.vpn_client_configuration.is_none() {
+        return Err(ApiError::conflict(
+            "VpnClientConfigurationMissing",
+            "vpnClientConfiguration",
+            format!("vnet-gateway {name} has no point-to-site configuration; set --address-prefixes and --client-protocol first"),
+        ));
+    }
+    Err(ApiError::not_implemented("point-to-site client profile generation"))
+}
+
+async fn packet_capture() -> ApiError {
+    ApiError::not_implemented("packet capture")
+}
+
+// ---- nat rules, certificates ----------------------------------------------------------------------------
+
+async fn list_nat_rules(State(app): State<AppState>, Path(gw): Path<String>) -> ApiResult {
+    let (state, _) = app.controller.snapshot().await;
+    let g = require_gateway(&state, &gw)?;
+    let value: Vec<Value> = g
+        .nat_rules
+        .iter()
+        .map(|r| item_view(&serde_json::to_value(r).unwrap_or_default(), &gw, "natRules", &r.name))
+        .collect();
+    Ok(json_response(StatusCode::OK, json!({ "value": value })))
+}
+
+async fn get_nat_rule(State(app): State<AppState>, Path((gw, item)): Path<(String, String)>) -> ApiResult {
+    let (state, _) = app.controller.snapshot().await;
+    let g = require_gateway(&state, &gw)?;
+    let rule = g.nat_rules.iter().find(|r| r.name == item).ok_or_else(|| ApiError::not_found("nat-rule", &item))?;
+    Ok(json_response(StatusCode::OK, item_view(&serde_json::to_value(rule).unwrap_or_default(), &gw, "natRules", &item)))
+}
+
+async fn put_nat_rule(
+    State(app): State<AppState>,
+    Path((gw, item)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let bytes = body_bytes(body)?;
+    let mut rule: NatRule = parse_json(&bytes, true).map_err(|e| e.for_resource("nat-rule", &item))?;
+    check_path_name("nat-rule", &item, &mut rule.name)?;
+    let mut created = false;
+    app.controller
+        .mutate(false, |state, _| {
+            let g = require_gateway_mut(state, &gw)?;
+            match g.nat_rules.iter_mut().find(|r| r.name == item) {
+                Some(existing) => *existing = rule.clone(),
+                None => {
+                    created = true;
+                    g.nat_rules.push(rule.clone());
+                }
+            }
+            Ok(())
+        })
+        .await?;
+    let code = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(json_response(code, item_view(&serde_json::to_value(&rule).unwrap_or_default(), &gw, "natRules", &item)))
+}
+
+async fn delete_nat_rule(State(app): State<AppState>, Path((gw, item)): Path<(String, String)>) -> ApiResult {
+    let mut existed = false;
+    app.controller
+        .mutate(false, |state, _| {
+            let users: Vec<String> = state
+                .connections
+                .values()
+                .filter(|c| c.ingress_nat_rules.iter().chain(&c.egress_nat_rules).any(|r| r.name == item))
+                .map(|c| c.name.clone())
+                .collect();
+            let g = require_gateway_mut(state, &gw)?;
+            let before = g.nat_rules.len();
+            if g.nat_rules.iter().any(|r| r.name == item) && !users.is_empty() {
+                return Err(ApiError::conflict(
+                    "InUseNatRuleCannotBeDeleted",
+                    &item,
+                    format!("nat-rule {item} is used by vpn-connection(s) {}; remove it from them first", users.join(", ")),
+                ));
+            }
+            g.nat_rules.retain(|r| r.name != item);
+            existed = g.nat_rules.len() != before;
+            Ok(())
+        })
+        .await?;
+    Ok(if existed { StatusCode::OK } else { StatusCode::NO_CONTENT }.into_response())
+}
+
+async fn put_root_cert(
+    State(app): State<AppState>,
+    Path((gw, item)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let bytes = body_bytes(body)?;
+    let mut cert: RootCertificate = parse_json(&bytes, true).map_err(|e| e.for_resource("root-cert", &item))?;
+    check_path_name("root-cert", &item, &mut cert.name)?;
+    app.controller
+        .mutate(false, |state, _| {
+            let g = require_gateway_mut(state, &gw)?;
+            let p2s = g.vpn_client_configuration.get_or_insert_with(Default::default);
+            p2s.vpn_client_root_certificates.retain(|c| c.name != item);
+            p2s.vpn_client_root_certificates.push(cert.clone());
+            Ok(())
+        })
+        .await?;
+    let mut view = item_view(&serde_json::to_value(&cert).unwrap_or_default(), &gw, "vpnClientRootCertificates", &item);
+    if let Some(t) = certificate_thumbprint(&cert.public_cert_data) {
+        view["thumbprint"] = json!(t);
+    }
+    Ok(json_response(StatusCode::OK, view))
+}
+
+async fn delete_root_cert(State(app): State<AppState>, Path((gw, item)): Path<(String, String)>) -> ApiResult {
+    delete_p2s_item(app, gw, item, |p2s, item| {
+        let before = p2s.vpn_client_root_certificates.len();
+        p2s.vpn_client_root_certificates.retain(|c| c.name != item);
+        before != p2s.vpn_client_root_certificates.len()
+    })
+    .await
+}
+
+async fn put_revoked_cert(
+    State(app): State<AppState>,
+    Path((gw, item)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let bytes = body_bytes(body)?;
+    let mut cert: RevokedCertificate = parse_json(&bytes, true).map_err(|e| e.for_resource("revoked-cert", &item))?;
+    check_path_name("revoked-cert", &item, &mut cert.name)?;
+    cert.thumbprint = cert.thumbprint.to_ascii_uppercase();
+    app.controller
+        .mutate(false, |state, _| {
+            let g = require_gateway_mut(state, &gw)?;
+            let p2s = g.vpn_client_configuration.get_or_insert_with(Default::default);
+            p2s.vpn_client_revoked_certificates.retain(|c| c.name != item);
+            p2s.vpn_client_revoked_certificates.push(cert.clone());
+            Ok(())
+        })
+        .await?;
+    Ok(json_response(
+        StatusCode::OK,
+        item_view(&serde_json::to_value(&cert).unwrap_or_default(), &gw, "vpnClientRevokedCertificates", &item),
+    ))
+}
+
+async fn delete_revoked_cert(State(app): State<AppState>, Path((gw, item)): Path<(String, String)>) -> ApiResult {
+    delete_p2s_item(app, gw, item, |p2s, item| {
+        let before = p2s.vpn_client_revoked_certificates.len();
+        p2s.vpn_client_revoked_certificates.retain(|c| c.name != item);
+        before != p2s.vpn_client_revoked_certificates.len()
+    })
+    .await
+}
+
+async fn delete_p2s_item(
+    app: AppState,
+    gw: String,
+    item: String,
+    remove: impl FnOnce(&mut VpnClientConfiguration, &str) -> bool,
+) -> ApiResult {
+    let mut existed = false;
+    app.controller
+        .mutate(false, |state, _| {
+            let g = require_gateway_mut(state, &gw)?;
+            if let Some(p2s) = g.vpn_client_configuration.as_mut() {
+                existed = remove(p2s, &item);
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(if existed { StatusCode::OK } else { StatusCode::NO_CONTENT }.into_response())
+}
+
+// ---- local gateways -----------------------------------------------------------------------------------
+
+async fn list_local_gateways(State(app): State<AppState>) -> ApiResult {
+    let (state, etags) = app.controller.snapshot().await;
+    let value: Vec<Value> = state.local_gateways.values().map(|g| local_gateway_view(g, &etags)).collect();
+    Ok(json_response(StatusCode::OK, json!({ "value": value })))
+}
+
+async fn get_local_gateway(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let (state, etags) = app.controller.snapshot().await;
+    let lg = state.local_gateways.get(&name).ok_or_else(|| ApiError::not_found(kind::LOCAL_GATEWAY, &name))?;
+    Ok(json_response(StatusCode::OK, local_gateway_view(lg, &etags)))
+}
+
+async fn put_local_gateway(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let bytes = body_bytes(body)?;
+    let mut spec: LocalGatewaySpec = parse_json(&bytes, true).map_err(|e| e.for_resource(kind::LOCAL_GATEWAY, &name))?;
+    check_path_name(kind::LOCAL_GATEWAY, &name, &mut spec.name)?;
+    let mut created = false;
+    let applied = app
+        .controller
+        .mutate(false, |state, etags| {
+            check_if_match(&headers, &name, etags.get(&ResourceKey::new(collection::LOCAL_GATEWAYS, &name)))?;
+            created = state.local_gateways.insert(name.clone(), spec).is_none();
+            Ok(())
+        })
+        .await?;
+    let lg = &applied.state.local_gateways[&name];
+    let code = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(json_response(code, local_gateway_view(lg, &applied.etags)))
+}
+
+async fn delete_local_gateway(State(app): State<AppState>, Path(name): Path<String>, headers: HeaderMap) -> ApiResult {
+    let mut existed = false;
+    app.controller
+        .mutate(false, |state, etags| {
+            if !state.local_gateways.contains_key(&name) {
+                return Ok(());
+            }
+            check_if_match(&headers, &name, etags.get(&ResourceKey::new(collection::LOCAL_GATEWAYS, &name)))?;
+            let users = state.connections_using(&name);
+            if !users.is_empty() {
+                return Err(ApiError::conflict(
+                    "InUseLocalNetworkGatewayCannotBeDeleted",
+                    &name,
+                    format!(
+                        "local-gateway {name} is used by vpn-connection(s) {}; delete those connections first",
+                        users.join(", ")
+                    ),
+                ));
+            }
+            existed = state.local_gateways.remove(&name).is_some();
+            Ok(())
+        })
+        .await?;
+    Ok(if existed { StatusCode::OK } else { StatusCode::NO_CONTENT }.into_response())
+}
+
+// ---- connections --------------------------------------------------------------------------------------
+
+async fn list_connections(State(app): State<AppState>) -> ApiResult {
+    let (state, etags) = app.controller.snapshot().await;
+    let value: Vec<Value> = state.connections.values().map(|c| connection_view(c, &etags, app.status.as_ref())).collect();
+    Ok(json_response(StatusCode::OK, json!({ "value": value })))
+}
+
+async fn get_connection(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let (state, etags) = app.controller.snapshot().await;
+    let c = state.connections.get(&name).ok_or_else(|| ApiError::not_found(kind::CONNECTION, &name))?;
+    Ok(json_response(StatusCode::OK, connection_view(c, &etags, app.status.as_ref())))
+}
+
+async fn put_connection(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let bytes = body_bytes(body)?;
+    let mut spec: ConnectionSpec = parse_json(&bytes, true).map_err(|e| e.for_resource(kind::CONNECTION, &name))?;
+    check_path_name(kind::CONNECTION, &name, &mut spec.name)?;
+    let mut created = false;
+    let applied = app
+        .controller
+        .mutate(false, |state, etags| {
+            check_if_match(&headers, &name, etags.get(&ResourceKey::new(collection::CONNECTIONS, &name)))?;
+            // A replacement without a key keeps the current one: the key is write-only, so a client that
+            // read the connection cannot send it back.
+            if spec.shared_key.is_none()
+                && let Some(existing) = state.connections.get(&name)
+            {
+                spec.shared_key = existing.shared_key.clone();
+            }
+            created = state.connections.insert(name.clone(), spec).is_none();
+            Ok(())
+        })
+        .await?;
+    let c = &applied.state.connections[&name];
+    let code = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(json_response(code, connection_view(c, &applied.etags, app.status.as_ref())))
+}
+
+async fn delete_connection(State(app): State<AppState>, Path(name): Path<String>, headers: HeaderMap) -> ApiResult {
+    let mut existed = false;
+    app.controller
+        .mutate(false, |state, etags| {
+            if state.connections.contains_key(&name) {
+                check_if_match(&headers, &name, etags.get(&ResourceKey::new(collection::CONNECTIONS, &name)))?;
+            }
+            existed = state.connections.remove(&name).is_some();
+            Ok(())
+        })
+        .await?;
+    Ok(if existed { StatusCode::OK } else { StatusCode::NO_CONTENT }.into_response())
+}
+
+async fn get_shared_key(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let (state, _) = app.controller.snapshot().await;
+    let c = state.connections.get(&name).ok_or_else(|| ApiError::not_found(kind::CONNECTION, &name))?;
+    Ok(json_response(StatusCode::OK, json!({ "value": c.shared_key })))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SharedKeyBody {
+    value: String,
+}
+
+async fn put_shared_key(State(app): State<AppState>, Path(name): Path<String>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    let bytes = body_bytes(body)?;
+    let body: SharedKeyBody = parse_json(&bytes, false).map_err(|e| e.for_resource(kind::CONNECTION, &name))?;
+    validate::check_shared_key("value", &body.value).map_err(|e| e.for_resource(kind::CONNECTION, &name))?;
+    app.controller
+        .mutate(false, |state, _| {
+            let c = state.connections.get_mut(&name).ok_or_else(|| ApiError::not_found(kind::CONNECTION, &name))?;
+            c.shared_key = Some(body.value.clone());
+            Ok(())
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, json!({ "value": body.value })))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ResetKeyBody {
+    key_length: u32,
+}
+
+/// Generates a key of `len` characters from letters and digits (a subset of the allowed charset that
+/// survives every device's CLI quoting).
+fn generate_key(len: usize) -> Result<String, ApiError> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut out = String::with_capacity(len);
+    let mut buf = [0u8; 64];
+    while out.len() < len {
+        aws_lc_rs::rand::fill(&mut buf).map_err(|_| ApiError::internal("random source failed"))?;
+        // Rejection sampling keeps the characters uniform: 248 = 4 * 62.
+        out.extend(buf.iter().filter(|b| **b < 248).map(|b| ALPHABET[(*b % 62) as usize] as char).take(len - out.len()));
+    }
+    Ok(out)
+}
+
+async fn reset_shared_key(State(app): State<AppState>, Path(name): Path<String>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    let bytes = body_bytes(body)?;
+    let body: ResetKeyBody = parse_json(&bytes, false).map_err(|e| e.for_resource(kind::CONNECTION, &name))?;
+    if !(1..=128).contains(&body.key_length) {
+        return Err(ApiError::invalid("keyLength", format!("keyLength {} is outside 1-128", body.key_length))
+            .for_resource(kind::CONNECTION, &name));
+    }
+    let key = generate_key(body.key_length as usize)?;
+    app.controller
+        .mutate(false, |state, _| {
+            let c = state.connections.get_mut(&name).ok_or_else(|| ApiError::not_found(kind::CONNECTION, &name))?;
+            c.shared_key = Some(key);
+            Ok(())
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, json!({ "keyLength": body.key_length })))
+}
+
+async fn reset_connection(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let (state, _) = app.controller.snapshot().await;
+    state.connections.get(&name).ok_or_else(|| ApiError::not_found(kind::CONNECTION, &name))?;
+    Ok(json_response(
+        StatusCode::OK,
+        json!({
+            "status": "Succeeded",
+            "message": format!("vpn-connection {name} has no established tunnel yet; nothing needed re-establishing")
+        }),
+    ))
+}
+
+// ---- desired state ------------------------------------------------------------------------------------
+
+async fn export_state(State(app): State<AppState>, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+    let (state, _) = app.controller.snapshot().await;
+    let include = q.get("includeSecrets").is_some_and(|v| v == "true");
+    Ok(json_response(StatusCode::OK, state.to_document(include)))
+}
+
+async fn apply_state(State(app): State<AppState>, Query(q): Query<HashMap<String, String>>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    let bytes = body_bytes(body)?;
+    let doc: StateDocument = parse_json(&bytes, false)?;
+    if let Some(v) = &doc.api_version
+        && v != crate::state::API_VERSION
+    {
+        return Err(ApiError::invalid(
+            "apiVersion",
+            format!("apiVersion '{v}' is not understood; this vgw reads {}", crate::state::API_VERSION),
+        ));
+    }
+    let what_if = q.get("whatIf").is_some_and(|v| v == "true");
+    let mut wanted = DesiredState::from_document(doc).map_err(|m| ApiError::invalid("body", m))?;
+    let applied = app
+        .controller
+        .mutate(what_if, |state, _| {
+            // Connections listed without a key keep the key they have.
+            for (name, c) in wanted.connections.iter_mut() {
+                if c.shared_key.is_none()
+                    && let Some(existing) = state.connections.get(name)
+                {
+                    c.shared_key = existing.shared_key.clone();
+                }
+            }
+            *state = wanted;
+            Ok(())
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, json!({ "whatIf": what_if, "changes": applied.changes })))
+}

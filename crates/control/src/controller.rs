@@ -1,0 +1,144 @@
+//! The desired-state owner: a validated in-memory copy, written through to the store on every change.
+//!
+//! Every change goes through [`Controller::mutate`]: copy the state, let the caller edit the copy, validate
+//! the whole result, diff it, commit the diff to the store, and only then make it current and wake the
+//! reconciler. A refused change (validation, store failure) leaves the state untouched.
+
+use std::collections::HashMap;
+
+use tokio::sync::{Mutex, watch};
+
+use crate::error::ApiError;
+use crate::model::{ConnectionSpec, LocalGatewaySpec, VnetGatewaySpec, collection};
+use crate::state::{Change, ChangeAction, DesiredState, diff};
+use crate::store::{ResourceKey, StateStore, StoredResource, Write};
+use crate::validate::validate_state;
+
+struct Inner {
+    store: Box<dyn StateStore>,
+    state: DesiredState,
+    etags: HashMap<ResourceKey, String>,
+}
+
+/// Owns the desired state. Cheap reads (a clone under a short lock), serialised writes.
+pub struct Controller {
+    inner: Mutex<Inner>,
+    generation: watch::Sender<u64>,
+}
+
+/// The outcome of a change.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The resources that changed (empty when the change was a no-op).
+    pub changes: Vec<Change>,
+    /// The state after the change.
+    pub state: DesiredState,
+    /// Current etags.
+    pub etags: HashMap<ResourceKey, String>,
+}
+
+fn new_etag() -> String {
+    format!("W/\"{}\"", uuid::Uuid::new_v4())
+}
+
+impl Controller {
+    /// Loads the stored state. A stored resource that no longer parses is a hard error naming it, since
+    /// serving a partial configuration would silently drop tunnels.
+    pub fn load(mut store: Box<dyn StateStore>) -> Result<Self, String> {
+        let rows = store.load().map_err(|e| format!("reading the state store: {e}"))?;
+        let mut state = DesiredState::default();
+        let mut etags = HashMap::new();
+        for row in rows {
+            let bad = |e: serde_json::Error| format!("stored {}/{} is unreadable: {e}", row.key.collection, row.key.name);
+            match row.key.collection.as_str() {
+                collection::GATEWAYS => state.gateway = Some(serde_json::from_str::<VnetGatewaySpec>(&row.spec).map_err(bad)?),
+                collection::LOCAL_GATEWAYS => {
+                    let lg: LocalGatewaySpec = serde_json::from_str(&row.spec).map_err(bad)?;
+                    state.local_gateways.insert(lg.name.clone(), lg);
+                }
+                collection::CONNECTIONS => {
+                    let mut c: ConnectionSpec = serde_json::from_str(&row.spec).map_err(bad)?;
+                    c.shared_key = row.secret.clone();
+                    state.connections.insert(c.name.clone(), c);
+                }
+                other => return Err(format!("unknown collection '{other}' in the state store")),
+            }
+            etags.insert(row.key, row.etag);
+        }
+        state.normalise();
+        let (generation, _) = watch::channel(0);
+        Ok(Self { inner: Mutex::new(Inner { store, state, etags }), generation })
+    }
+
+    /// A snapshot of the desired state and the etags.
+    pub async fn snapshot(&self) -> (DesiredState, HashMap<ResourceKey, String>) {
+        let inner = self.inner.lock().await;
+        (inner.state.clone(), inner.etags.clone())
+    }
+
+    /// Wakes whenever the desired state changes; the reconciler waits on this.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Applies `edit` to a copy of the state; validates, stores and publishes it. With `dry_run` nothing is
+    /// stored and the diff is returned as it would be.
+    pub async fn mutate<F>(&self, dry_run: bool, edit: F) -> Result<Applied, ApiError>
+    where
+        F: FnOnce(&mut DesiredState, &HashMap<ResourceKey, String>) -> Result<(), ApiError>,
+    {
+        let mut inner = self.inner.lock().await;
+        let mut next = inner.state.clone();
+        edit(&mut next, &inner.etags)?;
+        next.normalise();
+        validate_state(&next)?;
+        let changes = diff(&inner.state, &next);
+        if dry_run || changes.is_empty() {
+            return Ok(Applied { changes, state: next, etags: inner.etags.clone() });
+        }
+        let mut writes = Vec::new();
+        let mut etags = inner.etags.clone();
+        for change in &changes {
+            let key = ResourceKey::new(&change.resource_type, &change.name);
+            match change.action {
+                ChangeAction::Delete => {
+                    etags.remove(&key);
+                    writes.push(Write::Delete(key));
+                }
+                ChangeAction::Create | ChangeAction::Update => {
+                    let (spec, secret) = serialise(&next, &key).ok_or_else(|| ApiError::internal("diff names a missing resource"))?;
+                    let etag = new_etag();
+                    etags.insert(key.clone(), etag.clone());
+                    writes.push(Write::Put(StoredResource { key, spec, etag, secret }));
+                }
+            }
+        }
+        // SQLite blocks; keep the runtime's other tasks moving while it syncs.
+        let store = &mut inner.store;
+        tokio::task::block_in_place(|| store.commit(&writes))?;
+        inner.state = next.clone();
+        inner.etags = etags.clone();
+        self.generation.send_modify(|g| *g += 1);
+        for change in &changes {
+            tracing::info!(
+                category = "GatewayDiagnosticLog",
+                action = ?change.action,
+                resource = %format!("{}/{}", change.resource_type, change.name),
+                "desired state changed"
+            );
+        }
+        Ok(Applied { changes, state: next, etags })
+    }
+}
+
+fn serialise(state: &DesiredState, key: &ResourceKey) -> Option<(String, Option<String>)> {
+    match key.collection.as_str() {
+        collection::GATEWAYS => state.gateway.as_ref().map(|g| (serde_json::to_string(g).unwrap_or_default(), None)),
+        collection::LOCAL_GATEWAYS => state.local_gateways.get(&key.name).map(|g| (serde_json::to_string(g).unwrap_or_default(), None)),
+        collection::CONNECTIONS => state
+            .connections
+            .get(&key.name)
+            .map(|c| (serde_json::to_string(c).unwrap_or_default(), c.shared_key.clone())),
+        _ => None,
+    }
+}

@@ -1,0 +1,14 @@
+//! The vgw control plane: desired state (resources with Azure's names), validation, the embedded store,
+//! and the REST API. The API and the CLI only change desired state and read status; a reconciler (fed by
+//! [`controller::Controller::subscribe`]) drives the engines toward it.
+
+pub mod api;
+pub mod controller;
+pub mod error;
+pub mod model;
+pub mod openapi;
+pub mod server;
+pub mod state;
+pub mod status;
+pub mod store;
+pub mod validate;

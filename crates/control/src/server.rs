@@ -1,0 +1,141 @@
+//! `vgw serve`: opens the store, and serves the API on a Unix socket (mode 0600) and, optionally, on TCP
+//! with a bearer token.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+
+use crate::api::{AppState, router};
+use crate::controller::Controller;
+use crate::error::ApiError;
+use crate::status::{NoEngines, StatusSource};
+use crate::store::SqliteStore;
+
+/// Where and how the daemon serves.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// Directory of the state database (created 0700).
+    pub state_dir: PathBuf,
+    /// The Unix socket of the API (created 0600).
+    pub api_socket: PathBuf,
+    /// Optional TCP listener; needs `api_token_file`.
+    pub api_listen: Option<SocketAddr>,
+    /// File holding the bearer token for the TCP listener.
+    pub api_token_file: Option<PathBuf>,
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub async fn serve(config: ServeConfig) -> Result<(), String> {
+    // Everything the daemon creates (database, WAL, socket, logs) is private to its user.
+    // SAFETY: umask only swaps the process's file-creation mask; it cannot fail.
+    unsafe { libc::umask(0o077) };
+    create_private_dir(&config.state_dir)?;
+    let store = SqliteStore::open(&config.state_dir)?;
+    let controller = Arc::new(Controller::load(Box::new(store))?);
+    let status: Arc<dyn StatusSource> = Arc::new(NoEngines);
+    let app = router(AppState { controller, status });
+
+    let unix = bind_unix(&config.api_socket)?;
+    tracing::info!(socket = %config.api_socket.display(), state_dir = %config.state_dir.display(), "vgw API serving");
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let app = app.clone();
+        tasks.spawn(async move { axum::serve(unix, app).with_graceful_shutdown(shutdown_signal()).await.map_err(|e| e.to_string()) });
+    }
+    if let Some(addr) = config.api_listen {
+        let token_file = config
+            .api_token_file
+            .as_ref()
+            .ok_or("--api-listen needs --api-token-file: the TCP listener never serves without a token")?;
+        let token = read_token(token_file)?;
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        tracing::info!(%addr, "vgw API serving on TCP with bearer-token authentication");
+        let app: Router = app.layer(middleware::from_fn_with_state(Arc::new(token), require_token));
+        tasks.spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.map_err(|e| e.to_string()) });
+    }
+    let mut result = Ok(());
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(Err(e)) | Err(e) = done.map_err(|e| e.to_string()) {
+            result = Err(e);
+        }
+    }
+    let _ = std::fs::remove_file(&config.api_socket);
+    tracing::info!("vgw stopped");
+    result
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), String> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create state directory {}: {e}", dir.display()))
+}
+
+/// Binds the API socket, 0600. A stale socket from a crashed daemon is replaced; a live one is an error.
+fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, String> {
+    if let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+        && !parent.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(format!("another vgw is serving on {}; stop it or pass another --api-socket", path.display()));
+        }
+        std::fs::remove_file(path).map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("cannot chmod {}: {e}", path.display()))?;
+    Ok(listener)
+}
+
+fn read_token(path: &Path) -> Result<String, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        tracing::warn!(file = %path.display(), "the API token file is readable by group or others; chmod 600 it");
+    }
+    let token = std::fs::read_to_string(path).map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;
+    let token = token.trim().to_string();
+    if token.len() < 16 {
+        return Err(format!("the token in {} is shorter than 16 characters; use a long random token", path.display()));
+    }
+    Ok(token)
+}
+
+async fn require_token(State(token): State<Arc<String>>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if aws_lc_rs::constant_time::verify_slices_are_equal(presented.as_bytes(), token.as_bytes()).is_err() {
+        return ApiError::unauthorized().into_response();
+    }
+    next.run(request).await
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}

@@ -132,7 +132,7 @@ const READ_ONLY: &[&str] = &[
 fn strip_read_only(value: &mut Value) {
     if let Some(obj) = value.as_object_mut() {
         for k in READ_ONLY {
-            obj.remove(*k);
+            obj.shift_remove(*k);
         }
         if let Some(Value::Array(rules)) = obj.get_mut("natRules") {
             rules.iter_mut().for_each(strip_item_meta);
@@ -145,7 +145,7 @@ fn strip_read_only(value: &mut Value) {
                         if list == "vpnClientRootCertificates"
                             && let Some(o) = item.as_object_mut()
                         {
-                            o.remove("thumbprint");
+                            o.shift_remove("thumbprint");
                         }
                     }
                 }
@@ -157,7 +157,7 @@ fn strip_read_only(value: &mut Value) {
 fn strip_item_meta(item: &mut Value) {
     if let Some(o) = item.as_object_mut() {
         for k in ["id", "etag", "type", "provisioningState"] {
-            o.remove(k);
+            o.shift_remove(k);
         }
     }
 }
@@ -225,7 +225,7 @@ fn with_meta(mut body: Value, collection: &str, name: &str, rtype: &str, etag: O
     out.insert("etag".into(), json!(etag.cloned().unwrap_or_default()));
     out.insert("provisioningState".into(), json!("Succeeded"));
     if let Some(obj) = body.as_object_mut() {
-        obj.remove("name");
+        obj.shift_remove("name");
         out.extend(std::mem::take(obj));
     }
     Value::Object(out)

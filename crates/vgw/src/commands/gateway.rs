@@ -1,0 +1,532 @@
+//! `vgw vnet-gateway ...` (az network vnet-gateway).
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use super::{bool_flag, seg, set};
+use crate::Ctx;
+
+/// `vnet-gateway` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum GatewayCommand {
+    /// Create the gateway (one per daemon).
+    Create(GatewayArgs),
+    /// Show the gateway.
+    Show(NameArg),
+    /// Change the gateway's settings; only the flags given change.
+    Update(GatewayArgs),
+    /// Delete the gateway (its connections must be deleted first).
+    Delete(NameNoWait),
+    /// Re-establish every tunnel, keeping the configuration.
+    Reset(ResetArgs),
+    /// Show BGP peers and their state.
+    ListBgpPeerStatus(PeerArgs),
+    /// Show the routes the gateway has learned.
+    ListLearnedRoutes(NameArg),
+    /// Show the routes advertised to one BGP peer.
+    ListAdvertisedRoutes(PeerArgs),
+    /// NAT rules.
+    #[command(subcommand)]
+    NatRule(NatRuleCommand),
+    /// Point-to-site trusted root certificates.
+    #[command(subcommand)]
+    RootCert(RootCertCommand),
+    /// Point-to-site revoked client certificates.
+    #[command(subcommand)]
+    RevokedCert(RevokedCertCommand),
+    /// Point-to-site client profiles and health.
+    #[command(subcommand)]
+    VpnClient(VpnClientCommand),
+    /// Packet capture on the gateway.
+    #[command(subcommand)]
+    PacketCapture(PacketCaptureCommand),
+}
+
+/// `--name` (optional: the daemon's one gateway).
+#[derive(Args, Debug)]
+pub struct NameArg {
+    /// Gateway name; defaults to the daemon's gateway.
+    #[arg(short = 'n', long)]
+    pub name: Option<String>,
+}
+
+/// `--name` and `--no-wait`.
+#[derive(Args, Debug)]
+pub struct NameNoWait {
+    /// Gateway name; defaults to the daemon's gateway.
+    #[arg(short = 'n', long)]
+    pub name: Option<String>,
+    /// Do not print the result.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+/// `reset` flags.
+#[derive(Args, Debug)]
+pub struct ResetArgs {
+    /// Gateway name; defaults to the daemon's gateway.
+    #[arg(short = 'n', long)]
+    pub name: Option<String>,
+    /// Reset only the instance with this public address (active-active).
+    #[arg(long)]
+    pub gateway_vip: Option<String>,
+    /// Do not print the result.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+/// `--peer` for the BGP commands.
+#[derive(Args, Debug)]
+pub struct PeerArgs {
+    /// Gateway name; defaults to the daemon's gateway.
+    #[arg(short = 'n', long)]
+    pub name: Option<String>,
+    /// The BGP neighbor's address.
+    #[arg(long)]
+    pub peer: Option<String>,
+}
+
+/// Flags of `create` and `update`, with az's names.
+#[derive(Args, Debug)]
+pub struct GatewayArgs {
+    /// Gateway name (required for create).
+    #[arg(short = 'n', long)]
+    pub name: Option<String>,
+    /// The addresses to listen on; two for active-active.
+    #[arg(long, num_args = 1..=2)]
+    pub public_ip_addresses: Option<Vec<String>>,
+    /// The network behind the gateway (Azure takes it from the VNet).
+    #[arg(long, num_args = 1..)]
+    pub vnet_address_space: Option<Vec<String>>,
+    /// VpnGw1 .. VpnGw5AZ (kept for compatibility; vgw does not cap throughput by SKU).
+    #[arg(long)]
+    pub sku: Option<String>,
+    /// RouteBased or PolicyBased.
+    #[arg(long)]
+    pub vpn_type: Option<String>,
+    /// The gateway's BGP ASN (enables BGP).
+    #[arg(long)]
+    pub asn: Option<u64>,
+    /// The gateway's BGP peering address.
+    #[arg(long)]
+    pub bgp_peering_address: Option<String>,
+    /// Weight added to routes learned over BGP.
+    #[arg(long)]
+    pub peer_weight: Option<u32>,
+    /// Enable or disable BGP.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = bool_flag())]
+    pub enable_bgp: Option<bool>,
+    /// Point-to-site client address pool.
+    #[arg(long, num_args = 1..)]
+    pub address_prefixes: Option<Vec<String>>,
+    /// Point-to-site protocols: IkeV2 and/or WireGuard.
+    #[arg(long, num_args = 1..)]
+    pub client_protocol: Option<Vec<String>>,
+    /// Extra prefixes advertised to sites.
+    #[arg(long, num_args = 1..)]
+    pub custom_routes: Option<Vec<String>>,
+    /// Do not print the result.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+/// `nat-rule` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum NatRuleCommand {
+    /// Add (or replace) a NAT rule.
+    Add(NatRuleArgs),
+    /// List NAT rules.
+    List(GatewayNameArg),
+    /// Remove a NAT rule.
+    Remove(ItemArgs),
+}
+
+/// `--gateway-name`.
+#[derive(Args, Debug)]
+pub struct GatewayNameArg {
+    /// Gateway name; defaults to the daemon's gateway.
+    #[arg(long)]
+    pub gateway_name: Option<String>,
+}
+
+/// `--gateway-name --name`.
+#[derive(Args, Debug)]
+pub struct ItemArgs {
+    /// Gateway name; defaults to the daemon's gateway.
+    #[arg(long)]
+    pub gateway_name: Option<String>,
+    /// Item name.
+    #[arg(short = 'n', long)]
+    pub name: String,
+    /// Do not print the result.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+/// `nat-rule add` flags, as az.
+#[derive(Args, Debug)]
+pub struct NatRuleArgs {
+    /// Gateway name; defaults to the daemon's gateway.
+    #[arg(long)]
+    pub gateway_name: Option<String>,
+    /// Rule name.
+    #[arg(short = 'n', long)]
+    pub name: String,
+    /// Static or Dynamic.
+    #[arg(long = "type", default_value = "Static")]
+    pub rule_type: String,
+    /// EgressSnat or IngressSnat.
+    #[arg(long, default_value = "EgressSnat")]
+    pub mode: String,
+    /// Prefixes before translation.
+    #[arg(long, num_args = 1.., required = true)]
+    pub internal_mappings: Vec<String>,
+    /// Prefixes after translation.
+    #[arg(long, num_args = 1.., required = true)]
+    pub external_mappings: Vec<String>,
+    /// Port range of the internal mappings, low-high.
+    #[arg(long)]
+    pub internal_port_range: Option<String>,
+    /// Port range of the external mappings, low-high.
+    #[arg(long)]
+    pub external_port_range: Option<String>,
+    /// Restrict the rule to one instance (ipConfiguration name).
+    #[arg(long)]
+    pub ip_config_id: Option<String>,
+    /// Do not print the result.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+/// `root-cert` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum RootCertCommand {
+    /// Trust a root certificate for point-to-site clients.
+    Create(RootCertArgs),
+    /// Stop trusting it.
+    Delete(ItemArgs),
+}
+
+/// `root-cert create` flags.
+#[derive(Args, Debug)]
+pub struct RootCertArgs {
+    /// Gateway name; defaults to the daemon's gateway.
+    #[arg(long)]
+    pub gateway_name: Option<String>,
+    /// Certificate name.
+    #[arg(short = 'n', long)]
+    pub name: String,
+    /// The certificate: base64 DER (Azure's format), or a path to a PEM/base64 file.
+    #[arg(long)]
+    pub public_cert_data: String,
+    /// Do not print the result.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+/// `revoked-cert` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum RevokedCertCommand {
+    /// Revoke a client certificate by thumbprint.
+    Create(RevokedCertArgs),
+    /// Lift a revocation.
+    Delete(ItemArgs),
+}
+
+/// `revoked-cert create` flags.
+#[derive(Args, Debug)]
+pub struct RevokedCertArgs {
+    /// Gateway name; defaults to the daemon's gateway.
+    #[arg(long)]
+    pub gateway_name: Option<String>,
+    /// Entry name.
+    #[arg(short = 'n', long)]
+    pub name: String,
+    /// SHA-1 thumbprint of the client certificate (40 hex digits).
+    #[arg(long)]
+    pub thumbprint: String,
+    /// Do not print the result.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+/// `vpn-client` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum VpnClientCommand {
+    /// Build the client profile package and return its URL.
+    Generate(NameArg),
+    /// Return the URL of the current package.
+    ShowUrl(NameArg),
+    /// Connected point-to-site clients.
+    ShowHealth(NameArg),
+}
+
+/// `packet-capture` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum PacketCaptureCommand {
+    /// Start a capture.
+    Start(CaptureStartArgs),
+    /// Stop it and return the file.
+    Stop(NameArg),
+}
+
+/// `packet-capture start` flags.
+#[derive(Args, Debug)]
+pub struct CaptureStartArgs {
+    /// Gateway name; defaults to the daemon's gateway.
+    #[arg(short = 'n', long)]
+    pub name: Option<String>,
+    /// Azure's filterData JSON.
+    #[arg(long)]
+    pub filter_data: Option<String>,
+}
+
+/// The gateway's name: the one given, or the daemon's only gateway.
+pub async fn gateway_name(ctx: &Ctx, given: Option<String>) -> Result<String> {
+    if let Some(name) = given {
+        return Ok(name);
+    }
+    let list = ctx.client.get("/api/virtualNetworkGateways").await?;
+    list["value"][0]["name"]
+        .as_str()
+        .map(str::to_string)
+        .context("no vnet-gateway exists yet; create one with 'vgw vnet-gateway create --name NAME --public-ip-addresses IP'")
+}
+
+fn gw_path(name: &str) -> String {
+    format!("/api/virtualNetworkGateways/{}", seg(name))
+}
+
+/// Applies the flags of `create`/`update` to a gateway document.
+fn apply_flags(body: &mut Value, a: &GatewayArgs) {
+    if let Some(ips) = &a.public_ip_addresses {
+        let configs: Vec<Value> = ips
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| json!({"name": if i == 0 { "default" } else { "activeActive" }, "publicIpAddress": ip}))
+            .collect();
+        body["activeActive"] = json!(ips.len() == 2);
+        body["ipConfigurations"] = json!(configs);
+    }
+    if let Some(space) = &a.vnet_address_space {
+        body["addressSpace"] = json!({"addressPrefixes": space});
+    }
+    if let Some(routes) = &a.custom_routes {
+        body["customRoutes"] = json!({"addressPrefixes": routes});
+    }
+    if let Some(sku) = &a.sku {
+        body["sku"] = json!({"name": sku});
+    }
+    set(body, "vpnType", a.vpn_type.clone());
+    if a.asn.is_some() || a.bgp_peering_address.is_some() || a.peer_weight.is_some() {
+        if !body["bgpSettings"].is_object() {
+            body["bgpSettings"] = json!({"asn": 65515});
+        }
+        let bgp = &mut body["bgpSettings"];
+        set(bgp, "asn", a.asn);
+        set(bgp, "bgpPeeringAddress", a.bgp_peering_address.clone());
+        set(bgp, "peerWeight", a.peer_weight);
+        if a.enable_bgp.is_none() {
+            body["enableBgp"] = json!(true);
+        }
+    }
+    set(body, "enableBgp", a.enable_bgp);
+    if a.address_prefixes.is_some() || a.client_protocol.is_some() {
+        if !body["vpnClientConfiguration"].is_object() {
+            body["vpnClientConfiguration"] = json!({"vpnClientProtocols": ["IkeV2"], "vpnAuthenticationTypes": ["Certificate"]});
+        }
+        let p2s = &mut body["vpnClientConfiguration"];
+        if let Some(pool) = &a.address_prefixes {
+            p2s["vpnClientAddressPool"] = json!({"addressPrefixes": pool});
+        }
+        set(p2s, "vpnClientProtocols", a.client_protocol.clone());
+    }
+}
+
+/// Runs a `vnet-gateway` command.
+pub async fn run(ctx: &Ctx, cmd: GatewayCommand) -> Result<()> {
+    match cmd {
+        GatewayCommand::Create(a) => {
+            let Some(name) = a.name.clone() else { bail!("the following arguments are required: --name/-n") };
+            let mut body = json!({"name": name});
+            apply_flags(&mut body, &a);
+            // If-None-Match semantics: create must not silently replace an existing gateway.
+            let exists = ctx.client.get("/api/virtualNetworkGateways").await?;
+            if let Some(existing) = exists["value"][0]["name"].as_str() {
+                bail!("vnet-gateway '{existing}' already exists; change it with 'vgw vnet-gateway update'");
+            }
+            let out = ctx.client.put(&gw_path(&name), &body, None).await?;
+            if !a.no_wait {
+                ctx.print(&out)?;
+            }
+        }
+        GatewayCommand::Show(a) => {
+            let name = gateway_name(ctx, a.name).await?;
+            ctx.print(&ctx.client.get(&gw_path(&name)).await?)?;
+        }
+        GatewayCommand::Update(a) => {
+            let name = gateway_name(ctx, a.name.clone()).await?;
+            let mut body = ctx.client.get(&gw_path(&name)).await?;
+            let etag = body["etag"].as_str().map(str::to_string);
+            apply_flags(&mut body, &a);
+            let out = ctx.client.put(&gw_path(&name), &body, etag.as_deref()).await?;
+            if !a.no_wait {
+                ctx.print(&out)?;
+            }
+        }
+        GatewayCommand::Delete(a) => {
+            let name = gateway_name(ctx, a.name).await?;
+            ctx.client.delete(&gw_path(&name)).await?;
+        }
+        GatewayCommand::Reset(a) => {
+            let name = gateway_name(ctx, a.name).await?;
+            let mut path = format!("{}/reset", gw_path(&name));
+            if let Some(vip) = &a.gateway_vip {
+                path.push_str(&format!("?gatewayVip={}", seg(vip)));
+            }
+            let out = ctx.client.post(&path, None).await?;
+            if !a.no_wait {
+                ctx.print(&out)?;
+            }
+        }
+        GatewayCommand::ListBgpPeerStatus(a) => {
+            let name = gateway_name(ctx, a.name).await?;
+            let mut path = format!("{}/getBgpPeerStatus", gw_path(&name));
+            if let Some(peer) = &a.peer {
+                path.push_str(&format!("?peer={}", seg(peer)));
+            }
+            ctx.print(&ctx.client.post(&path, None).await?)?;
+        }
+        GatewayCommand::ListLearnedRoutes(a) => {
+            let name = gateway_name(ctx, a.name).await?;
+            ctx.print(&ctx.client.post(&format!("{}/getLearnedRoutes", gw_path(&name)), None).await?)?;
+        }
+        GatewayCommand::ListAdvertisedRoutes(a) => {
+            let name = gateway_name(ctx, a.name).await?;
+            let Some(peer) = a.peer else { bail!("the following arguments are required: --peer") };
+            let path = format!("{}/getAdvertisedRoutes?peer={}", gw_path(&name), seg(&peer));
+            ctx.print(&ctx.client.post(&path, None).await?)?;
+        }
+        GatewayCommand::NatRule(cmd) => nat_rule(ctx, cmd).await?,
+        GatewayCommand::RootCert(cmd) => root_cert(ctx, cmd).await?,
+        GatewayCommand::RevokedCert(cmd) => revoked_cert(ctx, cmd).await?,
+        GatewayCommand::VpnClient(cmd) => {
+            let (name, action) = match cmd {
+                VpnClientCommand::Generate(a) => (a.name, "generatevpnclientpackage"),
+                VpnClientCommand::ShowUrl(a) => (a.name, "getvpnclientpackageurl"),
+                VpnClientCommand::ShowHealth(a) => (a.name, "getVpnClientConnectionHealth"),
+            };
+            let name = gateway_name(ctx, name).await?;
+            ctx.print(&ctx.client.post(&format!("{}/{action}", gw_path(&name)), None).await?)?;
+        }
+        GatewayCommand::PacketCapture(cmd) => {
+            let (name, action, body) = match cmd {
+                PacketCaptureCommand::Start(a) => {
+                    let filter = a
+                        .filter_data
+                        .map(|f| serde_json::from_str::<Value>(&f).context("--filter-data is not valid JSON"))
+                        .transpose()?;
+                    (a.name, "startPacketCapture", Some(json!({"filterData": filter})))
+                }
+                PacketCaptureCommand::Stop(a) => (a.name, "stopPacketCapture", None),
+            };
+            let name = gateway_name(ctx, name).await?;
+            ctx.print(&ctx.client.post(&format!("{}/{action}", gw_path(&name)), body.as_ref()).await?)?;
+        }
+    }
+    Ok(())
+}
+
+async fn nat_rule(ctx: &Ctx, cmd: NatRuleCommand) -> Result<()> {
+    match cmd {
+        NatRuleCommand::Add(a) => {
+            let gw = gateway_name(ctx, a.gateway_name).await?;
+            let mapping = |list: &[String], range: &Option<String>| -> Vec<Value> {
+                list.iter()
+                    .map(|p| {
+                        let mut m = json!({"addressSpace": p});
+                        set(&mut m, "portRange", range.clone());
+                        m
+                    })
+                    .collect()
+            };
+            let mut body = json!({
+                "name": a.name,
+                "type": a.rule_type,
+                "mode": a.mode,
+                "internalMappings": mapping(&a.internal_mappings, &a.internal_port_range),
+                "externalMappings": mapping(&a.external_mappings, &a.external_port_range),
+            });
+            set(&mut body, "ipConfigurationId", a.ip_config_id);
+            let out = ctx.client.put(&format!("{}/natRules/{}", gw_path(&gw), seg(&a.name)), &body, None).await?;
+            if !a.no_wait {
+                ctx.print(&out)?;
+            }
+        }
+        NatRuleCommand::List(a) => {
+            let gw = gateway_name(ctx, a.gateway_name).await?;
+            let out = ctx.client.get(&format!("{}/natRules", gw_path(&gw))).await?;
+            ctx.print(&out["value"])?;
+        }
+        NatRuleCommand::Remove(a) => {
+            let gw = gateway_name(ctx, a.gateway_name).await?;
+            ctx.client.delete(&format!("{}/natRules/{}", gw_path(&gw), seg(&a.name))).await?;
+        }
+    }
+    Ok(())
+}
+
+/// `--public-cert-data` takes the base64 itself or, as az allows, a path to the certificate file.
+fn cert_data(arg: &str) -> Result<String> {
+    let path = std::path::Path::new(arg);
+    let text = if arg.len() < 4096 && path.is_file() {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {arg}"))?
+    } else {
+        arg.to_string()
+    };
+    Ok(text
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .concat())
+}
+
+async fn root_cert(ctx: &Ctx, cmd: RootCertCommand) -> Result<()> {
+    match cmd {
+        RootCertCommand::Create(a) => {
+            let gw = gateway_name(ctx, a.gateway_name).await?;
+            let body = json!({"name": a.name, "publicCertData": cert_data(&a.public_cert_data)?});
+            let path = format!("{}/vpnClientRootCertificates/{}", gw_path(&gw), seg(&a.name));
+            let out = ctx.client.put(&path, &body, None).await?;
+            if !a.no_wait {
+                ctx.print(&out)?;
+            }
+        }
+        RootCertCommand::Delete(a) => {
+            let gw = gateway_name(ctx, a.gateway_name).await?;
+            ctx.client.delete(&format!("{}/vpnClientRootCertificates/{}", gw_path(&gw), seg(&a.name))).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn revoked_cert(ctx: &Ctx, cmd: RevokedCertCommand) -> Result<()> {
+    match cmd {
+        RevokedCertCommand::Create(a) => {
+            let gw = gateway_name(ctx, a.gateway_name).await?;
+            let body = json!({"name": a.name, "thumbprint": a.thumbprint});
+            let path = format!("{}/vpnClientRevokedCertificates/{}", gw_path(&gw), seg(&a.name));
+            let out = ctx.client.put(&path, &body, None).await?;
+            if !a.no_wait {
+                ctx.print(&out)?;
+            }
+        }
+        RevokedCertCommand::Delete(a) => {
+            let gw = gateway_name(ctx, a.gateway_name).await?;
+            ctx.client.delete(&format!("{}/vpnClientRevokedCertificates/{}", gw_path(&gw), seg(&a.name))).await?;
+        }
+    }
+    Ok(())
+}

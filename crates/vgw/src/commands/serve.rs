@@ -1,0 +1,38 @@
+//! `vgw serve`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use clap::Args;
+use vgw_control::server::{ServeConfig, serve};
+
+/// `vgw serve` flags. The API socket and token file are the global `--api-socket` and `--api-token-file`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Directory holding the desired-state database.
+    #[arg(long, default_value = "/var/lib/vgw")]
+    pub state_dir: PathBuf,
+    /// Also serve the API on this TCP address (requires --api-token-file).
+    #[arg(long)]
+    pub api_listen: Option<SocketAddr>,
+    /// Log filter (tracing's env-filter syntax), also RUST_LOG.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log_level: String,
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub async fn run(args: &ServeArgs, api_socket: &Path, api_token_file: Option<&Path>) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log_level).unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    serve(ServeConfig {
+        state_dir: args.state_dir.clone(),
+        api_socket: api_socket.to_path_buf(),
+        api_listen: args.api_listen,
+        api_token_file: api_token_file.map(Path::to_path_buf),
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!(e))
+}

@@ -48,35 +48,78 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/openapi.json", get(openapi))
         .route(&format!("/api/{GATEWAYS}"), get(list_gateways))
-        .route(&gw, get(get_gateway).put(put_gateway).delete(delete_gateway))
+        .route(
+            &gw,
+            get(get_gateway).put(put_gateway).delete(delete_gateway),
+        )
         .route(&format!("{gw}/reset"), post(reset_gateway))
         .route(&format!("{gw}/getBgpPeerStatus"), post(empty_value_list))
         .route(&format!("{gw}/getLearnedRoutes"), post(empty_value_list))
-        .route(&format!("{gw}/getAdvertisedRoutes"), post(advertised_routes))
-        .route(&format!("{gw}/getVpnClientConnectionHealth"), post(client_health))
-        .route(&format!("{gw}/generatevpnclientpackage"), post(vpn_client_package))
-        .route(&format!("{gw}/getvpnclientpackageurl"), post(vpn_client_package))
+        .route(
+            &format!("{gw}/getAdvertisedRoutes"),
+            post(advertised_routes),
+        )
+        .route(
+            &format!("{gw}/getVpnClientConnectionHealth"),
+            post(client_health),
+        )
+        .route(
+            &format!("{gw}/generatevpnclientpackage"),
+            post(vpn_client_package),
+        )
+        .route(
+            &format!("{gw}/getvpnclientpackageurl"),
+            post(vpn_client_package),
+        )
         .route(&format!("{gw}/startPacketCapture"), post(packet_capture))
         .route(&format!("{gw}/stopPacketCapture"), post(packet_capture))
         .route(&format!("{gw}/natRules"), get(list_nat_rules))
-        .route(&format!("{gw}/natRules/{{item}}"), get(get_nat_rule).put(put_nat_rule).delete(delete_nat_rule))
-        .route(&format!("{gw}/vpnClientRootCertificates/{{item}}"), put(put_root_cert).delete(delete_root_cert))
-        .route(&format!("{gw}/vpnClientRevokedCertificates/{{item}}"), put(put_revoked_cert).delete(delete_revoked_cert))
+        .route(
+            &format!("{gw}/natRules/{{item}}"),
+            get(get_nat_rule).put(put_nat_rule).delete(delete_nat_rule),
+        )
+        .route(
+            &format!("{gw}/vpnClientRootCertificates/{{item}}"),
+            put(put_root_cert).delete(delete_root_cert),
+        )
+        .route(
+            &format!("{gw}/vpnClientRevokedCertificates/{{item}}"),
+            put(put_revoked_cert).delete(delete_revoked_cert),
+        )
         .route(&format!("/api/{LOCAL_GATEWAYS}"), get(list_local_gateways))
         .route(
             &format!("/api/{LOCAL_GATEWAYS}/{{name}}"),
-            get(get_local_gateway).put(put_local_gateway).delete(delete_local_gateway),
+            get(get_local_gateway)
+                .put(put_local_gateway)
+                .delete(delete_local_gateway),
         )
         .route(&format!("/api/{CONNECTIONS}"), get(list_connections))
         .route(
             &format!("/api/{CONNECTIONS}/{{name}}"),
-            get(get_connection).put(put_connection).delete(delete_connection),
+            get(get_connection)
+                .put(put_connection)
+                .delete(delete_connection),
         )
-        .route(&format!("/api/{CONNECTIONS}/{{name}}/sharedkey"), get(get_shared_key).put(put_shared_key))
-        .route(&format!("/api/{CONNECTIONS}/{{name}}/sharedkey/reset"), post(reset_shared_key))
-        .route(&format!("/api/{CONNECTIONS}/{{name}}/resetconnection"), post(reset_connection))
-        .route(&format!("/api/{CONNECTIONS}/{{name}}/startPacketCapture"), post(packet_capture))
-        .route(&format!("/api/{CONNECTIONS}/{{name}}/stopPacketCapture"), post(packet_capture))
+        .route(
+            &format!("/api/{CONNECTIONS}/{{name}}/sharedkey"),
+            get(get_shared_key).put(put_shared_key),
+        )
+        .route(
+            &format!("/api/{CONNECTIONS}/{{name}}/sharedkey/reset"),
+            post(reset_shared_key),
+        )
+        .route(
+            &format!("/api/{CONNECTIONS}/{{name}}/resetconnection"),
+            post(reset_connection),
+        )
+        .route(
+            &format!("/api/{CONNECTIONS}/{{name}}/startPacketCapture"),
+            post(packet_capture),
+        )
+        .route(
+            &format!("/api/{CONNECTIONS}/{{name}}/stopPacketCapture"),
+            post(packet_capture),
+        )
         .route("/api/desiredState", get(export_state).post(apply_state))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -85,7 +128,12 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn not_found() -> ApiError {
-    ApiError { status: 404, code: "NotFound".into(), message: "no such API path; see /openapi.json".into(), target: None }
+    ApiError {
+        status: 404,
+        code: "NotFound".into(),
+        message: "no such API path; see /openapi.json".into(),
+        target: None,
+    }
 }
 
 async fn method_not_allowed() -> ApiError {
@@ -165,13 +213,22 @@ fn strip_item_meta(item: &mut Value) {
 /// Parses a JSON body into `T`, naming the offending field and position on error.
 fn parse_json<T: DeserializeOwned>(bytes: &[u8], strip: bool) -> Result<T, ApiError> {
     if bytes.is_empty() {
-        return Err(ApiError::bad_content("the request body is empty; send a JSON object", None));
+        return Err(ApiError::bad_content(
+            "the request body is empty; send a JSON object",
+            None,
+        ));
     }
     let mut value: Value = serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::bad_content(format!("the body is not valid JSON: {e}"), Some(format!("line {} column {}", e.line(), e.column())))
+        ApiError::bad_content(
+            format!("the body is not valid JSON: {e}"),
+            Some(format!("line {} column {}", e.line(), e.column())),
+        )
     })?;
     if !value.is_object() {
-        return Err(ApiError::bad_content("the body must be a JSON object", None));
+        return Err(ApiError::bad_content(
+            "the body must be a JSON object",
+            None,
+        ));
     }
     if strip {
         strip_read_only(&mut value);
@@ -180,25 +237,39 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8], strip: bool) -> Result<T, ApiEr
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
         // serde says "unknown field `x`, expected one of ..."; the path points at the object holding it.
-        let target = match inner.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
+        let target = match inner
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split('`').next())
+        {
             Some(field) if path == "." => field.to_string(),
             Some(field) => format!("{path}.{field}"),
             None => path.clone(),
         };
-        let target = if target == "." { "body".to_string() } else { target };
+        let target = if target == "." {
+            "body".to_string()
+        } else {
+            target
+        };
         ApiError::invalid(target.clone(), format!("{target}: {inner}"))
     })
 }
 
 /// Checks `If-Match` against the current etag (`*` means "must exist").
-fn check_if_match(headers: &HeaderMap, target: &str, current: Option<&String>) -> Result<(), ApiError> {
+fn check_if_match(
+    headers: &HeaderMap,
+    target: &str,
+    current: Option<&String>,
+) -> Result<(), ApiError> {
     let Some(wanted) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) else {
         return Ok(());
     };
     match current {
         Some(etag) if wanted == "*" || wanted == etag => Ok(()),
         Some(etag) => Err(ApiError::precondition_failed(target, etag)),
-        None => Err(ApiError::precondition_failed(target, "(none: it does not exist)")),
+        None => Err(ApiError::precondition_failed(
+            target,
+            "(none: it does not exist)",
+        )),
     }
 }
 
@@ -209,7 +280,9 @@ fn check_path_name(kind: &str, path_name: &str, body_name: &mut String) -> Resul
     } else if body_name != path_name {
         return Err(ApiError::invalid(
             "name",
-            format!("the body names '{body_name}' but the path names '{path_name}'; they must agree"),
+            format!(
+                "the body names '{body_name}' but the path names '{path_name}'; they must agree"
+            ),
         ));
     }
     Ok(())
@@ -217,7 +290,13 @@ fn check_path_name(kind: &str, path_name: &str, body_name: &mut String) -> Resul
 
 // ---- views --------------------------------------------------------------------------------------------
 
-fn with_meta(mut body: Value, collection: &str, name: &str, rtype: &str, etag: Option<&String>) -> Value {
+fn with_meta(
+    mut body: Value,
+    collection: &str,
+    name: &str,
+    rtype: &str,
+    etag: Option<&String>,
+) -> Value {
     let mut out = serde_json::Map::new();
     out.insert("name".into(), json!(name));
     out.insert("id".into(), json!(resource_id(collection, name)));
@@ -234,19 +313,34 @@ fn with_meta(mut body: Value, collection: &str, name: &str, rtype: &str, etag: O
 /// A sub-resource etag: a digest of its content, so it changes exactly when the item changes.
 fn content_etag(item: &Value) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, item.to_string().as_bytes());
-    let hex: String = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     format!("W/\"{hex}\"")
 }
 
 fn item_view(item: &Value, gw: &str, sub: &str, name: &str) -> Value {
-    let mut v = with_meta(item.clone(), &format!("{}/{gw}/{sub}", collection::GATEWAYS), name, &format!("virtualNetworkGateways/{sub}"), None);
+    let mut v = with_meta(
+        item.clone(),
+        &format!("{}/{gw}/{sub}", collection::GATEWAYS),
+        name,
+        &format!("virtualNetworkGateways/{sub}"),
+        None,
+    );
     v["etag"] = json!(content_etag(item));
     v
 }
 
 fn gateway_view(gw: &VnetGatewaySpec, etags: &HashMap<ResourceKey, String>) -> Value {
     let etag = etags.get(&ResourceKey::new(collection::GATEWAYS, &gw.name));
-    let mut v = with_meta(serde_json::to_value(gw).unwrap_or_default(), collection::GATEWAYS, &gw.name, "virtualNetworkGateways", etag);
+    let mut v = with_meta(
+        serde_json::to_value(gw).unwrap_or_default(),
+        collection::GATEWAYS,
+        &gw.name,
+        "virtualNetworkGateways",
+        etag,
+    );
     if let Some(Value::Array(rules)) = v.get_mut("natRules") {
         for r in rules.iter_mut() {
             let name = r["name"].as_str().unwrap_or_default().to_string();
@@ -258,7 +352,9 @@ fn gateway_view(gw: &VnetGatewaySpec, etags: &HashMap<ResourceKey, String>) -> V
             if let Some(Value::Array(items)) = p2s.get_mut(list) {
                 for item in items.iter_mut() {
                     let name = item["name"].as_str().unwrap_or_default().to_string();
-                    let thumb = item["publicCertData"].as_str().and_then(certificate_thumbprint);
+                    let thumb = item["publicCertData"]
+                        .as_str()
+                        .and_then(certificate_thumbprint);
                     *item = item_view(item, &gw.name, list, &name);
                     if let Some(t) = thumb {
                         item["thumbprint"] = json!(t);
@@ -272,13 +368,32 @@ fn gateway_view(gw: &VnetGatewaySpec, etags: &HashMap<ResourceKey, String>) -> V
 
 fn local_gateway_view(lg: &LocalGatewaySpec, etags: &HashMap<ResourceKey, String>) -> Value {
     let etag = etags.get(&ResourceKey::new(collection::LOCAL_GATEWAYS, &lg.name));
-    with_meta(serde_json::to_value(lg).unwrap_or_default(), collection::LOCAL_GATEWAYS, &lg.name, "localNetworkGateways", etag)
+    with_meta(
+        serde_json::to_value(lg).unwrap_or_default(),
+        collection::LOCAL_GATEWAYS,
+        &lg.name,
+        "localNetworkGateways",
+        etag,
+    )
 }
 
-fn connection_view(c: &ConnectionSpec, etags: &HashMap<ResourceKey, String>, status: &dyn StatusSource) -> Value {
+fn connection_view(
+    c: &ConnectionSpec,
+    etags: &HashMap<ResourceKey, String>,
+    status: &dyn StatusSource,
+) -> Value {
     let etag = etags.get(&ResourceKey::new(collection::CONNECTIONS, &c.name));
-    let mut v = with_meta(serde_json::to_value(c).unwrap_or_default(), collection::CONNECTIONS, &c.name, "connections", etag);
-    if let (Some(obj), Ok(Value::Object(st))) = (v.as_object_mut(), serde_json::to_value(status.connection_status(&c.name))) {
+    let mut v = with_meta(
+        serde_json::to_value(c).unwrap_or_default(),
+        collection::CONNECTIONS,
+        &c.name,
+        "connections",
+        etag,
+    );
+    if let (Some(obj), Ok(Value::Object(st))) = (
+        v.as_object_mut(),
+        serde_json::to_value(status.connection_status(&c.name)),
+    ) {
         obj.extend(st);
     }
     v
@@ -288,25 +403,46 @@ fn json_response(status: StatusCode, value: Value) -> Response {
     (status, axum::Json(value)).into_response()
 }
 
-fn require_gateway<'a>(state: &'a DesiredState, name: &str) -> Result<&'a VnetGatewaySpec, ApiError> {
-    state.gateway.as_ref().filter(|g| g.name == name).ok_or_else(|| ApiError::not_found(kind::GATEWAY, name))
+fn require_gateway<'a>(
+    state: &'a DesiredState,
+    name: &str,
+) -> Result<&'a VnetGatewaySpec, ApiError> {
+    state
+        .gateway
+        .as_ref()
+        .filter(|g| g.name == name)
+        .ok_or_else(|| ApiError::not_found(kind::GATEWAY, name))
 }
 
-fn require_gateway_mut<'a>(state: &'a mut DesiredState, name: &str) -> Result<&'a mut VnetGatewaySpec, ApiError> {
-    state.gateway.as_mut().filter(|g| g.name == name).ok_or_else(|| ApiError::not_found(kind::GATEWAY, name))
+fn require_gateway_mut<'a>(
+    state: &'a mut DesiredState,
+    name: &str,
+) -> Result<&'a mut VnetGatewaySpec, ApiError> {
+    state
+        .gateway
+        .as_mut()
+        .filter(|g| g.name == name)
+        .ok_or_else(|| ApiError::not_found(kind::GATEWAY, name))
 }
 
 // ---- gateway ------------------------------------------------------------------------------------------
 
 async fn list_gateways(State(app): State<AppState>) -> ApiResult {
     let (state, etags) = app.controller.snapshot().await;
-    let value: Vec<Value> = state.gateway.iter().map(|g| gateway_view(g, &etags)).collect();
+    let value: Vec<Value> = state
+        .gateway
+        .iter()
+        .map(|g| gateway_view(g, &etags))
+        .collect();
     Ok(json_response(StatusCode::OK, json!({ "value": value })))
 }
 
 async fn get_gateway(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult {
     let (state, etags) = app.controller.snapshot().await;
-    Ok(json_response(StatusCode::OK, gateway_view(require_gateway(&state, &name)?, &etags)))
+    Ok(json_response(
+        StatusCode::OK,
+        gateway_view(require_gateway(&state, &name)?, &etags),
+    ))
 }
 
 async fn put_gateway(
@@ -316,7 +452,8 @@ async fn put_gateway(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let bytes = body_bytes(body)?;
-    let mut spec: VnetGatewaySpec = parse_json(&bytes, true).map_err(|e| e.for_resource(kind::GATEWAY, &name))?;
+    let mut spec: VnetGatewaySpec =
+        parse_json(&bytes, true).map_err(|e| e.for_resource(kind::GATEWAY, &name))?;
     check_path_name(kind::GATEWAY, &name, &mut spec.name)?;
     let mut created = false;
     let applied = app
@@ -329,7 +466,10 @@ async fn put_gateway(
                 return Err(ApiError::conflict(
                     "GatewayAlreadyExists",
                     &name,
-                    format!("this daemon already serves vnet-gateway '{}'; one gateway per daemon", existing.name),
+                    format!(
+                        "this daemon already serves vnet-gateway '{}'; one gateway per daemon",
+                        existing.name
+                    ),
                 ));
             }
             check_if_match(&headers, &name, etags.get(&key))?;
@@ -338,19 +478,35 @@ async fn put_gateway(
             Ok(())
         })
         .await?;
-    let gw = applied.state.gateway.as_ref().ok_or_else(|| ApiError::internal("gateway vanished"))?;
-    let code = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let gw = applied
+        .state
+        .gateway
+        .as_ref()
+        .ok_or_else(|| ApiError::internal("gateway vanished"))?;
+    let code = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok(json_response(code, gateway_view(gw, &applied.etags)))
 }
 
-async fn delete_gateway(State(app): State<AppState>, Path(name): Path<String>, headers: HeaderMap) -> ApiResult {
+async fn delete_gateway(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
     let mut existed = false;
     app.controller
         .mutate(false, |state, etags| {
             if state.gateway.as_ref().is_none_or(|g| g.name != name) {
                 return Ok(());
             }
-            check_if_match(&headers, &name, etags.get(&ResourceKey::new(collection::GATEWAYS, &name)))?;
+            check_if_match(
+                &headers,
+                &name,
+                etags.get(&ResourceKey::new(collection::GATEWAYS, &name)),
+            )?;
             if !state.connections.is_empty() {
                 let names: Vec<&str> = state.connections.keys().map(String::as_str).collect();
                 return Err(ApiError::conflict(
@@ -367,16 +523,31 @@ async fn delete_gateway(State(app): State<AppState>, Path(name): Path<String>, h
             Ok(())
         })
         .await?;
-    Ok(if existed { StatusCode::OK } else { StatusCode::NO_CONTENT }.into_response())
+    Ok(if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::NO_CONTENT
+    }
+    .into_response())
 }
 
-async fn reset_gateway(State(app): State<AppState>, Path(name): Path<String>, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+async fn reset_gateway(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
     let (state, _) = app.controller.snapshot().await;
     let gw = require_gateway(&state, &name)?;
     if let Some(vip) = q.get("gatewayVip")
-        && !gw.ip_configurations.iter().any(|c| &c.public_ip_address == vip)
+        && !gw
+            .ip_configurations
+            .iter()
+            .any(|c| &c.public_ip_address == vip)
     {
-        return Err(ApiError::invalid("gatewayVip", format!("{vip} is not a public address of vnet-gateway {name}")));
+        return Err(ApiError::invalid(
+            "gatewayVip",
+            format!("{vip} is not a public address of vnet-gateway {name}"),
+        ));
     }
     Ok(json_response(
         StatusCode::OK,
@@ -394,14 +565,24 @@ async fn empty_value_list(State(app): State<AppState>, Path(name): Path<String>)
     Ok(json_response(StatusCode::OK, json!({ "value": [] })))
 }
 
-async fn advertised_routes(State(app): State<AppState>, Path(name): Path<String>, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+async fn advertised_routes(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
     let (state, _) = app.controller.snapshot().await;
     require_gateway(&state, &name)?;
     let Some(peer) = q.get("peer") else {
-        return Err(ApiError::invalid("peer", "list-advertised-routes needs --peer IP (the BGP neighbor)"));
+        return Err(ApiError::invalid(
+            "peer",
+            "list-advertised-routes needs --peer IP (the BGP neighbor)",
+        ));
     };
     if peer.parse::<std::net::IpAddr>().is_err() {
-        return Err(ApiError::invalid("peer", format!("'{peer}' is not an IP address")));
+        return Err(ApiError::invalid(
+            "peer",
+            format!("'{peer}' is not an IP address"),
+        ));
     }
     Ok(json_response(StatusCode::OK, json!({ "value": [] })))
 }
@@ -409,7 +590,10 @@ async fn advertised_routes(State(app): State<AppState>, Path(name): Path<String>
 async fn client_health(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult {
     let (state, _) = app.controller.snapshot().await;
     require_gateway(&state, &name)?;
-    Ok(json_response(StatusCode::OK, json!({ "vpnClientConnectionsCount": 0, "allocatedIpAddresses": [], "value": [] })))
+    Ok(json_response(
+        StatusCode::OK,
+        json!({ "vpnClientConnectionsCount": 0, "allocatedIpAddresses": [], "value": [] }),
+    ))
 }
 
 async fn vpn_client_package(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult {
@@ -419,10 +603,14 @@ async fn vpn_client_package(State(app): State<AppState>, Path(name): Path<String
         return Err(ApiError::conflict(
             "VpnClientConfigurationMissing",
             "vpnClientConfiguration",
-            format!("vnet-gateway {name} has no point-to-site configuration; set --address-prefixes and --client-protocol first"),
+            format!(
+                "vnet-gateway {name} has no point-to-site configuration; set --address-prefixes and --client-protocol first"
+            ),
         ));
     }
-    Err(ApiError::not_implemented("point-to-site client profile generation"))
+    Err(ApiError::not_implemented(
+        "point-to-site client profile generation",
+    ))
 }
 
 async fn packet_capture() -> ApiError {
@@ -437,16 +625,38 @@ async fn list_nat_rules(State(app): State<AppState>, Path(gw): Path<String>) -> 
     let value: Vec<Value> = g
         .nat_rules
         .iter()
-        .map(|r| item_view(&serde_json::to_value(r).unwrap_or_default(), &gw, "natRules", &r.name))
+        .map(|r| {
+            item_view(
+                &serde_json::to_value(r).unwrap_or_default(),
+                &gw,
+                "natRules",
+                &r.name,
+            )
+        })
         .collect();
     Ok(json_response(StatusCode::OK, json!({ "value": value })))
 }
 
-async fn get_nat_rule(State(app): State<AppState>, Path((gw, item)): Path<(String, String)>) -> ApiResult {
+async fn get_nat_rule(
+    State(app): State<AppState>,
+    Path((gw, item)): Path<(String, String)>,
+) -> ApiResult {
     let (state, _) = app.controller.snapshot().await;
     let g = require_gateway(&state, &gw)?;
-    let rule = g.nat_rules.iter().find(|r| r.name == item).ok_or_else(|| ApiError::not_found("nat-rule", &item))?;
-    Ok(json_response(StatusCode::OK, item_view(&serde_json::to_value(rule).unwrap_or_default(), &gw, "natRules", &item)))
+    let rule = g
+        .nat_rules
+        .iter()
+        .find(|r| r.name == item)
+        .ok_or_else(|| ApiError::not_found("nat-rule", &item))?;
+    Ok(json_response(
+        StatusCode::OK,
+        item_view(
+            &serde_json::to_value(rule).unwrap_or_default(),
+            &gw,
+            "natRules",
+            &item,
+        ),
+    ))
 }
 
 async fn put_nat_rule(
@@ -455,7 +665,8 @@ async fn put_nat_rule(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let bytes = body_bytes(body)?;
-    let mut rule: NatRule = parse_json(&bytes, true).map_err(|e| e.for_resource("nat-rule", &item))?;
+    let mut rule: NatRule =
+        parse_json(&bytes, true).map_err(|e| e.for_resource("nat-rule", &item))?;
     check_path_name("nat-rule", &item, &mut rule.name)?;
     let mut created = false;
     app.controller
@@ -471,11 +682,26 @@ async fn put_nat_rule(
             Ok(())
         })
         .await?;
-    let code = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok(json_response(code, item_view(&serde_json::to_value(&rule).unwrap_or_default(), &gw, "natRules", &item)))
+    let code = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json_response(
+        code,
+        item_view(
+            &serde_json::to_value(&rule).unwrap_or_default(),
+            &gw,
+            "natRules",
+            &item,
+        ),
+    ))
 }
 
-async fn delete_nat_rule(State(app): State<AppState>, Path((gw, item)): Path<(String, String)>) -> ApiResult {
+async fn delete_nat_rule(
+    State(app): State<AppState>,
+    Path((gw, item)): Path<(String, String)>,
+) -> ApiResult {
     let mut existed = false;
     app.controller
         .mutate(false, |state, _| {
@@ -499,7 +725,12 @@ async fn delete_nat_rule(State(app): State<AppState>, Path((gw, item)): Path<(St
             Ok(())
         })
         .await?;
-    Ok(if existed { StatusCode::OK } else { StatusCode::NO_CONTENT }.into_response())
+    Ok(if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::NO_CONTENT
+    }
+    .into_response())
 }
 
 async fn put_root_cert(
@@ -508,25 +739,36 @@ async fn put_root_cert(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let bytes = body_bytes(body)?;
-    let mut cert: RootCertificate = parse_json(&bytes, true).map_err(|e| e.for_resource("root-cert", &item))?;
+    let mut cert: RootCertificate =
+        parse_json(&bytes, true).map_err(|e| e.for_resource("root-cert", &item))?;
     check_path_name("root-cert", &item, &mut cert.name)?;
     app.controller
         .mutate(false, |state, _| {
             let g = require_gateway_mut(state, &gw)?;
-            let p2s = g.vpn_client_configuration.get_or_insert_with(Default::default);
+            let p2s = g
+                .vpn_client_configuration
+                .get_or_insert_with(Default::default);
             p2s.vpn_client_root_certificates.retain(|c| c.name != item);
             p2s.vpn_client_root_certificates.push(cert.clone());
             Ok(())
         })
         .await?;
-    let mut view = item_view(&serde_json::to_value(&cert).unwrap_or_default(), &gw, "vpnClientRootCertificates", &item);
+    let mut view = item_view(
+        &serde_json::to_value(&cert).unwrap_or_default(),
+        &gw,
+        "vpnClientRootCertificates",
+        &item,
+    );
     if let Some(t) = certificate_thumbprint(&cert.public_cert_data) {
         view["thumbprint"] = json!(t);
     }
     Ok(json_response(StatusCode::OK, view))
 }
 
-async fn delete_root_cert(State(app): State<AppState>, Path((gw, item)): Path<(String, String)>) -> ApiResult {
+async fn delete_root_cert(
+    State(app): State<AppState>,
+    Path((gw, item)): Path<(String, String)>,
+) -> ApiResult {
     delete_p2s_item(app, gw, item, |p2s, item| {
         let before = p2s.vpn_client_root_certificates.len();
         p2s.vpn_client_root_certificates.retain(|c| c.name != item);
@@ -541,28 +783,41 @@ async fn put_revoked_cert(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let bytes = body_bytes(body)?;
-    let mut cert: RevokedCertificate = parse_json(&bytes, true).map_err(|e| e.for_resource("revoked-cert", &item))?;
+    let mut cert: RevokedCertificate =
+        parse_json(&bytes, true).map_err(|e| e.for_resource("revoked-cert", &item))?;
     check_path_name("revoked-cert", &item, &mut cert.name)?;
     cert.thumbprint = cert.thumbprint.to_ascii_uppercase();
     app.controller
         .mutate(false, |state, _| {
             let g = require_gateway_mut(state, &gw)?;
-            let p2s = g.vpn_client_configuration.get_or_insert_with(Default::default);
-            p2s.vpn_client_revoked_certificates.retain(|c| c.name != item);
+            let p2s = g
+                .vpn_client_configuration
+                .get_or_insert_with(Default::default);
+            p2s.vpn_client_revoked_certificates
+                .retain(|c| c.name != item);
             p2s.vpn_client_revoked_certificates.push(cert.clone());
             Ok(())
         })
         .await?;
     Ok(json_response(
         StatusCode::OK,
-        item_view(&serde_json::to_value(&cert).unwrap_or_default(), &gw, "vpnClientRevokedCertificates", &item),
+        item_view(
+            &serde_json::to_value(&cert).unwrap_or_default(),
+            &gw,
+            "vpnClientRevokedCertificates",
+            &item,
+        ),
     ))
 }
 
-async fn delete_revoked_cert(State(app): State<AppState>, Path((gw, item)): Path<(String, String)>) -> ApiResult {
+async fn delete_revoked_cert(
+    State(app): State<AppState>,
+    Path((gw, item)): Path<(String, String)>,
+) -> ApiResult {
     delete_p2s_item(app, gw, item, |p2s, item| {
         let before = p2s.vpn_client_revoked_certificates.len();
-        p2s.vpn_client_revoked_certificates.retain(|c| c.name != item);
+        p2s.vpn_client_revoked_certificates
+            .retain(|c| c.name != item);
         before != p2s.vpn_client_revoked_certificates.len()
     })
     .await
@@ -584,21 +839,36 @@ async fn delete_p2s_item(
             Ok(())
         })
         .await?;
-    Ok(if existed { StatusCode::OK } else { StatusCode::NO_CONTENT }.into_response())
+    Ok(if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::NO_CONTENT
+    }
+    .into_response())
 }
 
 // ---- local gateways -----------------------------------------------------------------------------------
 
 async fn list_local_gateways(State(app): State<AppState>) -> ApiResult {
     let (state, etags) = app.controller.snapshot().await;
-    let value: Vec<Value> = state.local_gateways.values().map(|g| local_gateway_view(g, &etags)).collect();
+    let value: Vec<Value> = state
+        .local_gateways
+        .values()
+        .map(|g| local_gateway_view(g, &etags))
+        .collect();
     Ok(json_response(StatusCode::OK, json!({ "value": value })))
 }
 
 async fn get_local_gateway(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult {
     let (state, etags) = app.controller.snapshot().await;
-    let lg = state.local_gateways.get(&name).ok_or_else(|| ApiError::not_found(kind::LOCAL_GATEWAY, &name))?;
-    Ok(json_response(StatusCode::OK, local_gateway_view(lg, &etags)))
+    let lg = state
+        .local_gateways
+        .get(&name)
+        .ok_or_else(|| ApiError::not_found(kind::LOCAL_GATEWAY, &name))?;
+    Ok(json_response(
+        StatusCode::OK,
+        local_gateway_view(lg, &etags),
+    ))
 }
 
 async fn put_local_gateway(
@@ -608,23 +878,36 @@ async fn put_local_gateway(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let bytes = body_bytes(body)?;
-    let mut spec: LocalGatewaySpec = parse_json(&bytes, true).map_err(|e| e.for_resource(kind::LOCAL_GATEWAY, &name))?;
+    let mut spec: LocalGatewaySpec =
+        parse_json(&bytes, true).map_err(|e| e.for_resource(kind::LOCAL_GATEWAY, &name))?;
     check_path_name(kind::LOCAL_GATEWAY, &name, &mut spec.name)?;
     let mut created = false;
     let applied = app
         .controller
         .mutate(false, |state, etags| {
-            check_if_match(&headers, &name, etags.get(&ResourceKey::new(collection::LOCAL_GATEWAYS, &name)))?;
+            check_if_match(
+                &headers,
+                &name,
+                etags.get(&ResourceKey::new(collection::LOCAL_GATEWAYS, &name)),
+            )?;
             created = state.local_gateways.insert(name.clone(), spec).is_none();
             Ok(())
         })
         .await?;
     let lg = &applied.state.local_gateways[&name];
-    let code = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let code = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok(json_response(code, local_gateway_view(lg, &applied.etags)))
 }
 
-async fn delete_local_gateway(State(app): State<AppState>, Path(name): Path<String>, headers: HeaderMap) -> ApiResult {
+async fn delete_local_gateway(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
     let mut existed = false;
     app.controller
         .mutate(false, |state, etags| {
@@ -647,21 +930,36 @@ async fn delete_local_gateway(State(app): State<AppState>, Path(name): Path<Stri
             Ok(())
         })
         .await?;
-    Ok(if existed { StatusCode::OK } else { StatusCode::NO_CONTENT }.into_response())
+    Ok(if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::NO_CONTENT
+    }
+    .into_response())
 }
 
 // ---- connections --------------------------------------------------------------------------------------
 
 async fn list_connections(State(app): State<AppState>) -> ApiResult {
     let (state, etags) = app.controller.snapshot().await;
-    let value: Vec<Value> = state.connections.values().map(|c| connection_view(c, &etags, app.status.as_ref())).collect();
+    let value: Vec<Value> = state
+        .connections
+        .values()
+        .map(|c| connection_view(c, &etags, app.status.as_ref()))
+        .collect();
     Ok(json_response(StatusCode::OK, json!({ "value": value })))
 }
 
 async fn get_connection(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult {
     let (state, etags) = app.controller.snapshot().await;
-    let c = state.connections.get(&name).ok_or_else(|| ApiError::not_found(kind::CONNECTION, &name))?;
-    Ok(json_response(StatusCode::OK, connection_view(c, &etags, app.status.as_ref())))
+    let c = state
+        .connections
+        .get(&name)
+        .ok_or_else(|| ApiError::not_found(kind::CONNECTION, &name))?;
+    Ok(json_response(
+        StatusCode::OK,
+        connection_view(c, &etags, app.status.as_ref()),
+    ))
 }
 
 async fn put_connection(
@@ -671,13 +969,18 @@ async fn put_connection(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let bytes = body_bytes(body)?;
-    let mut spec: ConnectionSpec = parse_json(&bytes, true).map_err(|e| e.for_resource(kind::CONNECTION, &name))?;
+    let mut spec: ConnectionSpec =
+        parse_json(&bytes, true).map_err(|e| e.for_resource(kind::CONNECTION, &name))?;
     check_path_name(kind::CONNECTION, &name, &mut spec.name)?;
     let mut created = false;
     let applied = app
         .controller
         .mutate(false, |state, etags| {
-            check_if_match(&headers, &name, etags.get(&ResourceKey::new(collection::CONNECTIONS, &name)))?;
+            check_if_match(
+                &headers,
+                &name,
+                etags.get(&ResourceKey::new(collection::CONNECTIONS, &name)),
+            )?;
             // A replacement without a key keeps the current one: the key is write-only, so a client that
             // read the connection cannot send it back.
             if spec.shared_key.is_none()
@@ -690,28 +993,54 @@ async fn put_connection(
         })
         .await?;
     let c = &applied.state.connections[&name];
-    let code = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok(json_response(code, connection_view(c, &applied.etags, app.status.as_ref())))
+    let code = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json_response(
+        code,
+        connection_view(c, &applied.etags, app.status.as_ref()),
+    ))
 }
 
-async fn delete_connection(State(app): State<AppState>, Path(name): Path<String>, headers: HeaderMap) -> ApiResult {
+async fn delete_connection(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
     let mut existed = false;
     app.controller
         .mutate(false, |state, etags| {
             if state.connections.contains_key(&name) {
-                check_if_match(&headers, &name, etags.get(&ResourceKey::new(collection::CONNECTIONS, &name)))?;
+                check_if_match(
+                    &headers,
+                    &name,
+                    etags.get(&ResourceKey::new(collection::CONNECTIONS, &name)),
+                )?;
             }
             existed = state.connections.remove(&name).is_some();
             Ok(())
         })
         .await?;
-    Ok(if existed { StatusCode::OK } else { StatusCode::NO_CONTENT }.into_response())
+    Ok(if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::NO_CONTENT
+    }
+    .into_response())
 }
 
 async fn get_shared_key(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult {
     let (state, _) = app.controller.snapshot().await;
-    let c = state.connections.get(&name).ok_or_else(|| ApiError::not_found(kind::CONNECTION, &name))?;
-    Ok(json_response(StatusCode::OK, json!({ "value": c.shared_key })))
+    let c = state
+        .connections
+        .get(&name)
+        .ok_or_else(|| ApiError::not_found(kind::CONNECTION, &name))?;
+    Ok(json_response(
+        StatusCode::OK,
+        json!({ "value": c.shared_key }),
+    ))
 }
 
 #[derive(serde::Deserialize)]
@@ -720,18 +1049,30 @@ struct SharedKeyBody {
     value: String,
 }
 
-async fn put_shared_key(State(app): State<AppState>, Path(name): Path<String>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+async fn put_shared_key(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
     let bytes = body_bytes(body)?;
-    let body: SharedKeyBody = parse_json(&bytes, false).map_err(|e| e.for_resource(kind::CONNECTION, &name))?;
-    validate::check_shared_key("value", &body.value).map_err(|e| e.for_resource(kind::CONNECTION, &name))?;
+    let body: SharedKeyBody =
+        parse_json(&bytes, false).map_err(|e| e.for_resource(kind::CONNECTION, &name))?;
+    validate::check_shared_key("value", &body.value)
+        .map_err(|e| e.for_resource(kind::CONNECTION, &name))?;
     app.controller
         .mutate(false, |state, _| {
-            let c = state.connections.get_mut(&name).ok_or_else(|| ApiError::not_found(kind::CONNECTION, &name))?;
+            let c = state
+                .connections
+                .get_mut(&name)
+                .ok_or_else(|| ApiError::not_found(kind::CONNECTION, &name))?;
             c.shared_key = Some(body.value.clone());
             Ok(())
         })
         .await?;
-    Ok(json_response(StatusCode::OK, json!({ "value": body.value })))
+    Ok(json_response(
+        StatusCode::OK,
+        json!({ "value": body.value }),
+    ))
 }
 
 #[derive(serde::Deserialize)]
@@ -749,32 +1090,54 @@ fn generate_key(len: usize) -> Result<String, ApiError> {
     while out.len() < len {
         aws_lc_rs::rand::fill(&mut buf).map_err(|_| ApiError::internal("random source failed"))?;
         // Rejection sampling keeps the characters uniform: 248 = 4 * 62.
-        out.extend(buf.iter().filter(|b| **b < 248).map(|b| ALPHABET[(*b % 62) as usize] as char).take(len - out.len()));
+        out.extend(
+            buf.iter()
+                .filter(|b| **b < 248)
+                .map(|b| ALPHABET[(*b % 62) as usize] as char)
+                .take(len - out.len()),
+        );
     }
     Ok(out)
 }
 
-async fn reset_shared_key(State(app): State<AppState>, Path(name): Path<String>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+async fn reset_shared_key(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
     let bytes = body_bytes(body)?;
-    let body: ResetKeyBody = parse_json(&bytes, false).map_err(|e| e.for_resource(kind::CONNECTION, &name))?;
+    let body: ResetKeyBody =
+        parse_json(&bytes, false).map_err(|e| e.for_resource(kind::CONNECTION, &name))?;
     if !(1..=128).contains(&body.key_length) {
-        return Err(ApiError::invalid("keyLength", format!("keyLength {} is outside 1-128", body.key_length))
-            .for_resource(kind::CONNECTION, &name));
+        return Err(ApiError::invalid(
+            "keyLength",
+            format!("keyLength {} is outside 1-128", body.key_length),
+        )
+        .for_resource(kind::CONNECTION, &name));
     }
     let key = generate_key(body.key_length as usize)?;
     app.controller
         .mutate(false, |state, _| {
-            let c = state.connections.get_mut(&name).ok_or_else(|| ApiError::not_found(kind::CONNECTION, &name))?;
+            let c = state
+                .connections
+                .get_mut(&name)
+                .ok_or_else(|| ApiError::not_found(kind::CONNECTION, &name))?;
             c.shared_key = Some(key);
             Ok(())
         })
         .await?;
-    Ok(json_response(StatusCode::OK, json!({ "keyLength": body.key_length })))
+    Ok(json_response(
+        StatusCode::OK,
+        json!({ "keyLength": body.key_length }),
+    ))
 }
 
 async fn reset_connection(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult {
     let (state, _) = app.controller.snapshot().await;
-    state.connections.get(&name).ok_or_else(|| ApiError::not_found(kind::CONNECTION, &name))?;
+    state
+        .connections
+        .get(&name)
+        .ok_or_else(|| ApiError::not_found(kind::CONNECTION, &name))?;
     Ok(json_response(
         StatusCode::OK,
         json!({
@@ -786,13 +1149,20 @@ async fn reset_connection(State(app): State<AppState>, Path(name): Path<String>)
 
 // ---- desired state ------------------------------------------------------------------------------------
 
-async fn export_state(State(app): State<AppState>, Query(q): Query<HashMap<String, String>>) -> ApiResult {
+async fn export_state(
+    State(app): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
     let (state, _) = app.controller.snapshot().await;
     let include = q.get("includeSecrets").is_some_and(|v| v == "true");
     Ok(json_response(StatusCode::OK, state.to_document(include)))
 }
 
-async fn apply_state(State(app): State<AppState>, Query(q): Query<HashMap<String, String>>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+async fn apply_state(
+    State(app): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
     let bytes = body_bytes(body)?;
     let doc: StateDocument = parse_json(&bytes, false)?;
     if let Some(v) = &doc.api_version
@@ -800,7 +1170,10 @@ async fn apply_state(State(app): State<AppState>, Query(q): Query<HashMap<String
     {
         return Err(ApiError::invalid(
             "apiVersion",
-            format!("apiVersion '{v}' is not understood; this vgw reads {}", crate::state::API_VERSION),
+            format!(
+                "apiVersion '{v}' is not understood; this vgw reads {}",
+                crate::state::API_VERSION
+            ),
         ));
     }
     let what_if = q.get("whatIf").is_some_and(|v| v == "true");
@@ -820,5 +1193,8 @@ async fn apply_state(State(app): State<AppState>, Query(q): Query<HashMap<String
             Ok(())
         })
         .await?;
-    Ok(json_response(StatusCode::OK, json!({ "whatIf": what_if, "changes": applied.changes })))
+    Ok(json_response(
+        StatusCode::OK,
+        json!({ "whatIf": what_if, "changes": applied.changes }),
+    ))
 }

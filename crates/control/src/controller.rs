@@ -45,13 +45,23 @@ impl Controller {
     /// Loads the stored state. A stored resource that no longer parses is a hard error naming it, since
     /// serving a partial configuration would silently drop tunnels.
     pub fn load(mut store: Box<dyn StateStore>) -> Result<Self, String> {
-        let rows = store.load().map_err(|e| format!("reading the state store: {e}"))?;
+        let rows = store
+            .load()
+            .map_err(|e| format!("reading the state store: {e}"))?;
         let mut state = DesiredState::default();
         let mut etags = HashMap::new();
         for row in rows {
-            let bad = |e: serde_json::Error| format!("stored {}/{} is unreadable: {e}", row.key.collection, row.key.name);
+            let bad = |e: serde_json::Error| {
+                format!(
+                    "stored {}/{} is unreadable: {e}",
+                    row.key.collection, row.key.name
+                )
+            };
             match row.key.collection.as_str() {
-                collection::GATEWAYS => state.gateway = Some(serde_json::from_str::<VnetGatewaySpec>(&row.spec).map_err(bad)?),
+                collection::GATEWAYS => {
+                    state.gateway =
+                        Some(serde_json::from_str::<VnetGatewaySpec>(&row.spec).map_err(bad)?)
+                }
                 collection::LOCAL_GATEWAYS => {
                     let lg: LocalGatewaySpec = serde_json::from_str(&row.spec).map_err(bad)?;
                     state.local_gateways.insert(lg.name.clone(), lg);
@@ -67,7 +77,14 @@ impl Controller {
         }
         state.normalise();
         let (generation, _) = watch::channel(0);
-        Ok(Self { inner: Mutex::new(Inner { store, state, etags }), generation })
+        Ok(Self {
+            inner: Mutex::new(Inner {
+                store,
+                state,
+                etags,
+            }),
+            generation,
+        })
     }
 
     /// A snapshot of the desired state and the etags.
@@ -94,7 +111,11 @@ impl Controller {
         validate_state(&next)?;
         let changes = diff(&inner.state, &next);
         if dry_run || changes.is_empty() {
-            return Ok(Applied { changes, state: next, etags: inner.etags.clone() });
+            return Ok(Applied {
+                changes,
+                state: next,
+                etags: inner.etags.clone(),
+            });
         }
         let mut writes = Vec::new();
         let mut etags = inner.etags.clone();
@@ -106,10 +127,16 @@ impl Controller {
                     writes.push(Write::Delete(key));
                 }
                 ChangeAction::Create | ChangeAction::Update => {
-                    let (spec, secret) = serialise(&next, &key).ok_or_else(|| ApiError::internal("diff names a missing resource"))?;
+                    let (spec, secret) = serialise(&next, &key)
+                        .ok_or_else(|| ApiError::internal("diff names a missing resource"))?;
                     let etag = new_etag();
                     etags.insert(key.clone(), etag.clone());
-                    writes.push(Write::Put(StoredResource { key, spec, etag, secret }));
+                    writes.push(Write::Put(StoredResource {
+                        key,
+                        spec,
+                        etag,
+                        secret,
+                    }));
                 }
             }
         }
@@ -127,18 +154,30 @@ impl Controller {
                 "desired state changed"
             );
         }
-        Ok(Applied { changes, state: next, etags })
+        Ok(Applied {
+            changes,
+            state: next,
+            etags,
+        })
     }
 }
 
 fn serialise(state: &DesiredState, key: &ResourceKey) -> Option<(String, Option<String>)> {
     match key.collection.as_str() {
-        collection::GATEWAYS => state.gateway.as_ref().map(|g| (serde_json::to_string(g).unwrap_or_default(), None)),
-        collection::LOCAL_GATEWAYS => state.local_gateways.get(&key.name).map(|g| (serde_json::to_string(g).unwrap_or_default(), None)),
-        collection::CONNECTIONS => state
-            .connections
+        collection::GATEWAYS => state
+            .gateway
+            .as_ref()
+            .map(|g| (serde_json::to_string(g).unwrap_or_default(), None)),
+        collection::LOCAL_GATEWAYS => state
+            .local_gateways
             .get(&key.name)
-            .map(|c| (serde_json::to_string(c).unwrap_or_default(), c.shared_key.clone())),
+            .map(|g| (serde_json::to_string(g).unwrap_or_default(), None)),
+        collection::CONNECTIONS => state.connections.get(&key.name).map(|c| {
+            (
+                serde_json::to_string(c).unwrap_or_default(),
+                c.shared_key.clone(),
+            )
+        }),
         _ => None,
     }
 }

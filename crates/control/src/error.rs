@@ -22,7 +22,12 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: u16, code: &str, message: impl Into<String>, target: Option<String>) -> Self {
-        Self { status, code: code.to_string(), message: message.into(), target }
+        Self {
+            status,
+            code: code.to_string(),
+            message: message.into(),
+            target,
+        }
     }
 
     /// 400 InvalidParameter: a field breaks a validation rule.
@@ -55,7 +60,9 @@ impl ApiError {
         Self::new(
             412,
             "PreconditionFailed",
-            format!("'{target}' changed since it was read (its etag is now {current}); read it again and retry"),
+            format!(
+                "'{target}' changed since it was read (its etag is now {current}); read it again and retry"
+            ),
             Some(target.to_string()),
         )
     }
@@ -82,7 +89,12 @@ impl ApiError {
 
     /// 501: an operation whose engine has not been built yet; says so instead of pretending.
     pub fn not_implemented(what: &str) -> Self {
-        Self::new(501, "NotImplemented", format!("{what} is not available in this vgw build yet"), None)
+        Self::new(
+            501,
+            "NotImplemented",
+            format!("{what} is not available in this vgw build yet"),
+            None,
+        )
     }
 
     /// 500: the store failed. The message names the operation, never a secret.

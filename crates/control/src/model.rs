@@ -416,7 +416,10 @@ impl PartialEq for ResourceRef {
 impl ResourceRef {
     /// A reference to a resource of `kind` (a collection name such as `localNetworkGateways`).
     pub fn new(collection: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { name: name.into(), collection: collection.into() }
+        Self {
+            name: name.into(),
+            collection: collection.into(),
+        }
     }
 }
 
@@ -424,7 +427,11 @@ impl Serialize for ResourceRef {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut map = s.serialize_map(Some(1))?;
-        let collection = if self.collection.is_empty() { "resources" } else { &self.collection };
+        let collection = if self.collection.is_empty() {
+            "resources"
+        } else {
+            &self.collection
+        };
         map.serialize_entry("id", &resource_id(collection, &self.name))?;
         map.end()
     }
@@ -436,18 +443,21 @@ impl<'de> Deserialize<'de> for ResourceRef {
         #[serde(untagged)]
         enum Form {
             Text(String),
-            Object {
-                id: String,
-            },
+            Object { id: String },
         }
         let text = match Form::deserialize(d)? {
             Form::Text(t) | Form::Object { id: t } => t,
         };
         let name = text.rsplit('/').next().unwrap_or_default().to_string();
         if name.is_empty() {
-            return Err(serde::de::Error::custom(format!("'{text}' names no resource")));
+            return Err(serde::de::Error::custom(format!(
+                "'{text}' names no resource"
+            )));
         }
-        Ok(Self { name, collection: String::new() })
+        Ok(Self {
+            name,
+            collection: String::new(),
+        })
     }
 }
 
@@ -528,7 +538,10 @@ impl fmt::Debug for ConnectionSpec {
         f.debug_struct("ConnectionSpec")
             .field("name", &self.name)
             .field("local_network_gateway2", &self.local_network_gateway2.name)
-            .field("shared_key", &self.shared_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "shared_key",
+                &self.shared_key.as_ref().map(|_| "<redacted>"),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -565,8 +578,16 @@ impl ConnectionSpec {
             }
             (None, None) => {}
         }
-        let nat_collection = format!("{}/{}/natRules", collection::GATEWAYS, gateway_name.unwrap_or("-"));
-        for r in self.ingress_nat_rules.iter_mut().chain(self.egress_nat_rules.iter_mut()) {
+        let nat_collection = format!(
+            "{}/{}/natRules",
+            collection::GATEWAYS,
+            gateway_name.unwrap_or("-")
+        );
+        for r in self
+            .ingress_nat_rules
+            .iter_mut()
+            .chain(self.egress_nat_rules.iter_mut())
+        {
             r.collection = nat_collection.clone();
         }
     }

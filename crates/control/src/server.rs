@@ -46,18 +46,32 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
     let mut tasks = tokio::task::JoinSet::new();
     {
         let app = app.clone();
-        tasks.spawn(async move { axum::serve(unix, app).with_graceful_shutdown(shutdown_signal()).await.map_err(|e| e.to_string()) });
+        tasks.spawn(async move {
+            axum::serve(unix, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+                .map_err(|e| e.to_string())
+        });
     }
     if let Some(addr) = config.api_listen {
-        let token_file = config
-            .api_token_file
-            .as_ref()
-            .ok_or("--api-listen needs --api-token-file: the TCP listener never serves without a token")?;
+        let token_file = config.api_token_file.as_ref().ok_or(
+            "--api-listen needs --api-token-file: the TCP listener never serves without a token",
+        )?;
         let token = read_token(token_file)?;
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         tracing::info!(%addr, "vgw API serving on TCP with bearer-token authentication");
-        let app: Router = app.layer(middleware::from_fn_with_state(Arc::new(token), require_token));
-        tasks.spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.map_err(|e| e.to_string()) });
+        let app: Router = app.layer(middleware::from_fn_with_state(
+            Arc::new(token),
+            require_token,
+        ));
+        tasks.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+                .map_err(|e| e.to_string())
+        });
     }
     let mut result = Ok(());
     while let Some(done) = tasks.join_next().await {
@@ -92,25 +106,35 @@ fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, String> {
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(format!("another vgw is serving on {}; stop it or pass another --api-socket", path.display()));
+            return Err(format!(
+                "another vgw is serving on {}; stop it or pass another --api-socket",
+                path.display()
+            ));
         }
-        std::fs::remove_file(path).map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
+        std::fs::remove_file(path)
+            .map_err(|e| format!("cannot remove stale socket {}: {e}", path.display()))?;
     }
-    let listener = tokio::net::UnixListener::bind(path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+    let listener = tokio::net::UnixListener::bind(path)
+        .map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| format!("cannot chmod {}: {e}", path.display()))?;
     Ok(listener)
 }
 
 fn read_token(path: &Path) -> Result<String, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;
     if meta.permissions().mode() & 0o077 != 0 {
         tracing::warn!(file = %path.display(), "the API token file is readable by group or others; chmod 600 it");
     }
-    let token = std::fs::read_to_string(path).map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;
+    let token = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;
     let token = token.trim().to_string();
     if token.len() < 16 {
-        return Err(format!("the token in {} is shorter than 16 characters; use a long random token", path.display()));
+        return Err(format!(
+            "the token in {} is shorter than 16 characters; use a long random token",
+            path.display()
+        ));
     }
     Ok(token)
 }
@@ -122,7 +146,9 @@ async fn require_token(State(token): State<Arc<String>>, request: Request, next:
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if aws_lc_rs::constant_time::verify_slices_are_equal(presented.as_bytes(), token.as_bytes()).is_err() {
+    if aws_lc_rs::constant_time::verify_slices_are_equal(presented.as_bytes(), token.as_bytes())
+        .is_err()
+    {
         return ApiError::unauthorized().into_response();
     }
     next.run(request).await
@@ -130,7 +156,10 @@ async fn require_token(State(token): State<Arc<String>>, request: Request, next:
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         std::future::pending::<()>().await;
         return;
     };

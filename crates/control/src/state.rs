@@ -48,7 +48,10 @@ impl DesiredState {
 
     /// Builds a state from an apply document.
     pub fn from_document(doc: StateDocument) -> Result<Self, String> {
-        let mut state = DesiredState { gateway: doc.virtual_network_gateway, ..Default::default() };
+        let mut state = DesiredState {
+            gateway: doc.virtual_network_gateway,
+            ..Default::default()
+        };
         for lg in doc.local_network_gateways {
             if state.local_gateways.insert(lg.name.clone(), lg).is_some() {
                 return Err("a local gateway is listed twice in localNetworkGateways".into());
@@ -57,7 +60,9 @@ impl DesiredState {
         for c in doc.connections {
             let name = c.name.clone();
             if state.connections.insert(name.clone(), c).is_some() {
-                return Err(format!("connection '{name}' is listed twice in connections"));
+                return Err(format!(
+                    "connection '{name}' is listed twice in connections"
+                ));
             }
         }
         state.normalise();
@@ -153,13 +158,24 @@ pub struct Change {
 pub fn diff(before: &DesiredState, after: &DesiredState) -> Vec<Change> {
     let mut out = Vec::new();
     let gw = |s: &DesiredState| -> BTreeMap<String, Value> {
-        s.gateway.iter().map(|g| (g.name.clone(), serde_json::to_value(g).unwrap_or_default())).collect()
+        s.gateway
+            .iter()
+            .map(|g| (g.name.clone(), serde_json::to_value(g).unwrap_or_default()))
+            .collect()
     };
     diff_collection(&mut out, collection::GATEWAYS, &gw(before), &gw(after));
     let lgs = |s: &DesiredState| -> BTreeMap<String, Value> {
-        s.local_gateways.iter().map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or_default())).collect()
+        s.local_gateways
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or_default()))
+            .collect()
     };
-    diff_collection(&mut out, collection::LOCAL_GATEWAYS, &lgs(before), &lgs(after));
+    diff_collection(
+        &mut out,
+        collection::LOCAL_GATEWAYS,
+        &lgs(before),
+        &lgs(after),
+    );
     let conns = |s: &DesiredState| -> BTreeMap<String, Value> {
         s.connections
             .iter()
@@ -167,20 +183,32 @@ pub fn diff(before: &DesiredState, after: &DesiredState) -> Vec<Change> {
                 let mut value = serde_json::to_value(v).unwrap_or_default();
                 if let (Some(obj), Some(key)) = (value.as_object_mut(), &v.shared_key) {
                     // A digest, so a changed key shows as a change without revealing either key.
-                    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes());
-                    obj.insert("sharedKey".into(), Value::String(format!("{:?}", &digest.as_ref()[..8])));
+                    let digest =
+                        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes());
+                    obj.insert(
+                        "sharedKey".into(),
+                        Value::String(format!("{:?}", &digest.as_ref()[..8])),
+                    );
                 }
                 (k.clone(), value)
             })
             .collect()
     };
     let mut conn_changes = Vec::new();
-    diff_collection(&mut conn_changes, collection::CONNECTIONS, &conns(before), &conns(after));
+    diff_collection(
+        &mut conn_changes,
+        collection::CONNECTIONS,
+        &conns(before),
+        &conns(after),
+    );
     for change in &mut conn_changes {
         for f in &mut change.fields {
             if f.path == "sharedKey" {
                 f.before = f.before.as_ref().map(|_| Value::String("<secret>".into()));
-                f.after = f.after.as_ref().map(|_| Value::String("<secret, changed>".into()));
+                f.after = f
+                    .after
+                    .as_ref()
+                    .map(|_| Value::String("<secret, changed>".into()));
             }
         }
     }
@@ -188,32 +216,65 @@ pub fn diff(before: &DesiredState, after: &DesiredState) -> Vec<Change> {
     out
 }
 
-fn diff_collection(out: &mut Vec<Change>, kind: &str, before: &BTreeMap<String, Value>, after: &BTreeMap<String, Value>) {
+fn diff_collection(
+    out: &mut Vec<Change>,
+    kind: &str,
+    before: &BTreeMap<String, Value>,
+    after: &BTreeMap<String, Value>,
+) {
     for (name, b) in before {
         match after.get(name) {
-            None => out.push(Change { action: ChangeAction::Delete, resource_type: kind.into(), name: name.clone(), fields: vec![] }),
+            None => out.push(Change {
+                action: ChangeAction::Delete,
+                resource_type: kind.into(),
+                name: name.clone(),
+                fields: vec![],
+            }),
             Some(a) if a != b => {
                 let mut fields = Vec::new();
                 diff_values(&mut fields, "", Some(b), Some(a));
-                out.push(Change { action: ChangeAction::Update, resource_type: kind.into(), name: name.clone(), fields });
+                out.push(Change {
+                    action: ChangeAction::Update,
+                    resource_type: kind.into(),
+                    name: name.clone(),
+                    fields,
+                });
             }
             Some(_) => {}
         }
     }
     for name in after.keys().filter(|n| !before.contains_key(*n)) {
-        out.push(Change { action: ChangeAction::Create, resource_type: kind.into(), name: name.clone(), fields: vec![] });
+        out.push(Change {
+            action: ChangeAction::Create,
+            resource_type: kind.into(),
+            name: name.clone(),
+            fields: vec![],
+        });
     }
 }
 
-fn diff_values(out: &mut Vec<FieldChange>, path: &str, before: Option<&Value>, after: Option<&Value>) {
+fn diff_values(
+    out: &mut Vec<FieldChange>,
+    path: &str,
+    before: Option<&Value>,
+    after: Option<&Value>,
+) {
     match (before, after) {
         (Some(Value::Object(b)), Some(Value::Object(a))) => {
             for (k, bv) in b {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 diff_values(out, &p, Some(bv), a.get(k));
             }
             for (k, av) in a.iter().filter(|(k, _)| !b.contains_key(*k)) {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 diff_values(out, &p, None, Some(av));
             }
         }
@@ -222,7 +283,11 @@ fn diff_values(out: &mut Vec<FieldChange>, path: &str, before: Option<&Value>, a
                 diff_values(out, &format!("{path}[{i}]"), Some(bv), Some(av));
             }
         }
-        (b, a) if b != a => out.push(FieldChange { path: path.to_string(), before: b.cloned(), after: a.cloned() }),
+        (b, a) if b != a => out.push(FieldChange {
+            path: path.to_string(),
+            before: b.cloned(),
+            after: a.cloned(),
+        }),
         _ => {}
     }
 }
@@ -235,7 +300,11 @@ mod tests {
     #[test]
     fn diff_reports_fields_and_hides_keys() {
         let mut a = DesiredState::default();
-        let lg = LocalGatewaySpec { name: "s1".into(), gateway_ip_address: Some("198.18.0.1".into()), ..Default::default() };
+        let lg = LocalGatewaySpec {
+            name: "s1".into(),
+            gateway_ip_address: Some("198.18.0.1".into()),
+            ..Default::default()
+        };
         a.local_gateways.insert("s1".into(), lg.clone());
         let c = ConnectionSpec {
             name: "c1".into(),

@@ -25,7 +25,10 @@ pub struct ResourceKey {
 impl ResourceKey {
     /// A key for `name` in `collection`.
     pub fn new(collection: &str, name: &str) -> Self {
-        Self { collection: collection.to_string(), name: name.to_string() }
+        Self {
+            collection: collection.to_string(),
+            name: name.to_string(),
+        }
     }
 }
 
@@ -114,20 +117,27 @@ impl SqliteStore {
         }
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| format!("cannot chmod {}: {e}", path.display()))?;
-        let conn = Connection::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let conn =
+            Connection::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         let mut store = Self { conn, path };
-        store.configure().map_err(|e| format!("{}: {e}", store.path.display()))?;
+        store
+            .configure()
+            .map_err(|e| format!("{}: {e}", store.path.display()))?;
         store.migrate()?;
         Ok(store)
     }
 
     fn configure(&mut self) -> rusqlite::Result<()> {
-        let mode: String = self.conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(mode, "SQLite refused WAL mode");
         }
         // FULL: an acknowledged change survives power loss, not only a process crash.
-        self.conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;")?;
+        self.conn.execute_batch(
+            "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;",
+        )?;
         Ok(())
     }
 
@@ -145,8 +155,10 @@ impl SqliteStore {
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             let tx = self.conn.transaction().map_err(|e| e.to_string())?;
-            tx.execute_batch(sql).map_err(|e| format!("migration {}: {e}", i + 1))?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(|e| e.to_string())?;
+            tx.execute_batch(sql)
+                .map_err(|e| format!("migration {}: {e}", i + 1))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(|e| e.to_string())?;
             tx.commit().map_err(|e| e.to_string())?;
             tracing::info!(version = i + 1, "state store migrated");
         }
@@ -160,7 +172,8 @@ impl SqliteStore {
 
     /// `PRAGMA integrity_check`, "ok" when healthy.
     pub fn integrity_check(&self) -> rusqlite::Result<String> {
-        self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        self.conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
     }
 }
 
@@ -173,7 +186,10 @@ impl StateStore for SqliteStore {
         )?;
         let rows = stmt.query_map([], |row| {
             Ok(StoredResource {
-                key: ResourceKey { collection: row.get(0)?, name: row.get(1)? },
+                key: ResourceKey {
+                    collection: row.get(0)?,
+                    name: row.get(1)?,
+                },
                 spec: row.get(2)?,
                 etag: row.get(3)?,
                 secret: row.get(4)?,
@@ -213,12 +229,26 @@ impl StateStore for SqliteStore {
                     };
                     tx.execute(
                         "INSERT INTO changes (collection, name, action) VALUES (?1, ?2, ?3)",
-                        params![r.key.collection, r.key.name, if existed.is_some() { "update" } else { "create" }],
+                        params![
+                            r.key.collection,
+                            r.key.name,
+                            if existed.is_some() {
+                                "update"
+                            } else {
+                                "create"
+                            }
+                        ],
                     )?;
                 }
                 Write::Delete(key) => {
-                    tx.execute("DELETE FROM resources WHERE collection=?1 AND name=?2", params![key.collection, key.name])?;
-                    tx.execute("DELETE FROM secrets WHERE collection=?1 AND name=?2", params![key.collection, key.name])?;
+                    tx.execute(
+                        "DELETE FROM resources WHERE collection=?1 AND name=?2",
+                        params![key.collection, key.name],
+                    )?;
+                    tx.execute(
+                        "DELETE FROM secrets WHERE collection=?1 AND name=?2",
+                        params![key.collection, key.name],
+                    )?;
                     tx.execute(
                         "INSERT INTO changes (collection, name, action) VALUES (?1, ?2, 'delete')",
                         params![key.collection, key.name],
@@ -263,11 +293,22 @@ mod tests {
         store.commit(&[Write::Delete(key)]).unwrap();
         assert!(store.load().unwrap().is_empty());
         assert_eq!(store.integrity_check().unwrap(), "ok");
-        let mode = std::fs::metadata(dir.path().join("state.db")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("state.db"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
-        store.conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        store
+            .conn
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
         drop(store);
-        assert!(SqliteStore::open(dir.path()).err().unwrap().contains("newer"));
+        assert!(
+            SqliteStore::open(dir.path())
+                .err()
+                .unwrap()
+                .contains("newer")
+        );
     }
 
     #[test]

@@ -29,7 +29,9 @@ type Result<T = ()> = std::result::Result<T, ApiError>;
 pub fn check_name(kind: &str, name: &str) -> Result {
     let ok = !name.is_empty()
         && name.len() <= 80
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_');
     if ok {
@@ -70,9 +72,9 @@ fn parse_prefixes(target: &str, list: &[String]) -> Result<Vec<IpNet>> {
 }
 
 fn parse_ip(target: &str, text: &str) -> Result<IpAddr> {
-    text.trim().parse().map_err(|_| {
-        ApiError::invalid(target, format!("'{text}' is not an IPv4 or IPv6 address"))
-    })
+    text.trim()
+        .parse()
+        .map_err(|_| ApiError::invalid(target, format!("'{text}' is not an IPv4 or IPv6 address")))
 }
 
 /// ASNs Azure refuses for a gateway (RFC 7300 and RFC 5398 ranges, AS_TRANS 23456, Microsoft's own).
@@ -93,7 +95,11 @@ fn check_asn(target: &str, asn: u64, is_peer: bool) -> Result {
             format!(
                 "ASN {asn} is reserved (8074, 8075, 12076, 23456, 64496-64511, 65517-65520, 65535-65551{}); \
                  pick another private ASN such as 65010",
-                if is_peer { ", and 65515 which is the gateway's default" } else { "" }
+                if is_peer {
+                    ", and 65515 which is the gateway's default"
+                } else {
+                    ""
+                }
             ),
         ));
     }
@@ -116,7 +122,9 @@ fn check_apipa(target: &str, text: &str) -> Result {
     } else {
         Err(ApiError::invalid(
             target,
-            format!("custom BGP address {text} is outside the APIPA range 169.254.21.0 - 169.254.22.255"),
+            format!(
+                "custom BGP address {text} is outside the APIPA range 169.254.21.0 - 169.254.22.255"
+            ),
         ))
     }
 }
@@ -136,14 +144,21 @@ pub fn check_shared_key(target: &str, key: &str) -> Result {
     if key.is_empty() || key.len() > 128 {
         return Err(ApiError::invalid(
             target,
-            format!("shared key must be 1-128 characters (got {})", key.chars().count()),
+            format!(
+                "shared key must be 1-128 characters (got {})",
+                key.chars().count()
+            ),
         ));
     }
     if let Some((pos, c)) = key
         .char_indices()
         .find(|&(_, c)| !(c.is_ascii_graphic() && c != '-' && c != '~'))
     {
-        let shown = if c.is_ascii_graphic() || c == ' ' { format!("'{c}'") } else { format!("U+{:04X}", c as u32) };
+        let shown = if c.is_ascii_graphic() || c == ' ' {
+            format!("'{c}'")
+        } else {
+            format!("U+{:04X}", c as u32)
+        };
         return Err(ApiError::invalid(
             target,
             format!(
@@ -160,7 +175,10 @@ pub fn check_ipsec_policy(target: &str, p: &IpsecPolicy, allow_legacy: bool) -> 
     if !(300..=172_799).contains(&p.sa_life_time_seconds) {
         return Err(ApiError::invalid(
             format!("{target}.saLifeTimeSeconds"),
-            format!("saLifeTimeSeconds {} is outside 300-172799; Azure's default is 27000", p.sa_life_time_seconds),
+            format!(
+                "saLifeTimeSeconds {} is outside 300-172799; Azure's default is 27000",
+                p.sa_life_time_seconds
+            ),
         ));
     }
     if p.sa_data_size_kilobytes < 1024 {
@@ -215,7 +233,10 @@ pub fn check_ipsec_policy(target: &str, p: &IpsecPolicy, allow_legacy: bool) -> 
         IkeEncryption::GcmAes256 => Some(IkeIntegrity::GcmAes256),
         _ => None,
     };
-    let ike_integ_gcm = matches!(p.ike_integrity, IkeIntegrity::GcmAes128 | IkeIntegrity::GcmAes256);
+    let ike_integ_gcm = matches!(
+        p.ike_integrity,
+        IkeIntegrity::GcmAes128 | IkeIntegrity::GcmAes256
+    );
     if ike_integ_gcm && ike_gcm != Some(p.ike_integrity) {
         return Err(ApiError::invalid(
             format!("{target}.ikeIntegrity"),
@@ -229,24 +250,41 @@ pub fn check_ipsec_policy(target: &str, p: &IpsecPolicy, allow_legacy: bool) -> 
         let legacy: &[(&str, bool, String)] = &[
             (
                 "ipsecEncryption",
-                matches!(p.ipsec_encryption, IpsecEncryption::Des | IpsecEncryption::Des3 | IpsecEncryption::None),
+                matches!(
+                    p.ipsec_encryption,
+                    IpsecEncryption::Des | IpsecEncryption::Des3 | IpsecEncryption::None
+                ),
                 p.ipsec_encryption.to_string(),
             ),
-            ("ipsecIntegrity", p.ipsec_integrity == IpsecIntegrity::Md5, p.ipsec_integrity.to_string()),
+            (
+                "ipsecIntegrity",
+                p.ipsec_integrity == IpsecIntegrity::Md5,
+                p.ipsec_integrity.to_string(),
+            ),
             (
                 "ikeEncryption",
                 matches!(p.ike_encryption, IkeEncryption::Des | IkeEncryption::Des3),
                 p.ike_encryption.to_string(),
             ),
-            ("ikeIntegrity", p.ike_integrity == IkeIntegrity::Md5, p.ike_integrity.to_string()),
+            (
+                "ikeIntegrity",
+                p.ike_integrity == IkeIntegrity::Md5,
+                p.ike_integrity.to_string(),
+            ),
             (
                 "dhGroup",
-                matches!(p.dh_group, DhGroup::None | DhGroup::DhGroup1 | DhGroup::DhGroup2 | DhGroup::DhGroup24),
+                matches!(
+                    p.dh_group,
+                    DhGroup::None | DhGroup::DhGroup1 | DhGroup::DhGroup2 | DhGroup::DhGroup24
+                ),
                 p.dh_group.to_string(),
             ),
             (
                 "pfsGroup",
-                matches!(p.pfs_group, PfsGroup::Pfs1 | PfsGroup::Pfs2 | PfsGroup::Pfs24),
+                matches!(
+                    p.pfs_group,
+                    PfsGroup::Pfs1 | PfsGroup::Pfs2 | PfsGroup::Pfs24
+                ),
                 p.pfs_group.to_string(),
             ),
         ];
@@ -264,25 +302,41 @@ pub fn check_ipsec_policy(target: &str, p: &IpsecPolicy, allow_legacy: bool) -> 
 }
 
 fn check_nat_rule(target: &str, rule: &NatRule) -> Result {
-    check_name("nat-rule", &rule.name).map_err(|e| ApiError { target: Some(format!("{target}.name")), ..e })?;
-    for (field, list) in [("internalMappings", &rule.internal_mappings), ("externalMappings", &rule.external_mappings)] {
+    check_name("nat-rule", &rule.name).map_err(|e| ApiError {
+        target: Some(format!("{target}.name")),
+        ..e
+    })?;
+    for (field, list) in [
+        ("internalMappings", &rule.internal_mappings),
+        ("externalMappings", &rule.external_mappings),
+    ] {
         if list.is_empty() {
             return Err(ApiError::invalid(
                 format!("{target}.{field}"),
-                format!("nat-rule {}: {field} needs at least one address space", rule.name),
+                format!(
+                    "nat-rule {}: {field} needs at least one address space",
+                    rule.name
+                ),
             ));
         }
         for (i, m) in list.iter().enumerate() {
-            parse_prefix(&format!("{target}.{field}[{i}].addressSpace"), &m.address_space)?;
+            parse_prefix(
+                &format!("{target}.{field}[{i}].addressSpace"),
+                &m.address_space,
+            )?;
             if let Some(range) = &m.port_range {
                 let ok = range
                     .split_once('-')
-                    .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)))
+                    .and_then(|(a, b)| {
+                        Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?))
+                    })
                     .is_some_and(|(a, b)| a >= 1 && a <= b);
                 if !ok {
                     return Err(ApiError::invalid(
                         format!("{target}.{field}[{i}].portRange"),
-                        format!("port range '{range}' must be 'low-high' with 1 <= low <= high <= 65535"),
+                        format!(
+                            "port range '{range}' must be 'low-high' with 1 <= low <= high <= 65535"
+                        ),
                     ));
                 }
             }
@@ -299,8 +353,16 @@ fn check_nat_rule(target: &str, rule: &NatRule) -> Result {
                 ),
             ));
         }
-        for (i, (a, b)) in rule.internal_mappings.iter().zip(&rule.external_mappings).enumerate() {
-            let (a, b): (IpNet, IpNet) = (a.address_space.parse().unwrap_or_default(), b.address_space.parse().unwrap_or_default());
+        for (i, (a, b)) in rule
+            .internal_mappings
+            .iter()
+            .zip(&rule.external_mappings)
+            .enumerate()
+        {
+            let (a, b): (IpNet, IpNet) = (
+                a.address_space.parse().unwrap_or_default(),
+                b.address_space.parse().unwrap_or_default(),
+            );
             if a.prefix_len() != b.prefix_len() || a.addr().is_ipv4() != b.addr().is_ipv4() {
                 return Err(ApiError::invalid(
                     format!("{target}.externalMappings[{i}].addressSpace"),
@@ -317,7 +379,10 @@ fn check_nat_rule(target: &str, rule: &NatRule) -> Result {
 
 fn check_root_certificate(target: &str, cert: &RootCertificate) -> Result {
     use base64::Engine as _;
-    check_name("root-cert", &cert.name).map_err(|e| ApiError { target: Some(format!("{target}.name")), ..e })?;
+    check_name("root-cert", &cert.name).map_err(|e| ApiError {
+        target: Some(format!("{target}.name")),
+        ..e
+    })?;
     let body: String = cert
         .public_cert_data
         .lines()
@@ -334,7 +399,10 @@ fn check_root_certificate(target: &str, cert: &RootCertificate) -> Result {
     x509_parser::parse_x509_certificate(&der).map_err(|e| {
         ApiError::invalid(
             format!("{target}.publicCertData"),
-            format!("root-cert {}: publicCertData is not an X.509 certificate ({e})", cert.name),
+            format!(
+                "root-cert {}: publicCertData is not an X.509 certificate ({e})",
+                cert.name
+            ),
         )
     })?;
     Ok(())
@@ -349,7 +417,9 @@ pub fn certificate_thumbprint(public_cert_data: &str) -> Option<String> {
         .flat_map(|l| l.chars())
         .filter(|c| !c.is_whitespace())
         .collect();
-    let der = base64::engine::general_purpose::STANDARD.decode(body.as_bytes()).ok()?;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body.as_bytes())
+        .ok()?;
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &der);
     Some(digest.as_ref().iter().map(|b| format!("{b:02X}")).collect())
 }
@@ -372,10 +442,18 @@ fn check_gateway(gw: &VnetGatewaySpec) -> Result {
         }
     }
     for (i, cfg) in gw.ip_configurations.iter().enumerate() {
-        parse_ip(&format!("ipConfigurations[{i}].publicIpAddress"), &cfg.public_ip_address)?;
+        parse_ip(
+            &format!("ipConfigurations[{i}].publicIpAddress"),
+            &cfg.public_ip_address,
+        )?;
     }
-    if gw.ip_configurations.len() == 2 && gw.ip_configurations[0].public_ip_address == gw.ip_configurations[1].public_ip_address {
-        return Err(ApiError::invalid("ipConfigurations[1].publicIpAddress", "the two active-active addresses must differ"));
+    if gw.ip_configurations.len() == 2
+        && gw.ip_configurations[0].public_ip_address == gw.ip_configurations[1].public_ip_address
+    {
+        return Err(ApiError::invalid(
+            "ipConfigurations[1].publicIpAddress",
+            "the two active-active addresses must differ",
+        ));
     }
     if gw.active_active != (gw.ip_configurations.len() == 2) {
         return Err(ApiError::invalid(
@@ -387,9 +465,15 @@ fn check_gateway(gw: &VnetGatewaySpec) -> Result {
             ),
         ));
     }
-    let space = parse_prefixes("addressSpace.addressPrefixes", &gw.address_space.address_prefixes)?;
+    let space = parse_prefixes(
+        "addressSpace.addressPrefixes",
+        &gw.address_space.address_prefixes,
+    )?;
     check_no_self_overlap("addressSpace.addressPrefixes", &space)?;
-    parse_prefixes("customRoutes.addressPrefixes", &gw.custom_routes.address_prefixes)?;
+    parse_prefixes(
+        "customRoutes.addressPrefixes",
+        &gw.custom_routes.address_prefixes,
+    )?;
     if let Some(bgp) = &gw.bgp_settings {
         check_asn("bgpSettings.asn", bgp.asn, false)?;
         if let Some(addr) = &bgp.bgp_peering_address {
@@ -397,26 +481,41 @@ fn check_gateway(gw: &VnetGatewaySpec) -> Result {
         }
         for (i, entry) in bgp.bgp_peering_addresses.iter().enumerate() {
             for (j, a) in entry.custom_bgp_ip_addresses.iter().enumerate() {
-                check_apipa(&format!("bgpSettings.bgpPeeringAddresses[{i}].customBgpIpAddresses[{j}]"), a)?;
+                check_apipa(
+                    &format!("bgpSettings.bgpPeeringAddresses[{i}].customBgpIpAddresses[{j}]"),
+                    a,
+                )?;
             }
             if !entry.ipconfiguration_id.is_empty()
-                && !gw.ip_configurations.iter().any(|c| c.name == entry.ipconfiguration_id)
+                && !gw
+                    .ip_configurations
+                    .iter()
+                    .any(|c| c.name == entry.ipconfiguration_id)
             {
                 return Err(ApiError::invalid(
                     format!("bgpSettings.bgpPeeringAddresses[{i}].ipconfigurationId"),
-                    format!("'{}' names no ipConfiguration of the gateway", entry.ipconfiguration_id),
+                    format!(
+                        "'{}' names no ipConfiguration of the gateway",
+                        entry.ipconfiguration_id
+                    ),
                 ));
             }
         }
     }
     if gw.enable_bgp && gw.bgp_settings.is_none() {
-        return Err(ApiError::invalid("bgpSettings", "enableBgp needs bgpSettings; pass --asn (default 65515)"));
+        return Err(ApiError::invalid(
+            "bgpSettings",
+            "enableBgp needs bgpSettings; pass --asn (default 65515)",
+        ));
     }
     let mut names = std::collections::HashSet::new();
     for (i, rule) in gw.nat_rules.iter().enumerate() {
         check_nat_rule(&format!("natRules[{i}]"), rule)?;
         if !names.insert(rule.name.as_str()) {
-            return Err(ApiError::invalid(format!("natRules[{i}].name"), format!("nat-rule '{}' is defined twice", rule.name)));
+            return Err(ApiError::invalid(
+                format!("natRules[{i}].name"),
+                format!("nat-rule '{}' is defined twice", rule.name),
+            ));
         }
         if let Some(cfg) = &rule.ip_configuration_id
             && !gw.ip_configurations.iter().any(|c| &c.name == cfg)
@@ -456,22 +555,34 @@ fn check_gateway(gw: &VnetGatewaySpec) -> Result {
         }
         let mut names = std::collections::HashSet::new();
         for (i, c) in p2s.vpn_client_root_certificates.iter().enumerate() {
-            check_root_certificate(&format!("vpnClientConfiguration.vpnClientRootCertificates[{i}]"), c)?;
+            check_root_certificate(
+                &format!("vpnClientConfiguration.vpnClientRootCertificates[{i}]"),
+                c,
+            )?;
             if !names.insert(c.name.as_str()) {
                 return Err(ApiError::invalid(
                     format!("vpnClientConfiguration.vpnClientRootCertificates[{i}].name"),
-                    format!("root-cert '{}' exists already; delete it first or choose another name", c.name),
+                    format!(
+                        "root-cert '{}' exists already; delete it first or choose another name",
+                        c.name
+                    ),
                 ));
             }
         }
         let mut names = std::collections::HashSet::new();
         for (i, c) in p2s.vpn_client_revoked_certificates.iter().enumerate() {
             let target = format!("vpnClientConfiguration.vpnClientRevokedCertificates[{i}]");
-            check_name("revoked-cert", &c.name).map_err(|e| ApiError { target: Some(format!("{target}.name")), ..e })?;
+            check_name("revoked-cert", &c.name).map_err(|e| ApiError {
+                target: Some(format!("{target}.name")),
+                ..e
+            })?;
             if c.thumbprint.len() != 40 || !c.thumbprint.chars().all(|ch| ch.is_ascii_hexdigit()) {
                 return Err(ApiError::invalid(
                     format!("{target}.thumbprint"),
-                    format!("thumbprint '{}' must be the 40 hex digits of the certificate's SHA-1", c.thumbprint),
+                    format!(
+                        "thumbprint '{}' must be the 40 hex digits of the certificate's SHA-1",
+                        c.thumbprint
+                    ),
                 ));
             }
             if !names.insert(c.name.as_str()) {
@@ -482,7 +593,11 @@ fn check_gateway(gw: &VnetGatewaySpec) -> Result {
             }
         }
         for (i, p) in p2s.vpn_client_ipsec_policies.iter().enumerate() {
-            check_ipsec_policy(&format!("vpnClientConfiguration.vpnClientIpsecPolicies[{i}]"), p, false)?;
+            check_ipsec_policy(
+                &format!("vpnClientConfiguration.vpnClientIpsecPolicies[{i}]"),
+                p,
+                false,
+            )?;
         }
     }
     Ok(())
@@ -492,7 +607,10 @@ fn check_no_self_overlap(target: &str, list: &[IpNet]) -> Result {
     for (i, a) in list.iter().enumerate() {
         for b in &list[i + 1..] {
             if a.contains(b) || b.contains(a) {
-                return Err(ApiError::invalid(target, format!("prefixes {a} and {b} overlap; list each range once")));
+                return Err(ApiError::invalid(
+                    target,
+                    format!("prefixes {a} and {b} overlap; list each range once"),
+                ));
             }
         }
     }
@@ -532,7 +650,10 @@ fn check_local_gateway(lg: &LocalGatewaySpec) -> Result {
                         && !label.ends_with('-')
                 });
             if !ok {
-                return Err(ApiError::invalid("fqdn", format!("'{fqdn}' is not a valid DNS name")));
+                return Err(ApiError::invalid(
+                    "fqdn",
+                    format!("'{fqdn}' is not a valid DNS name"),
+                ));
             }
         }
         (Some(_), Some(_)) => {
@@ -592,7 +713,10 @@ fn check_connection(c: &ConnectionSpec, state: &DesiredState) -> Result {
     {
         return Err(ApiError::invalid(
             "virtualNetworkGateway1",
-            format!("this daemon serves vnet-gateway '{}', not '{}'", gw.name, r.name),
+            format!(
+                "this daemon serves vnet-gateway '{}', not '{}'",
+                gw.name, r.name
+            ),
         ));
     }
     let Some(lg) = state.local_gateways.get(&c.local_network_gateway2.name) else {
@@ -605,7 +729,10 @@ fn check_connection(c: &ConnectionSpec, state: &DesiredState) -> Result {
         ));
     };
     if c.connection_protocol == ConnectionProtocol::IKEv1 {
-        return Err(ApiError::invalid("connectionProtocol", "vgw speaks IKEv2 only; use --connection-protocol IKEv2"));
+        return Err(ApiError::invalid(
+            "connectionProtocol",
+            "vgw speaks IKEv2 only; use --connection-protocol IKEv2",
+        ));
     }
     if c.connection_type == ConnectionType::Vnet2Vnet {
         return Err(ApiError::invalid(
@@ -623,25 +750,37 @@ fn check_connection(c: &ConnectionSpec, state: &DesiredState) -> Result {
         }
     }
     if c.routing_weight > 32000 {
-        return Err(ApiError::invalid("routingWeight", format!("routingWeight {} is above 32000", c.routing_weight)));
+        return Err(ApiError::invalid(
+            "routingWeight",
+            format!("routingWeight {} is above 32000", c.routing_weight),
+        ));
     }
     if !(9..=3600).contains(&c.dpd_timeout_seconds) {
         return Err(ApiError::invalid(
             "dpdTimeoutSeconds",
-            format!("dpdTimeoutSeconds {} is outside 9-3600; Azure's default is 45", c.dpd_timeout_seconds),
+            format!(
+                "dpdTimeoutSeconds {} is outside 9-3600; Azure's default is 45",
+                c.dpd_timeout_seconds
+            ),
         ));
     }
     if c.enable_bgp {
         if !gw.enable_bgp || gw.bgp_settings.is_none() {
             return Err(ApiError::invalid(
                 "enableBgp",
-                format!("BGP is not enabled on vnet-gateway '{}'; update it with --asn first", gw.name),
+                format!(
+                    "BGP is not enabled on vnet-gateway '{}'; update it with --asn first",
+                    gw.name
+                ),
             ));
         }
         if lg.bgp_settings.is_none() {
             return Err(ApiError::invalid(
                 "enableBgp",
-                format!("local-gateway '{}' has no bgpSettings; set its --asn and --bgp-peering-address", lg.name),
+                format!(
+                    "local-gateway '{}' has no bgpSettings; set its --asn and --bgp-peering-address",
+                    lg.name
+                ),
             ));
         }
     }
@@ -649,13 +788,19 @@ fn check_connection(c: &ConnectionSpec, state: &DesiredState) -> Result {
         check_apipa(&format!("gatewayCustomBgpIpAddresses[{i}]"), a)?;
     }
     if c.ipsec_policies.len() > 10 {
-        return Err(ApiError::invalid("ipsecPolicies", "at most 10 ipsecPolicies per connection"));
+        return Err(ApiError::invalid(
+            "ipsecPolicies",
+            "at most 10 ipsecPolicies per connection",
+        ));
     }
     for (i, p) in c.ipsec_policies.iter().enumerate() {
         check_ipsec_policy(&format!("ipsecPolicies[{i}]"), p, c.allow_legacy_crypto)?;
     }
     for (i, tsp) in c.traffic_selector_policies.iter().enumerate() {
-        for (field, list) in [("localAddressRanges", &tsp.local_address_ranges), ("remoteAddressRanges", &tsp.remote_address_ranges)] {
+        for (field, list) in [
+            ("localAddressRanges", &tsp.local_address_ranges),
+            ("remoteAddressRanges", &tsp.remote_address_ranges),
+        ] {
             if list.is_empty() {
                 return Err(ApiError::invalid(
                     format!("trafficSelectorPolicies[{i}].{field}"),
@@ -666,21 +811,35 @@ fn check_connection(c: &ConnectionSpec, state: &DesiredState) -> Result {
         }
     }
     for (field, refs, mode) in [
-        ("ingressNatRules", &c.ingress_nat_rules, NatRuleMode::IngressSnat),
-        ("egressNatRules", &c.egress_nat_rules, NatRuleMode::EgressSnat),
+        (
+            "ingressNatRules",
+            &c.ingress_nat_rules,
+            NatRuleMode::IngressSnat,
+        ),
+        (
+            "egressNatRules",
+            &c.egress_nat_rules,
+            NatRuleMode::EgressSnat,
+        ),
     ] {
         for (i, r) in refs.iter().enumerate() {
             match gw.nat_rules.iter().find(|n| n.name == r.name) {
                 None => {
                     return Err(ApiError::invalid(
                         format!("{field}[{i}]"),
-                        format!("nat-rule '{}' does not exist on vnet-gateway '{}'", r.name, gw.name),
+                        format!(
+                            "nat-rule '{}' does not exist on vnet-gateway '{}'",
+                            r.name, gw.name
+                        ),
                     ));
                 }
                 Some(rule) if rule.mode != mode => {
                     return Err(ApiError::invalid(
                         format!("{field}[{i}]"),
-                        format!("nat-rule '{}' has mode {}; {field} takes {mode} rules", r.name, rule.mode),
+                        format!(
+                            "nat-rule '{}' has mode {}; {field} takes {mode} rules",
+                            r.name, rule.mode
+                        ),
                     ));
                 }
                 Some(_) => {}
@@ -710,9 +869,14 @@ pub fn validate_state(state: &DesiredState) -> Result {
         check_local_gateway(lg).map_err(|e| e.for_resource(kind::LOCAL_GATEWAY, &lg.name))?;
         let prefixes = parse_prefixes("x", &lg.local_network_address_space.address_prefixes)?;
         let target = "localNetworkAddressSpace.addressPrefixes";
-        check_no_overlap(target, &prefixes, "the vnet-gateway's addressSpace", &gw_space)
-            .and_then(|_| check_no_overlap(target, &prefixes, "the point-to-site client pool", &pool))
-            .map_err(|e| e.for_resource(kind::LOCAL_GATEWAY, &lg.name))?;
+        check_no_overlap(
+            target,
+            &prefixes,
+            "the vnet-gateway's addressSpace",
+            &gw_space,
+        )
+        .and_then(|_| check_no_overlap(target, &prefixes, "the point-to-site client pool", &pool))
+        .map_err(|e| e.for_resource(kind::LOCAL_GATEWAY, &lg.name))?;
     }
     for c in state.connections.values() {
         check_connection(c, state).map_err(|e| e.for_resource(kind::CONNECTION, &c.name))?;

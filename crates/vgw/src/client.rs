@@ -61,12 +61,21 @@ impl Client {
 
     /// Sends a request; a 4xx/5xx answer becomes an [`ApiFailure`] error. Returns the status and JSON body
     /// (`Value::Null` when the body is empty).
-    pub async fn call(&self, method: Method, path: &str, body: Option<&Value>, if_match: Option<&str>) -> Result<(u16, Value)> {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        if_match: Option<&str>,
+    ) -> Result<(u16, Value)> {
         let payload = match body {
             Some(v) => Bytes::from(serde_json::to_vec(v)?),
             None => Bytes::new(),
         };
-        let mut req = Request::builder().method(method).uri(path).header("content-type", "application/json");
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json");
         if let Some(etag) = if_match {
             req = req.header("if-match", etag);
         }
@@ -89,20 +98,27 @@ impl Client {
             }
         };
         let req = req.header("host", host).body(Full::new(payload))?;
-        let resp = sender.send_request(req).await.context("the vgw daemon closed the connection")?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .context("the vgw daemon closed the connection")?;
         let status = resp.status().as_u16();
         let bytes = resp.into_body().collect().await?.to_bytes();
         let value: Value = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
         if status >= 400 {
             let err = &value["error"];
             return Err(anyhow!(ApiFailure {
                 status,
                 code: err["code"].as_str().unwrap_or("Error").to_string(),
-                message: err["message"].as_str().map(str::to_string).unwrap_or_else(|| value.to_string()),
+                message: err["message"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| value.to_string()),
                 target: err["target"].as_str().map(str::to_string),
             }));
         }

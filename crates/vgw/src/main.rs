@@ -22,7 +22,12 @@ use crate::output::Format;
 #[command(name = "vgw", version, propagate_version = true, max_term_width = 110)]
 pub struct Cli {
     /// The daemon's API socket.
-    #[arg(long, global = true, env = "VGW_API_SOCKET", default_value = "/run/vgw/api.sock")]
+    #[arg(
+        long,
+        global = true,
+        env = "VGW_API_SOCKET",
+        default_value = "/run/vgw/api.sock"
+    )]
     pub api_socket: PathBuf,
     /// Use the daemon's TCP API instead of the socket, e.g. http://127.0.0.1:8080 (needs --api-token-file).
     #[arg(long, global = true, env = "VGW_API_URL")]
@@ -73,7 +78,11 @@ pub struct Ctx {
 impl Ctx {
     /// Prints `value` with the chosen format (JSON by default, as az).
     pub fn print(&self, value: &serde_json::Value) -> Result<()> {
-        output::print(value, self.output.unwrap_or(Format::Json), self.query.as_deref())
+        output::print(
+            value,
+            self.output.unwrap_or(Format::Json),
+            self.query.as_deref(),
+        )
     }
 }
 
@@ -86,10 +95,9 @@ fn endpoint(cli: &Cli) -> Result<Endpoint> {
                 .ok_or_else(|| anyhow::anyhow!("--api-url must start with http:// (got '{url}')"))?
                 .trim_end_matches('/')
                 .to_string();
-            let file = cli
-                .api_token_file
-                .as_ref()
-                .ok_or_else(|| anyhow::anyhow!("--api-url needs --api-token-file (or VGW_API_TOKEN_FILE)"))?;
+            let file = cli.api_token_file.as_ref().ok_or_else(|| {
+                anyhow::anyhow!("--api-url needs --api-token-file (or VGW_API_TOKEN_FILE)")
+            })?;
             let token = std::fs::read_to_string(file)
                 .map_err(|e| anyhow::anyhow!("cannot read token file {}: {e}", file.display()))?
                 .trim()
@@ -103,7 +111,11 @@ async fn run(cli: Cli) -> Result<()> {
     if let Command::Serve(args) = &cli.command {
         return commands::serve::run(args, &cli.api_socket, cli.api_token_file.as_deref()).await;
     }
-    let ctx = Ctx { client: Client::new(endpoint(&cli)?), output: cli.output, query: cli.query.clone() };
+    let ctx = Ctx {
+        client: Client::new(endpoint(&cli)?),
+        output: cli.output,
+        query: cli.query.clone(),
+    };
     match cli.command {
         Command::Serve(_) => unreachable!("handled above"),
         Command::VnetGateway(cmd) => commands::gateway::run(&ctx, cmd).await,
@@ -116,7 +128,11 @@ async fn run(cli: Cli) -> Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ERROR: cannot start the async runtime: {e}");
@@ -129,7 +145,11 @@ fn main() -> ExitCode {
             if let Some(api) = e.downcast_ref::<ApiFailure>() {
                 eprintln!("ERROR: {api}");
                 // az exits 3 when the resource does not exist.
-                return if api.status == 404 { ExitCode::from(3) } else { ExitCode::FAILURE };
+                return if api.status == 404 {
+                    ExitCode::from(3)
+                } else {
+                    ExitCode::FAILURE
+                };
             }
             eprintln!("ERROR: {e:#}");
             ExitCode::FAILURE

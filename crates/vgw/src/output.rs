@@ -40,8 +40,11 @@ pub fn print(value: &Value, format: Format, query: Option<&str>) -> Result<()> {
 
 /// Evaluates a JMESPath expression, as az's `--query` does.
 pub fn apply_query(value: &Value, query: &str) -> Result<Value> {
-    let expr = jmespath::compile(query).with_context(|| format!("--query: '{query}' is not a valid JMESPath expression"))?;
-    let result = expr.search(value.clone()).with_context(|| format!("--query '{query}' failed"))?;
+    let expr = jmespath::compile(query)
+        .with_context(|| format!("--query: '{query}' is not a valid JMESPath expression"))?;
+    let result = expr
+        .search(value.clone())
+        .with_context(|| format!("--query '{query}' failed"))?;
     Ok(serde_json::to_value(&*result)?)
 }
 
@@ -52,7 +55,16 @@ pub fn render(value: &Value, format: Format) -> Result<String> {
         Format::Jsonc => colour_json(value, 0),
         Format::Yaml => serde_yaml::to_string(value)?.trim_end().to_string(),
         Format::None => String::new(),
-        Format::Tsv => rows(value).iter().map(|r| r.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join("\t")).collect::<Vec<_>>().join("\n"),
+        Format::Tsv => rows(value)
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .map(|(_, v)| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\t")
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
         Format::Table => table(value),
     })
 }
@@ -81,7 +93,10 @@ fn rows(value: &Value) -> Vec<Vec<(String, String)>> {
                 .iter()
                 .filter_map(|(k, v)| scalar_text(v).map(|t| (header(k), t)))
                 .collect(),
-            other => vec![("Result".to_string(), scalar_text(other).unwrap_or_else(|| other.to_string()))],
+            other => vec![(
+                "Result".to_string(),
+                scalar_text(other).unwrap_or_else(|| other.to_string()),
+            )],
         })
         .collect()
 }
@@ -108,15 +123,36 @@ fn table(value: &Value) -> String {
     if columns.is_empty() {
         return String::new();
     }
-    let cell = |row: &Vec<(String, String)>, col: &str| row.iter().find(|(h, _)| h == col).map(|(_, v)| v.clone()).unwrap_or_default();
+    let cell = |row: &Vec<(String, String)>, col: &str| {
+        row.iter()
+            .find(|(h, _)| h == col)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
     let widths: Vec<usize> = columns
         .iter()
-        .map(|c| rows.iter().map(|r| cell(r, c).chars().count()).chain([c.chars().count()]).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .map(|r| cell(r, c).chars().count())
+                .chain([c.chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let line = |cells: Vec<String>| {
-        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string()
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
     };
-    let mut out = vec![line(columns.clone()), line(widths.iter().map(|w| "-".repeat(*w)).collect())];
+    let mut out = vec![
+        line(columns.clone()),
+        line(widths.iter().map(|w| "-".repeat(*w)).collect()),
+    ];
     for row in &rows {
         out.push(line(columns.iter().map(|c| cell(row, c)).collect()));
     }
@@ -134,12 +170,21 @@ fn colour_json(v: &Value, indent: usize) -> String {
         Value::Object(map) if !map.is_empty() => {
             let items: Vec<String> = map
                 .iter()
-                .map(|(k, v)| format!("{pad}{KEY}{}{RESET}: {}", serde_json::to_string(k).unwrap_or_default(), colour_json(v, indent + 1)))
+                .map(|(k, v)| {
+                    format!(
+                        "{pad}{KEY}{}{RESET}: {}",
+                        serde_json::to_string(k).unwrap_or_default(),
+                        colour_json(v, indent + 1)
+                    )
+                })
                 .collect();
             format!("{{\n{}\n{end}}}", items.join(",\n"))
         }
         Value::Array(a) if !a.is_empty() => {
-            let items: Vec<String> = a.iter().map(|v| format!("{pad}{}", colour_json(v, indent + 1))).collect();
+            let items: Vec<String> = a
+                .iter()
+                .map(|v| format!("{pad}{}", colour_json(v, indent + 1)))
+                .collect();
             format!("[\n{}\n{end}]", items.join(",\n"))
         }
         Value::String(_) => format!("{STR}{v}{RESET}"),

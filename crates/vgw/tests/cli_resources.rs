@@ -8,20 +8,115 @@ use serde_json::Value;
 const PSK1: &str = "Site1PskShouldNeverPrint";
 
 fn build_state(d: &Daemon) {
-    d.ok(&["vnet-gateway", "create", "-n", "gw1", "--public-ip-addresses", "198.18.0.2", "--vnet-address-space", "10.2.0.0/16",
-        "--asn", "65515", "--bgp-peering-address", "10.2.255.254", "--address-prefixes", "172.16.200.0/24", "--client-protocol", "IkeV2", "WireGuard"]);
-    d.ok(&["local-gateway", "create", "-n", "site1", "--gateway-ip-address", "198.18.0.1", "--local-address-prefixes", "10.1.0.0/16", "10.11.0.0/16"]);
-    d.ok(&["local-gateway", "create", "-n", "site2", "--gateway-ip-address", "198.18.1.1", "--local-address-prefixes", "10.3.0.0/16",
-        "--asn", "65020", "--bgp-peering-address", "10.3.255.254"]);
-    d.ok(&["vnet-gateway", "nat-rule", "add", "-n", "nat1", "--type", "Static", "--mode", "EgressSnat",
-        "--internal-mappings", "10.2.1.0/24", "--external-mappings", "100.64.1.0/24"]);
-    d.ok(&["vpn-connection", "create", "-n", "c1", "--local-gateway2", "site1", "--shared-key", PSK1, "--dpd-timeout-seconds", "30",
-        "--egress-nat-rule", "nat1"]);
-    d.ok(&["vpn-connection", "create", "-n", "c2", "--local-gateway2", "site2", "--shared-key", "OtherKey0987", "--enable-bgp",
-        "--connection-mode", "ResponderOnly"]);
-    d.ok(&["vpn-connection", "ipsec-policy", "add", "--connection-name", "c1", "--ike-encryption", "GCMAES256", "--ike-integrity", "SHA384",
-        "--dh-group", "ECP384", "--ipsec-encryption", "GCMAES256", "--ipsec-integrity", "GCMAES256", "--pfs-group", "ECP384",
-        "--sa-lifetime", "3600", "--sa-max-size", "102400000"]);
+    d.ok(&[
+        "vnet-gateway",
+        "create",
+        "-n",
+        "gw1",
+        "--public-ip-addresses",
+        "198.18.0.2",
+        "--vnet-address-space",
+        "10.2.0.0/16",
+        "--asn",
+        "65515",
+        "--bgp-peering-address",
+        "10.2.255.254",
+        "--address-prefixes",
+        "172.16.200.0/24",
+        "--client-protocol",
+        "IkeV2",
+        "WireGuard",
+    ]);
+    d.ok(&[
+        "local-gateway",
+        "create",
+        "-n",
+        "site1",
+        "--gateway-ip-address",
+        "198.18.0.1",
+        "--local-address-prefixes",
+        "10.1.0.0/16",
+        "10.11.0.0/16",
+    ]);
+    d.ok(&[
+        "local-gateway",
+        "create",
+        "-n",
+        "site2",
+        "--gateway-ip-address",
+        "198.18.1.1",
+        "--local-address-prefixes",
+        "10.3.0.0/16",
+        "--asn",
+        "65020",
+        "--bgp-peering-address",
+        "10.3.255.254",
+    ]);
+    d.ok(&[
+        "vnet-gateway",
+        "nat-rule",
+        "add",
+        "-n",
+        "nat1",
+        "--type",
+        "Static",
+        "--mode",
+        "EgressSnat",
+        "--internal-mappings",
+        "10.2.1.0/24",
+        "--external-mappings",
+        "100.64.1.0/24",
+    ]);
+    d.ok(&[
+        "vpn-connection",
+        "create",
+        "-n",
+        "c1",
+        "--local-gateway2",
+        "site1",
+        "--shared-key",
+        PSK1,
+        "--dpd-timeout-seconds",
+        "30",
+        "--egress-nat-rule",
+        "nat1",
+    ]);
+    d.ok(&[
+        "vpn-connection",
+        "create",
+        "-n",
+        "c2",
+        "--local-gateway2",
+        "site2",
+        "--shared-key",
+        "OtherKey0987",
+        "--enable-bgp",
+        "--connection-mode",
+        "ResponderOnly",
+    ]);
+    d.ok(&[
+        "vpn-connection",
+        "ipsec-policy",
+        "add",
+        "--connection-name",
+        "c1",
+        "--ike-encryption",
+        "GCMAES256",
+        "--ike-integrity",
+        "SHA384",
+        "--dh-group",
+        "ECP384",
+        "--ipsec-encryption",
+        "GCMAES256",
+        "--ipsec-integrity",
+        "GCMAES256",
+        "--pfs-group",
+        "ECP384",
+        "--sa-lifetime",
+        "3600",
+        "--sa-max-size",
+        "102400000",
+    ]);
 }
 
 #[test]
@@ -31,69 +126,193 @@ fn resources_formats_and_export_apply() {
 
     // show/list carry Azure's field names, and never the shared key.
     let gw = d.json(&["vnet-gateway", "show"]);
-    for field in ["id", "name", "etag", "provisioningState", "gatewayType", "vpnType", "sku", "activeActive", "enableBgp", "bgpSettings",
-        "ipConfigurations", "vpnClientConfiguration", "natRules"] {
-        assert!(gw.get(field).is_some(), "vnet-gateway show lacks {field}: {gw}");
+    for field in [
+        "id",
+        "name",
+        "etag",
+        "provisioningState",
+        "gatewayType",
+        "vpnType",
+        "sku",
+        "activeActive",
+        "enableBgp",
+        "bgpSettings",
+        "ipConfigurations",
+        "vpnClientConfiguration",
+        "natRules",
+    ] {
+        assert!(
+            gw.get(field).is_some(),
+            "vnet-gateway show lacks {field}: {gw}"
+        );
     }
     assert_eq!(gw["bgpSettings"]["asn"], 65515);
     assert_eq!(gw["natRules"][0]["provisioningState"], "Succeeded");
-    assert!(gw["natRules"][0]["etag"].as_str().unwrap().starts_with("W/"));
+    assert!(
+        gw["natRules"][0]["etag"]
+            .as_str()
+            .unwrap()
+            .starts_with("W/")
+    );
     let c1 = d.json(&["vpn-connection", "show", "-n", "c1"]);
-    for field in ["id", "name", "etag", "provisioningState", "connectionStatus", "ingressBytesTransferred", "egressBytesTransferred",
-        "tunnelConnectionStatus", "ipsecPolicies", "trafficSelectorPolicies", "localNetworkGateway2", "dpdTimeoutSeconds",
-        "connectionMode", "connectionProtocol", "usePolicyBasedTrafficSelectors", "connectionStatusReason"] {
-        assert!(c1.get(field).is_some(), "vpn-connection show lacks {field}: {c1}");
+    for field in [
+        "id",
+        "name",
+        "etag",
+        "provisioningState",
+        "connectionStatus",
+        "ingressBytesTransferred",
+        "egressBytesTransferred",
+        "tunnelConnectionStatus",
+        "ipsecPolicies",
+        "trafficSelectorPolicies",
+        "localNetworkGateway2",
+        "dpdTimeoutSeconds",
+        "connectionMode",
+        "connectionProtocol",
+        "usePolicyBasedTrafficSelectors",
+        "connectionStatusReason",
+    ] {
+        assert!(
+            c1.get(field).is_some(),
+            "vpn-connection show lacks {field}: {c1}"
+        );
     }
     assert_eq!(c1["connectionStatus"], "Unknown");
     assert_eq!(c1["ingressBytesTransferred"], 0);
     assert_eq!(c1["ipsecPolicies"][0]["dhGroup"], "ECP384");
-    assert_eq!(c1["localNetworkGateway2"]["id"], "/vgw/localNetworkGateways/site1");
+    assert_eq!(
+        c1["localNetworkGateway2"]["id"],
+        "/vgw/localNetworkGateways/site1"
+    );
     let lgs = d.json(&["local-gateway", "list"]);
     assert_eq!(lgs.as_array().unwrap().len(), 2);
-    assert_eq!(lgs[0]["localNetworkAddressSpace"]["addressPrefixes"][1], "10.11.0.0/16");
+    assert_eq!(
+        lgs[0]["localNetworkAddressSpace"]["addressPrefixes"][1],
+        "10.11.0.0/16"
+    );
     assert_eq!(lgs[1]["bgpSettings"]["asn"], 65020);
 
-    for args in [&["vpn-connection", "list"][..], &["vpn-connection", "show", "-n", "c1"], &["export"], &["vpn-connection", "list", "-o", "yaml"]] {
+    for args in [
+        &["vpn-connection", "list"][..],
+        &["vpn-connection", "show", "-n", "c1"],
+        &["export"],
+        &["vpn-connection", "list", "-o", "yaml"],
+    ] {
         let text = d.ok(args);
         assert!(!text.contains(PSK1), "{args:?} printed the shared key");
     }
     assert!(!d.log().contains(PSK1), "the daemon logged the shared key");
-    assert_eq!(d.json(&["vpn-connection", "shared-key", "show", "--connection-name", "c1"])["value"], PSK1);
+    assert_eq!(
+        d.json(&[
+            "vpn-connection",
+            "shared-key",
+            "show",
+            "--connection-name",
+            "c1"
+        ])["value"],
+        PSK1
+    );
 
     // az's output formats and --query.
     let table = d.ok(&["vpn-connection", "list", "-o", "table"]);
     let mut lines = table.lines();
     let header = lines.next().unwrap();
-    assert!(header.starts_with("Name") && header.contains("ConnectionStatus"), "{table}");
+    assert!(
+        header.starts_with("Name") && header.contains("ConnectionStatus"),
+        "{table}"
+    );
     assert!(lines.next().unwrap().starts_with("----"));
     assert!(lines.next().unwrap().starts_with("c1 "));
     let tsv = d.ok(&["local-gateway", "list", "-o", "tsv"]);
     assert_eq!(tsv.lines().count(), 2);
-    assert!(tsv.lines().next().unwrap().split('\t').any(|f| f == "site1"));
-    assert_eq!(d.json(&["vpn-connection", "list", "--query", "[].name"]), serde_json::json!(["c1", "c2"]));
-    assert_eq!(d.ok(&["local-gateway", "list", "--query", "[].name", "-o", "tsv"]), "site1\nsite2\n");
-    assert_eq!(d.ok(&["vpn-connection", "show", "-n", "c2", "--query", "connectionMode", "-o", "tsv"]), "ResponderOnly\n");
+    assert!(
+        tsv.lines()
+            .next()
+            .unwrap()
+            .split('\t')
+            .any(|f| f == "site1")
+    );
+    assert_eq!(
+        d.json(&["vpn-connection", "list", "--query", "[].name"]),
+        serde_json::json!(["c1", "c2"])
+    );
+    assert_eq!(
+        d.ok(&["local-gateway", "list", "--query", "[].name", "-o", "tsv"]),
+        "site1\nsite2\n"
+    );
+    assert_eq!(
+        d.ok(&[
+            "vpn-connection",
+            "show",
+            "-n",
+            "c2",
+            "--query",
+            "connectionMode",
+            "-o",
+            "tsv"
+        ]),
+        "ResponderOnly\n"
+    );
     assert!(d.ok(&["vnet-gateway", "show", "-o", "none"]).is_empty());
     let jsonc = d.ok(&["vnet-gateway", "show", "-o", "jsonc"]);
     assert!(jsonc.contains("\x1b["));
 
     // Status commands answer honestly with empty lists.
-    assert_eq!(d.json(&["vnet-gateway", "list-bgp-peer-status"])["value"], serde_json::json!([]));
-    assert_eq!(d.json(&["vnet-gateway", "list-learned-routes"])["value"], serde_json::json!([]));
-    assert_eq!(d.json(&["vnet-gateway", "list-advertised-routes", "--peer", "10.3.255.254"])["value"], serde_json::json!([]));
-    assert_eq!(d.json(&["vnet-gateway", "vpn-client", "show-health"])["vpnClientConnectionsCount"], 0);
+    assert_eq!(
+        d.json(&["vnet-gateway", "list-bgp-peer-status"])["value"],
+        serde_json::json!([])
+    );
+    assert_eq!(
+        d.json(&["vnet-gateway", "list-learned-routes"])["value"],
+        serde_json::json!([])
+    );
+    assert_eq!(
+        d.json(&[
+            "vnet-gateway",
+            "list-advertised-routes",
+            "--peer",
+            "10.3.255.254"
+        ])["value"],
+        serde_json::json!([])
+    );
+    assert_eq!(
+        d.json(&["vnet-gateway", "vpn-client", "show-health"])["vpnClientConnectionsCount"],
+        0
+    );
     d.ok(&["vnet-gateway", "reset"]);
     d.ok(&["vpn-connection", "reset", "-n", "c1"]);
 
     // update changes only what is given, and honours etags.
     let before = d.json(&["vpn-connection", "show", "-n", "c2"]);
-    d.ok(&["vpn-connection", "update", "-n", "c2", "--routing-weight", "10"]);
+    d.ok(&[
+        "vpn-connection",
+        "update",
+        "-n",
+        "c2",
+        "--routing-weight",
+        "10",
+    ]);
     let after = d.json(&["vpn-connection", "show", "-n", "c2"]);
     assert_eq!(after["routingWeight"], 10);
     assert_eq!(after["connectionMode"], "ResponderOnly");
     assert_ne!(before["etag"], after["etag"]);
-    d.ok(&["vpn-connection", "shared-key", "reset", "--connection-name", "c2", "--key-length", "40"]);
-    let key = d.json(&["vpn-connection", "shared-key", "show", "--connection-name", "c2"]);
+    d.ok(&[
+        "vpn-connection",
+        "shared-key",
+        "reset",
+        "--connection-name",
+        "c2",
+        "--key-length",
+        "40",
+    ]);
+    let key = d.json(&[
+        "vpn-connection",
+        "shared-key",
+        "show",
+        "--connection-name",
+        "c2",
+    ]);
     assert_eq!(key["value"].as_str().unwrap().len(), 40);
 
     // export, then apply to a fresh daemon: the same state, and a second apply changes nothing.
@@ -103,10 +322,22 @@ fn resources_formats_and_export_apply() {
     std::fs::write(&file, &exported).unwrap();
     let d2 = Daemon::start_in(dir2.path(), &[]);
     let what_if = d2.ok(&["apply", "-f", file.to_str().unwrap(), "--what-if"]);
-    assert!(what_if.contains("+ connections/c1") && what_if.contains("nothing was changed"), "{what_if}");
-    assert!(d2.json(&["local-gateway", "list"]).as_array().unwrap().is_empty(), "what-if changed state");
+    assert!(
+        what_if.contains("+ connections/c1") && what_if.contains("nothing was changed"),
+        "{what_if}"
+    );
+    assert!(
+        d2.json(&["local-gateway", "list"])
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "what-if changed state"
+    );
     let applied = d2.ok(&["apply", "-f", file.to_str().unwrap()]);
-    assert!(applied.contains("+ virtualNetworkGateways/gw1"), "{applied}");
+    assert!(
+        applied.contains("+ virtualNetworkGateways/gw1"),
+        "{applied}"
+    );
     assert!(!applied.contains(PSK1));
     assert_eq!(d2.ok(&["export", "--include-secrets"]), exported);
     let strip = |mut v: Value| {
@@ -115,8 +346,20 @@ fn resources_formats_and_export_apply() {
         }
         v
     };
-    assert_eq!(strip(d2.json(&["vpn-connection", "list"])), strip(d.json(&["vpn-connection", "list"])));
-    assert_eq!(d2.json(&["vpn-connection", "shared-key", "show", "--connection-name", "c1"])["value"], PSK1);
+    assert_eq!(
+        strip(d2.json(&["vpn-connection", "list"])),
+        strip(d.json(&["vpn-connection", "list"]))
+    );
+    assert_eq!(
+        d2.json(&[
+            "vpn-connection",
+            "shared-key",
+            "show",
+            "--connection-name",
+            "c1"
+        ])["value"],
+        PSK1
+    );
     let again = d2.ok(&["apply", "-f", file.to_str().unwrap()]);
     assert!(again.starts_with("No changes"), "{again}");
     // A file without secrets keeps the existing keys.
@@ -126,9 +369,16 @@ fn resources_formats_and_export_apply() {
     assert!(again.starts_with("No changes"), "{again}");
 
     // An edit shows as a field-level diff.
-    std::fs::write(&file, plain.replace("dpdTimeoutSeconds: 30", "dpdTimeoutSeconds: 60")).unwrap();
+    std::fs::write(
+        &file,
+        plain.replace("dpdTimeoutSeconds: 30", "dpdTimeoutSeconds: 60"),
+    )
+    .unwrap();
     let diff = d2.ok(&["apply", "-f", file.to_str().unwrap()]);
-    assert!(diff.contains("~ connections/c1") && diff.contains("dpdTimeoutSeconds: 30 -> 60"), "{diff}");
+    assert!(
+        diff.contains("~ connections/c1") && diff.contains("dpdTimeoutSeconds: 30 -> 60"),
+        "{diff}"
+    );
 
     // Deleting in dependency order works, and state survives a restart.
     d.ok(&["vpn-connection", "delete", "-n", "c2"]);
@@ -149,7 +399,11 @@ fn state_survives_restart_and_files_are_private() {
         let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{} is {mode:o}", f.display());
     }
-    let mode = std::fs::metadata(&d.state_dir).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&d.state_dir)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o700);
 }
 
@@ -161,5 +415,7 @@ fn openapi_document_is_served() {
     let doc: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
     assert!(doc["paths"]["/api/connections/{name}"]["put"].is_object());
-    assert!(doc["components"]["schemas"]["ConnectionSpec"]["properties"]["ipsecPolicies"].is_object());
+    assert!(
+        doc["components"]["schemas"]["ConnectionSpec"]["properties"]["ipsecPolicies"].is_object()
+    );
 }

@@ -231,7 +231,11 @@ fn apply_flags(body: &mut Value, a: &ConnectionArgs) {
     set(body, "sharedKey", a.shared_key.clone());
     set(body, "enableBgp", a.enable_bgp);
     set(body, "routingWeight", a.routing_weight);
-    set(body, "usePolicyBasedTrafficSelectors", a.use_policy_based_traffic_selectors);
+    set(
+        body,
+        "usePolicyBasedTrafficSelectors",
+        a.use_policy_based_traffic_selectors,
+    );
     set(body, "connectionProtocol", a.connection_protocol.clone());
     set(body, "connectionMode", a.connection_mode.clone());
     set(body, "dpdTimeoutSeconds", a.dpd_timeout_seconds);
@@ -240,7 +244,13 @@ fn apply_flags(body: &mut Value, a: &ConnectionArgs) {
     set(body, "egressNatRules", a.egress_nat_rule.clone());
 }
 
-async fn put_and_print(ctx: &Ctx, name: &str, body: &Value, etag: Option<&str>, no_wait: bool) -> Result<()> {
+async fn put_and_print(
+    ctx: &Ctx,
+    name: &str,
+    body: &Value,
+    etag: Option<&str>,
+    no_wait: bool,
+) -> Result<()> {
     let out = ctx.client.put(&path(name), body, etag).await?;
     if !no_wait {
         ctx.print(&out)?;
@@ -255,15 +265,25 @@ pub async fn run(ctx: &Ctx, cmd: ConnectionCommand) -> Result<()> {
             if a.local_gateway2.is_none() {
                 bail!("the following arguments are required: --local-gateway2");
             }
-            if ctx.client.call(hyper::Method::GET, &path(&a.name), None, None).await.is_ok() {
-                bail!("vpn-connection '{}' already exists; change it with 'vgw vpn-connection update'", a.name);
+            if ctx
+                .client
+                .call(hyper::Method::GET, &path(&a.name), None, None)
+                .await
+                .is_ok()
+            {
+                bail!(
+                    "vpn-connection '{}' already exists; change it with 'vgw vpn-connection update'",
+                    a.name
+                );
             }
             let mut body = json!({"name": a.name});
             apply_flags(&mut body, &a);
             put_and_print(ctx, &a.name, &body, None, a.no_wait).await?;
         }
         ConnectionCommand::Show(a) => ctx.print(&ctx.client.get(&path(&a.name)).await?)?,
-        ConnectionCommand::List => ctx.print(&ctx.client.get("/api/connections").await?["value"])?,
+        ConnectionCommand::List => {
+            ctx.print(&ctx.client.get("/api/connections").await?["value"])?
+        }
         ConnectionCommand::Update(a) => {
             let mut body = ctx.client.get(&path(&a.name)).await?;
             let etag = body["etag"].as_str().map(str::to_string);
@@ -272,7 +292,10 @@ pub async fn run(ctx: &Ctx, cmd: ConnectionCommand) -> Result<()> {
         }
         ConnectionCommand::Delete(a) => ctx.client.delete(&path(&a.name)).await?,
         ConnectionCommand::Reset(a) => {
-            let out = ctx.client.post(&format!("{}/resetconnection", path(&a.name)), None).await?;
+            let out = ctx
+                .client
+                .post(&format!("{}/resetconnection", path(&a.name)), None)
+                .await?;
             if !a.no_wait {
                 ctx.print(&out)?;
             }
@@ -295,7 +318,10 @@ pub async fn run(ctx: &Ctx, cmd: ConnectionCommand) -> Result<()> {
                     Some(list) => list.push(policy),
                     None => body["ipsecPolicies"] = json!([policy]),
                 }
-                let out = ctx.client.put(&path(&a.connection_name), &body, etag.as_deref()).await?;
+                let out = ctx
+                    .client
+                    .put(&path(&a.connection_name), &body, etag.as_deref())
+                    .await?;
                 if !a.no_wait {
                     ctx.print(&out["ipsecPolicies"])?;
                 }
@@ -312,15 +338,29 @@ pub async fn run(ctx: &Ctx, cmd: ConnectionCommand) -> Result<()> {
             }
         },
         ConnectionCommand::SharedKey(cmd) => match cmd {
-            SharedKeyCommand::Show(a) => ctx.print(&ctx.client.get(&format!("{}/sharedkey", path(&a.connection_name))).await?)?,
+            SharedKeyCommand::Show(a) => ctx.print(
+                &ctx.client
+                    .get(&format!("{}/sharedkey", path(&a.connection_name)))
+                    .await?,
+            )?,
             SharedKeyCommand::Update(a) => {
-                let out = ctx.client.put(&format!("{}/sharedkey", path(&a.connection_name)), &json!({"value": a.value}), None).await?;
+                let out = ctx
+                    .client
+                    .put(
+                        &format!("{}/sharedkey", path(&a.connection_name)),
+                        &json!({"value": a.value}),
+                        None,
+                    )
+                    .await?;
                 ctx.print(&out)?;
             }
             SharedKeyCommand::Reset(a) => {
                 let out = ctx
                     .client
-                    .post(&format!("{}/sharedkey/reset", path(&a.connection_name)), Some(&json!({"keyLength": a.key_length})))
+                    .post(
+                        &format!("{}/sharedkey/reset", path(&a.connection_name)),
+                        Some(&json!({"keyLength": a.key_length})),
+                    )
                     .await?;
                 ctx.print(&out)?;
             }
@@ -330,13 +370,25 @@ pub async fn run(ctx: &Ctx, cmd: ConnectionCommand) -> Result<()> {
                 PacketCaptureCommand::Start(a) => {
                     let filter = a
                         .filter_data
-                        .map(|f| serde_json::from_str::<Value>(&f).map_err(|e| anyhow::anyhow!("--filter-data is not valid JSON: {e}")))
+                        .map(|f| {
+                            serde_json::from_str::<Value>(&f).map_err(|e| {
+                                anyhow::anyhow!("--filter-data is not valid JSON: {e}")
+                            })
+                        })
                         .transpose()?;
-                    (a.name, "startPacketCapture", Some(json!({"filterData": filter})))
+                    (
+                        a.name,
+                        "startPacketCapture",
+                        Some(json!({"filterData": filter})),
+                    )
                 }
                 PacketCaptureCommand::Stop(a) => (a.name, "stopPacketCapture", None),
             };
-            ctx.print(&ctx.client.post(&format!("{}/{action}", path(&name)), body.as_ref()).await?)?;
+            ctx.print(
+                &ctx.client
+                    .post(&format!("{}/{action}", path(&name)), body.as_ref())
+                    .await?,
+            )?;
         }
     }
     Ok(())

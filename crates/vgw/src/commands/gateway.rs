@@ -334,7 +334,8 @@ fn apply_flags(body: &mut Value, a: &GatewayArgs) {
     set(body, "enableBgp", a.enable_bgp);
     if a.address_prefixes.is_some() || a.client_protocol.is_some() {
         if !body["vpnClientConfiguration"].is_object() {
-            body["vpnClientConfiguration"] = json!({"vpnClientProtocols": ["IkeV2"], "vpnAuthenticationTypes": ["Certificate"]});
+            body["vpnClientConfiguration"] =
+                json!({"vpnClientProtocols": ["IkeV2"], "vpnAuthenticationTypes": ["Certificate"]});
         }
         let p2s = &mut body["vpnClientConfiguration"];
         if let Some(pool) = &a.address_prefixes {
@@ -348,13 +349,17 @@ fn apply_flags(body: &mut Value, a: &GatewayArgs) {
 pub async fn run(ctx: &Ctx, cmd: GatewayCommand) -> Result<()> {
     match cmd {
         GatewayCommand::Create(a) => {
-            let Some(name) = a.name.clone() else { bail!("the following arguments are required: --name/-n") };
+            let Some(name) = a.name.clone() else {
+                bail!("the following arguments are required: --name/-n")
+            };
             let mut body = json!({"name": name});
             apply_flags(&mut body, &a);
             // If-None-Match semantics: create must not silently replace an existing gateway.
             let exists = ctx.client.get("/api/virtualNetworkGateways").await?;
             if let Some(existing) = exists["value"][0]["name"].as_str() {
-                bail!("vnet-gateway '{existing}' already exists; change it with 'vgw vnet-gateway update'");
+                bail!(
+                    "vnet-gateway '{existing}' already exists; change it with 'vgw vnet-gateway update'"
+                );
             }
             let out = ctx.client.put(&gw_path(&name), &body, None).await?;
             if !a.no_wait {
@@ -370,7 +375,10 @@ pub async fn run(ctx: &Ctx, cmd: GatewayCommand) -> Result<()> {
             let mut body = ctx.client.get(&gw_path(&name)).await?;
             let etag = body["etag"].as_str().map(str::to_string);
             apply_flags(&mut body, &a);
-            let out = ctx.client.put(&gw_path(&name), &body, etag.as_deref()).await?;
+            let out = ctx
+                .client
+                .put(&gw_path(&name), &body, etag.as_deref())
+                .await?;
             if !a.no_wait {
                 ctx.print(&out)?;
             }
@@ -400,11 +408,17 @@ pub async fn run(ctx: &Ctx, cmd: GatewayCommand) -> Result<()> {
         }
         GatewayCommand::ListLearnedRoutes(a) => {
             let name = gateway_name(ctx, a.name).await?;
-            ctx.print(&ctx.client.post(&format!("{}/getLearnedRoutes", gw_path(&name)), None).await?)?;
+            ctx.print(
+                &ctx.client
+                    .post(&format!("{}/getLearnedRoutes", gw_path(&name)), None)
+                    .await?,
+            )?;
         }
         GatewayCommand::ListAdvertisedRoutes(a) => {
             let name = gateway_name(ctx, a.name).await?;
-            let Some(peer) = a.peer else { bail!("the following arguments are required: --peer") };
+            let Some(peer) = a.peer else {
+                bail!("the following arguments are required: --peer")
+            };
             let path = format!("{}/getAdvertisedRoutes?peer={}", gw_path(&name), seg(&peer));
             ctx.print(&ctx.client.post(&path, None).await?)?;
         }
@@ -418,21 +432,36 @@ pub async fn run(ctx: &Ctx, cmd: GatewayCommand) -> Result<()> {
                 VpnClientCommand::ShowHealth(a) => (a.name, "getVpnClientConnectionHealth"),
             };
             let name = gateway_name(ctx, name).await?;
-            ctx.print(&ctx.client.post(&format!("{}/{action}", gw_path(&name)), None).await?)?;
+            ctx.print(
+                &ctx.client
+                    .post(&format!("{}/{action}", gw_path(&name)), None)
+                    .await?,
+            )?;
         }
         GatewayCommand::PacketCapture(cmd) => {
             let (name, action, body) = match cmd {
                 PacketCaptureCommand::Start(a) => {
                     let filter = a
                         .filter_data
-                        .map(|f| serde_json::from_str::<Value>(&f).context("--filter-data is not valid JSON"))
+                        .map(|f| {
+                            serde_json::from_str::<Value>(&f)
+                                .context("--filter-data is not valid JSON")
+                        })
                         .transpose()?;
-                    (a.name, "startPacketCapture", Some(json!({"filterData": filter})))
+                    (
+                        a.name,
+                        "startPacketCapture",
+                        Some(json!({"filterData": filter})),
+                    )
                 }
                 PacketCaptureCommand::Stop(a) => (a.name, "stopPacketCapture", None),
             };
             let name = gateway_name(ctx, name).await?;
-            ctx.print(&ctx.client.post(&format!("{}/{action}", gw_path(&name)), body.as_ref()).await?)?;
+            ctx.print(
+                &ctx.client
+                    .post(&format!("{}/{action}", gw_path(&name)), body.as_ref())
+                    .await?,
+            )?;
         }
     }
     Ok(())
@@ -459,19 +488,31 @@ async fn nat_rule(ctx: &Ctx, cmd: NatRuleCommand) -> Result<()> {
                 "externalMappings": mapping(&a.external_mappings, &a.external_port_range),
             });
             set(&mut body, "ipConfigurationId", a.ip_config_id);
-            let out = ctx.client.put(&format!("{}/natRules/{}", gw_path(&gw), seg(&a.name)), &body, None).await?;
+            let out = ctx
+                .client
+                .put(
+                    &format!("{}/natRules/{}", gw_path(&gw), seg(&a.name)),
+                    &body,
+                    None,
+                )
+                .await?;
             if !a.no_wait {
                 ctx.print(&out)?;
             }
         }
         NatRuleCommand::List(a) => {
             let gw = gateway_name(ctx, a.gateway_name).await?;
-            let out = ctx.client.get(&format!("{}/natRules", gw_path(&gw))).await?;
+            let out = ctx
+                .client
+                .get(&format!("{}/natRules", gw_path(&gw)))
+                .await?;
             ctx.print(&out["value"])?;
         }
         NatRuleCommand::Remove(a) => {
             let gw = gateway_name(ctx, a.gateway_name).await?;
-            ctx.client.delete(&format!("{}/natRules/{}", gw_path(&gw), seg(&a.name))).await?;
+            ctx.client
+                .delete(&format!("{}/natRules/{}", gw_path(&gw), seg(&a.name)))
+                .await?;
         }
     }
     Ok(())
@@ -498,7 +539,11 @@ async fn root_cert(ctx: &Ctx, cmd: RootCertCommand) -> Result<()> {
         RootCertCommand::Create(a) => {
             let gw = gateway_name(ctx, a.gateway_name).await?;
             let body = json!({"name": a.name, "publicCertData": cert_data(&a.public_cert_data)?});
-            let path = format!("{}/vpnClientRootCertificates/{}", gw_path(&gw), seg(&a.name));
+            let path = format!(
+                "{}/vpnClientRootCertificates/{}",
+                gw_path(&gw),
+                seg(&a.name)
+            );
             let out = ctx.client.put(&path, &body, None).await?;
             if !a.no_wait {
                 ctx.print(&out)?;
@@ -506,7 +551,13 @@ async fn root_cert(ctx: &Ctx, cmd: RootCertCommand) -> Result<()> {
         }
         RootCertCommand::Delete(a) => {
             let gw = gateway_name(ctx, a.gateway_name).await?;
-            ctx.client.delete(&format!("{}/vpnClientRootCertificates/{}", gw_path(&gw), seg(&a.name))).await?;
+            ctx.client
+                .delete(&format!(
+                    "{}/vpnClientRootCertificates/{}",
+                    gw_path(&gw),
+                    seg(&a.name)
+                ))
+                .await?;
         }
     }
     Ok(())
@@ -517,7 +568,11 @@ async fn revoked_cert(ctx: &Ctx, cmd: RevokedCertCommand) -> Result<()> {
         RevokedCertCommand::Create(a) => {
             let gw = gateway_name(ctx, a.gateway_name).await?;
             let body = json!({"name": a.name, "thumbprint": a.thumbprint});
-            let path = format!("{}/vpnClientRevokedCertificates/{}", gw_path(&gw), seg(&a.name));
+            let path = format!(
+                "{}/vpnClientRevokedCertificates/{}",
+                gw_path(&gw),
+                seg(&a.name)
+            );
             let out = ctx.client.put(&path, &body, None).await?;
             if !a.no_wait {
                 ctx.print(&out)?;
@@ -525,7 +580,13 @@ async fn revoked_cert(ctx: &Ctx, cmd: RevokedCertCommand) -> Result<()> {
         }
         RevokedCertCommand::Delete(a) => {
             let gw = gateway_name(ctx, a.gateway_name).await?;
-            ctx.client.delete(&format!("{}/vpnClientRevokedCertificates/{}", gw_path(&gw), seg(&a.name))).await?;
+            ctx.client
+                .delete(&format!(
+                    "{}/vpnClientRevokedCertificates/{}",
+                    gw_path(&gw),
+                    seg(&a.name)
+                ))
+                .await?;
         }
     }
     Ok(())

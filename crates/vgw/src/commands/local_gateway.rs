@@ -107,8 +107,16 @@ pub async fn run(ctx: &Ctx, cmd: LocalGatewayCommand) -> Result<()> {
         LocalGatewayCommand::Create(a) => {
             let mut body = json!({"name": a.name});
             apply_flags(&mut body, &a);
-            if ctx.client.call(hyper::Method::GET, &path(&a.name), None, None).await.is_ok() {
-                bail!("local-gateway '{}' already exists; change it with 'vgw local-gateway update'", a.name);
+            if ctx
+                .client
+                .call(hyper::Method::GET, &path(&a.name), None, None)
+                .await
+                .is_ok()
+            {
+                bail!(
+                    "local-gateway '{}' already exists; change it with 'vgw local-gateway update'",
+                    a.name
+                );
             }
             let out = ctx.client.put(&path(&a.name), &body, None).await?;
             if !a.no_wait {
@@ -116,12 +124,17 @@ pub async fn run(ctx: &Ctx, cmd: LocalGatewayCommand) -> Result<()> {
             }
         }
         LocalGatewayCommand::Show(a) => ctx.print(&ctx.client.get(&path(&a.name)).await?)?,
-        LocalGatewayCommand::List => ctx.print(&ctx.client.get("/api/localNetworkGateways").await?["value"])?,
+        LocalGatewayCommand::List => {
+            ctx.print(&ctx.client.get("/api/localNetworkGateways").await?["value"])?
+        }
         LocalGatewayCommand::Update(a) => {
             let mut body = ctx.client.get(&path(&a.name)).await?;
             let etag = body["etag"].as_str().map(str::to_string);
             apply_flags(&mut body, &a);
-            let out = ctx.client.put(&path(&a.name), &body, etag.as_deref()).await?;
+            let out = ctx
+                .client
+                .put(&path(&a.name), &body, etag.as_deref())
+                .await?;
             if !a.no_wait {
                 ctx.print(&out)?;
             }

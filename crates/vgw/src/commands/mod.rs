@@ -16,7 +16,10 @@ pub fn bool_flag() -> clap::builder::BoolishValueParser {
 /// Sets `obj[key] = value` when the flag was given.
 pub fn set<T: serde::Serialize>(obj: &mut Value, key: &str, value: Option<T>) {
     if let (Some(v), Some(map)) = (value, obj.as_object_mut()) {
-        map.insert(key.to_string(), serde_json::to_value(v).unwrap_or(Value::Null));
+        map.insert(
+            key.to_string(),
+            serde_json::to_value(v).unwrap_or(Value::Null),
+        );
     }
 }
 

@@ -24,7 +24,10 @@ pub struct ServeArgs {
 /// Runs the daemon until SIGTERM/SIGINT.
 pub async fn run(args: &ServeArgs, api_socket: &Path, api_token_file: Option<&Path>) -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log_level).unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&args.log_level)
+                .unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     serve(ServeConfig {

@@ -30,7 +30,11 @@ pub struct ApplyArgs {
 
 /// Prints the desired state, YAML unless `-o` says otherwise.
 pub async fn export(ctx: &Ctx, args: ExportArgs) -> Result<()> {
-    let path = if args.include_secrets { "/api/desiredState?includeSecrets=true" } else { "/api/desiredState" };
+    let path = if args.include_secrets {
+        "/api/desiredState?includeSecrets=true"
+    } else {
+        "/api/desiredState"
+    };
     let doc = ctx.client.get(path).await?;
     let format = ctx.output.unwrap_or(Format::Yaml);
     if format == Format::Yaml && ctx.query.is_none() {
@@ -47,10 +51,16 @@ pub async fn apply(ctx: &Ctx, args: ApplyArgs) -> Result<()> {
     let text = if args.file.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin()).context("reading standard input")?
     } else {
-        std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?
+        std::fs::read_to_string(&args.file)
+            .with_context(|| format!("cannot read {}", args.file.display()))?
     };
-    let doc: Value = serde_yaml::from_str(&text).with_context(|| format!("{} is not valid YAML or JSON", args.file.display()))?;
-    let path = if args.what_if { "/api/desiredState?whatIf=true" } else { "/api/desiredState" };
+    let doc: Value = serde_yaml::from_str(&text)
+        .with_context(|| format!("{} is not valid YAML or JSON", args.file.display()))?;
+    let path = if args.what_if {
+        "/api/desiredState?whatIf=true"
+    } else {
+        "/api/desiredState"
+    };
     let result = ctx.client.post(path, Some(&doc)).await?;
     match ctx.output {
         Some(format) => crate::output::print(&result, format, ctx.query.as_deref()),
@@ -74,13 +84,34 @@ fn describe_changes(result: &Value, what_if: bool) -> String {
             Some("delete") => "-",
             _ => "~",
         };
-        out.push_str(&format!("{mark} {}/{}\n", c["resourceType"].as_str().unwrap_or("?"), c["name"].as_str().unwrap_or("?")));
+        out.push_str(&format!(
+            "{mark} {}/{}\n",
+            c["resourceType"].as_str().unwrap_or("?"),
+            c["name"].as_str().unwrap_or("?")
+        ));
         for f in c["fields"].as_array().into_iter().flatten() {
-            let show = |v: &Value| if v.is_null() { "(none)".to_string() } else { render(v, Format::Json).map(|s| s.replace('\n', " ")).unwrap_or_default() };
-            out.push_str(&format!("    {}: {} -> {}\n", f["path"].as_str().unwrap_or("?"), show(&f["before"]), show(&f["after"])));
+            let show = |v: &Value| {
+                if v.is_null() {
+                    "(none)".to_string()
+                } else {
+                    render(v, Format::Json)
+                        .map(|s| s.replace('\n', " "))
+                        .unwrap_or_default()
+                }
+            };
+            out.push_str(&format!(
+                "    {}: {} -> {}\n",
+                f["path"].as_str().unwrap_or("?"),
+                show(&f["before"]),
+                show(&f["after"])
+            ));
         }
     }
-    let verb = if what_if { "would change (what-if: nothing was changed)" } else { "changed" };
+    let verb = if what_if {
+        "would change (what-if: nothing was changed)"
+    } else {
+        "changed"
+    };
     out.push_str(&format!("{} resource(s) {verb}.\n", changes.len()));
     out
 }

@@ -66,7 +66,11 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("vgw serve did not open {} within 15 s; log: {}", self.socket.display(), self.log());
+        panic!(
+            "vgw serve did not open {} within 15 s; log: {}",
+            self.socket.display(),
+            self.log()
+        );
     }
 
     /// The daemon's stderr so far.
@@ -119,7 +123,8 @@ impl Daemon {
     /// Runs the CLI with JSON output and parses it.
     pub fn json(&self, args: &[&str]) -> Value {
         let text = self.ok(args);
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("vgw {args:?}: not JSON ({e}): {text}"))
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("vgw {args:?}: not JSON ({e}): {text}"))
     }
 
     /// A raw HTTP/1.1 request over the socket; returns (status, body).
@@ -135,14 +140,26 @@ impl Drop for Daemon {
 }
 
 /// Sends one HTTP/1.1 request with `Connection: close` and reads the whole answer.
-pub fn http_unix(socket: &Path, method: &str, path: &str, body: &[u8], headers: &[(&str, &str)]) -> (u16, String) {
+pub fn http_unix(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> (u16, String) {
     let mut stream = UnixStream::connect(socket).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
     http_exchange(&mut stream, method, path, body, headers)
 }
 
 /// The request/response exchange on any stream.
-pub fn http_exchange<S: Read + Write>(stream: &mut S, method: &str, path: &str, body: &[u8], headers: &[(&str, &str)]) -> (u16, String) {
+pub fn http_exchange<S: Read + Write>(
+    stream: &mut S,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> (u16, String) {
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
         body.len()
@@ -156,8 +173,15 @@ pub fn http_exchange<S: Read + Write>(stream: &mut S, method: &str, path: &str, 
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
     let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, decode_chunked(&body))
 }
 
@@ -169,7 +193,9 @@ fn decode_chunked(body: &str) -> String {
     let mut out = String::new();
     let mut rest = body;
     while let Some((size, tail)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if n == 0 || tail.len() < n {
             break;
         }

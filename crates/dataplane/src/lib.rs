@@ -1,3 +1,605 @@
-//! The data plane: TUN device, UDP 500/4500 sockets, batching, forwarding table, counters.
+//! The data plane: TUN device, UDP 500/4500 sockets, ESP forwarding, counters, kernel routes.
 //!
-//! It is the only layer that touches packets at line rate; the engines it drives are sans-IO.
+//! It is the only layer that touches packets at line rate. Two worker threads own the SAs outright,
+//! so the packet path takes no lock: the *transmit* thread reads inner packets from the TUN, finds the
+//! tunnel by longest-prefix match, seals them with the newest outbound SA whose selectors match, and
+//! sends ESP-in-UDP (RFC 3948); the *receive* thread reads UDP 4500, hands IKE (non-ESP marker) to the
+//! control plane, opens ESP with the inbound SA found by SPI, enforces the traffic selectors and writes
+//! the inner packet to the TUN. The control plane changes SAs and routes with commands that each
+//! thread drains between packets; counters are per-tunnel atomics with a single writer each.
+//!
+//! Decision: ESP is always UDP-encapsulated on port 4500. This kernel has no ESP, strongSwan's
+//! kernel-libipsec peer only speaks ESP-in-UDP, and RFC 7296 §2.23 lets an endpoint claim to be behind
+//! a NAT to force it; it also survives every NAT between the sites.
+
+pub mod fib;
+pub mod packet;
+pub mod routes;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use tun_rs::{DeviceBuilder, SyncDevice};
+use vgw_esp::{InboundSa, OutboundSa, Spi};
+
+pub use fib::{Fib, TunnelId};
+
+/// How the data plane is set up.
+#[derive(Clone, Debug)]
+pub struct DataPlaneConfig {
+    /// Name of the TUN device, e.g. `vgw0`.
+    pub tun_name: String,
+    /// MTU of the TUN: the inner packet size that fits the path after ESP-in-UDP overhead.
+    pub mtu: u16,
+    /// Address the UDP sockets bind to (unspecified by default, so a gateway behind 1:1 NAT works).
+    pub bind_addr: IpAddr,
+    /// IKE port (500).
+    pub ike_port: u16,
+    /// NAT-T port for IKE and ESP-in-UDP (4500).
+    pub natt_port: u16,
+    /// TCP MSS clamp applied to SYNs in both directions (Azure recommends 1350).
+    pub mss_clamp: u16,
+}
+
+impl Default for DataPlaneConfig {
+    fn default() -> Self {
+        Self {
+            tun_name: "vgw0".into(),
+            mtu: 1400,
+            bind_addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            ike_port: 500,
+            natt_port: 4500,
+            mss_clamp: 1350,
+        }
+    }
+}
+
+/// An IKE message received on port 500 or 4500 (marker stripped), for the control plane.
+#[derive(Clone, Debug)]
+pub struct IkeDatagram {
+    /// Our port it arrived on (500 or 4500).
+    pub local_port: u16,
+    /// Who sent it.
+    pub remote: SocketAddr,
+    /// The IKE message.
+    pub data: Vec<u8>,
+}
+
+/// An inclusive address range, as IKE traffic selectors express them (RFC 7296 §3.13.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddrRange {
+    /// First address.
+    pub start: IpAddr,
+    /// Last address.
+    pub end: IpAddr,
+}
+
+impl AddrRange {
+    /// Every address of one family.
+    pub fn any_v4() -> Self {
+        Self { start: Ipv4Addr::UNSPECIFIED.into(), end: Ipv4Addr::BROADCAST.into() }
+    }
+
+    /// The range of a prefix.
+    pub fn from_prefix(net: IpNet) -> Self {
+        Self { start: net.network(), end: net.broadcast() }
+    }
+
+    /// Whether `addr` is inside.
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        match (self.start, self.end, addr) {
+            (IpAddr::V4(s), IpAddr::V4(e), IpAddr::V4(a)) => s <= a && a <= e,
+            (IpAddr::V6(s), IpAddr::V6(e), IpAddr::V6(a)) => s <= a && a <= e,
+            _ => false,
+        }
+    }
+}
+
+/// The traffic selectors of a Child SA: which inner packets it may carry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selectors {
+    /// Our side (source of outbound packets).
+    pub local: Vec<AddrRange>,
+    /// The peer's side (destination of outbound packets).
+    pub remote: Vec<AddrRange>,
+}
+
+impl Selectors {
+    /// True when an outbound packet from `src` to `dst` belongs to this SA.
+    pub fn allows_outbound(&self, src: IpAddr, dst: IpAddr) -> bool {
+        self.local.iter().any(|r| r.contains(src)) && self.remote.iter().any(|r| r.contains(dst))
+    }
+
+    /// True when an inbound packet from `src` to `dst` belongs to this SA.
+    pub fn allows_inbound(&self, src: IpAddr, dst: IpAddr) -> bool {
+        self.remote.iter().any(|r| r.contains(src)) && self.local.iter().any(|r| r.contains(dst))
+    }
+}
+
+/// Per-tunnel counters, each written by one worker thread and read by anyone.
+#[derive(Debug, Default)]
+pub struct TunnelCounters {
+    /// Inner bytes received from the peer and delivered.
+    pub ingress_bytes: AtomicU64,
+    /// Inner bytes sent to the peer.
+    pub egress_bytes: AtomicU64,
+    /// Packets received and delivered.
+    pub ingress_packets: AtomicU64,
+    /// Packets sent.
+    pub egress_packets: AtomicU64,
+    /// Inbound packets outside the SA's selectors (Azure's TunnelIngressPacketDropTSMismatch).
+    pub ingress_drop_ts_mismatch: AtomicU64,
+    /// Outbound packets routed here that no SA's selectors cover (TunnelEgressPacketDropTSMismatch).
+    pub egress_drop_ts_mismatch: AtomicU64,
+    /// Inbound packets dropped for other reasons: authentication, replay, malformed.
+    pub ingress_drop: AtomicU64,
+    /// Outbound packets dropped for other reasons: no SA, send failure.
+    pub egress_drop: AtomicU64,
+    /// Milliseconds since the data plane started when the last valid ESP packet arrived (0: never).
+    pub last_ingress_ms: AtomicU64,
+}
+
+/// Global drop counters by cause.
+#[derive(Debug, Default)]
+pub struct DropCounters {
+    /// Outbound packets with no route into a tunnel.
+    pub no_route: AtomicU64,
+    /// ESP with an SPI we do not know.
+    pub unknown_spi: AtomicU64,
+    /// ESP that failed authentication.
+    pub auth_failed: AtomicU64,
+    /// Replayed ESP.
+    pub replayed: AtomicU64,
+    /// Malformed datagrams.
+    pub malformed: AtomicU64,
+    /// IKE datagrams dropped because the control plane was behind.
+    pub ike_queue_full: AtomicU64,
+}
+
+enum TxCommand {
+    Install { tunnel: TunnelId, peer: SocketAddr, sa: Box<OutboundSa>, selectors: Selectors, counters: Arc<TunnelCounters> },
+    Remove { tunnel: TunnelId, spi: Spi },
+    SetPeer { tunnel: TunnelId, peer: SocketAddr },
+    Route { prefix: IpNet, tunnel: Option<TunnelId> },
+    RemoveTunnel { tunnel: TunnelId },
+}
+
+enum RxCommand {
+    Install { tunnel: TunnelId, sa: Box<InboundSa>, selectors: Selectors, counters: Arc<TunnelCounters> },
+    Remove { spi: Spi },
+    RemoveTunnel { tunnel: TunnelId },
+}
+
+/// The running data plane. Dropping it stops the workers.
+pub struct DataPlane {
+    tx: Mutex<Sender<TxCommand>>,
+    rx: Mutex<Sender<RxCommand>>,
+    ike_socket: Arc<UdpSocket>,
+    natt_socket: Arc<UdpSocket>,
+    counters: Mutex<HashMap<TunnelId, Arc<TunnelCounters>>>,
+    drops: Arc<DropCounters>,
+    stop: Arc<AtomicBool>,
+    workers: Vec<JoinHandle<()>>,
+    tun_index: u32,
+    started: Instant,
+}
+
+fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = UdpSocket::bind(addr).map_err(|e| io::Error::new(e.kind(), format!("cannot bind UDP {addr}: {e}")))?;
+    // Bursts of ESP must not overflow the receive queue while the worker is busy sealing.
+    let size: libc::c_int = 8 << 20;
+    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+        // SAFETY: setsockopt with a valid fd and a c_int-sized option value.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+    Ok(socket)
+}
+
+impl DataPlane {
+    /// Opens the TUN and the sockets and starts the workers. IKE datagrams go to `ike_events`.
+    pub fn start(config: DataPlaneConfig, ike_events: tokio::sync::mpsc::Sender<IkeDatagram>) -> io::Result<Self> {
+        let tun = DeviceBuilder::new()
+            .name(&config.tun_name)
+            .mtu(config.mtu)
+            .build_sync()
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot create TUN {}: {e}", config.tun_name)))?;
+        tun.enabled(true)?;
+        tun.set_nonblocking(true)?;
+        let tun_index = tun.if_index()?;
+        let tun = Arc::new(tun);
+        let ike_socket = Arc::new(udp_socket(SocketAddr::new(config.bind_addr, config.ike_port))?);
+        let natt_socket = Arc::new(udp_socket(SocketAddr::new(config.bind_addr, config.natt_port))?);
+        let drops = Arc::new(DropCounters::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let started = Instant::now();
+        let (tx_cmd, tx_cmds) = channel();
+        let (rx_cmd, rx_cmds) = channel();
+        let mut workers = Vec::new();
+        {
+            let worker = TxWorker {
+                tun: tun.clone(),
+                socket: natt_socket.clone(),
+                commands: tx_cmds,
+                tunnels: HashMap::new(),
+                fib: Fib::new(),
+                drops: drops.clone(),
+                stop: stop.clone(),
+                mss: config.mss_clamp,
+                counters: HashMap::new(),
+            };
+            workers.push(std::thread::Builder::new().name("vgw-tx".into()).spawn(move || worker.run())?);
+        }
+        {
+            let worker = RxWorker {
+                tun: tun.clone(),
+                socket: natt_socket.clone(),
+                commands: rx_cmds,
+                sas: HashMap::new(),
+                drops: drops.clone(),
+                stop: stop.clone(),
+                mss: config.mss_clamp,
+                ike: ike_events.clone(),
+                port: config.natt_port,
+                started,
+                counters: HashMap::new(),
+            };
+            workers.push(std::thread::Builder::new().name("vgw-rx".into()).spawn(move || worker.run())?);
+        }
+        {
+            let (socket, stop, drops, port) = (ike_socket.clone(), stop.clone(), drops.clone(), config.ike_port);
+            workers.push(std::thread::Builder::new().name("vgw-ike".into()).spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                while !stop.load(Ordering::Relaxed) {
+                    match socket.recv_from(&mut buf) {
+                        Ok((n, from)) => {
+                            let d = IkeDatagram { local_port: port, remote: from, data: buf[..n].to_vec() };
+                            if ike_events.try_send(d).is_err() {
+                                drops.ike_queue_full.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                        Err(e) => tracing::debug!(error = %e, "IKE socket receive failed"),
+                    }
+                }
+            })?);
+        }
+        Ok(Self {
+            tx: Mutex::new(tx_cmd),
+            rx: Mutex::new(rx_cmd),
+            ike_socket,
+            natt_socket,
+            counters: Mutex::new(HashMap::new()),
+            drops,
+            stop,
+            workers,
+            tun_index,
+            started,
+        })
+    }
+
+    /// The TUN's interface index, for kernel routes.
+    pub fn tun_index(&self) -> u32 {
+        self.tun_index
+    }
+
+    /// Sends an IKE message from our port `local_port` (500 or 4500; the non-ESP marker is added on
+    /// 4500, RFC 3948 §2.2).
+    pub fn send_ike(&self, local_port: u16, remote: SocketAddr, data: &[u8]) -> io::Result<()> {
+        if local_port == self.natt_socket.local_addr()?.port() {
+            let mut framed = Vec::with_capacity(data.len() + 4);
+            framed.extend_from_slice(&vgw_esp::udp::NON_ESP_MARKER);
+            framed.extend_from_slice(data);
+            self.natt_socket.send_to(&framed, remote)?;
+        } else {
+            self.ike_socket.send_to(data, remote)?;
+        }
+        Ok(())
+    }
+
+    /// The counters of `tunnel` (created on first use).
+    pub fn counters(&self, tunnel: TunnelId) -> Arc<TunnelCounters> {
+        let mut map = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(tunnel).or_default().clone()
+    }
+
+    /// Global drop counters.
+    pub fn drops(&self) -> &DropCounters {
+        &self.drops
+    }
+
+    /// Milliseconds since start, the clock of `last_ingress_ms`.
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn send_tx(&self, cmd: TxCommand) {
+        let _ = self.tx.lock().unwrap_or_else(|p| p.into_inner()).send(cmd);
+    }
+
+    fn send_rx(&self, cmd: RxCommand) {
+        let _ = self.rx.lock().unwrap_or_else(|p| p.into_inner()).send(cmd);
+    }
+
+    /// Installs a Child SA pair. The new outbound SA takes over at once (make-before-break); the old
+    /// pair keeps working for packets in flight until [`DataPlane::remove_child_sa`].
+    pub fn install_child_sa(&self, tunnel: TunnelId, peer: SocketAddr, outbound: OutboundSa, inbound: InboundSa, selectors: Selectors) {
+        let counters = self.counters(tunnel);
+        self.send_rx(RxCommand::Install { tunnel, sa: Box::new(inbound), selectors: selectors.clone(), counters: counters.clone() });
+        self.send_tx(TxCommand::Install { tunnel, peer, sa: Box::new(outbound), selectors, counters });
+    }
+
+    /// Removes a Child SA pair by its SPIs.
+    pub fn remove_child_sa(&self, tunnel: TunnelId, inbound_spi: Spi, outbound_spi: Spi) {
+        self.send_tx(TxCommand::Remove { tunnel, spi: outbound_spi });
+        self.send_rx(RxCommand::Remove { spi: inbound_spi });
+    }
+
+    /// Changes where a tunnel's ESP goes (the peer's NAT mapping moved).
+    pub fn set_peer(&self, tunnel: TunnelId, peer: SocketAddr) {
+        self.send_tx(TxCommand::SetPeer { tunnel, peer });
+    }
+
+    /// Routes `prefix` into `tunnel` in the data plane's forwarding table (`None` removes it).
+    pub fn route(&self, prefix: IpNet, tunnel: Option<TunnelId>) {
+        self.send_tx(TxCommand::Route { prefix, tunnel });
+    }
+
+    /// Removes a tunnel's SAs and routes.
+    pub fn remove_tunnel(&self, tunnel: TunnelId) {
+        self.send_tx(TxCommand::RemoveTunnel { tunnel });
+        self.send_rx(RxCommand::RemoveTunnel { tunnel });
+    }
+}
+
+impl Drop for DataPlane {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+struct OutChild {
+    peer: SocketAddr,
+    sa: Box<OutboundSa>,
+    selectors: Selectors,
+}
+
+struct TxWorker {
+    tun: Arc<SyncDevice>,
+    socket: Arc<UdpSocket>,
+    commands: Receiver<TxCommand>,
+    /// Child SAs per tunnel, newest last.
+    tunnels: HashMap<TunnelId, Vec<OutChild>>,
+    fib: Fib,
+    drops: Arc<DropCounters>,
+    stop: Arc<AtomicBool>,
+    mss: u16,
+    counters: HashMap<TunnelId, Arc<TunnelCounters>>,
+}
+
+/// Room before the inner packet for the ESP header and IV, and after it for padding and ICV.
+const HEADROOM: usize = vgw_esp::sa::MAX_HEADROOM;
+const BUF_LEN: usize = 65536 + HEADROOM + vgw_esp::sa::MAX_TAILROOM;
+
+impl TxWorker {
+    fn apply(&mut self, cmd: TxCommand) {
+        match cmd {
+            TxCommand::Install { tunnel, peer, sa, selectors, counters } => {
+                self.counters.insert(tunnel, counters);
+                self.tunnels.entry(tunnel).or_default().push(OutChild { peer, sa, selectors });
+            }
+            TxCommand::Remove { tunnel, spi } => {
+                if let Some(children) = self.tunnels.get_mut(&tunnel) {
+                    children.retain(|c| c.sa.spi() != spi);
+                }
+            }
+            TxCommand::SetPeer { tunnel, peer } => {
+                for c in self.tunnels.get_mut(&tunnel).into_iter().flatten() {
+                    c.peer = peer;
+                }
+            }
+            TxCommand::Route { prefix, tunnel: Some(t) } => self.fib.insert(prefix, t),
+            TxCommand::Route { prefix, tunnel: None } => self.fib.remove(prefix),
+            TxCommand::RemoveTunnel { tunnel } => {
+                self.tunnels.remove(&tunnel);
+                self.counters.remove(&tunnel);
+                self.fib.remove_tunnel(tunnel);
+            }
+        }
+    }
+
+    fn run(mut self) {
+        let mut buf = vec![0u8; BUF_LEN];
+        let fd = self.tun.as_raw_fd();
+        while !self.stop.load(Ordering::Relaxed) {
+            while let Ok(cmd) = self.commands.try_recv() {
+                self.apply(cmd);
+            }
+            let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd.
+            let ready = unsafe { libc::poll(&mut pfd, 1, 100) };
+            if ready <= 0 {
+                continue;
+            }
+            // Drain what is queued, then look at commands again.
+            for _ in 0..256 {
+                let n = match self.tun.recv(&mut buf[HEADROOM..HEADROOM + 65536]) {
+                    Ok(n) => n,
+                    Err(_) => break,
+                };
+                self.forward(&mut buf, n);
+            }
+        }
+    }
+
+    fn forward(&mut self, buf: &mut [u8], n: usize) {
+        let inner = HEADROOM..HEADROOM + n;
+        let Some((src, dst)) = packet::addresses(&buf[inner.clone()]) else {
+            self.drops.malformed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let Some(tunnel) = self.fib.lookup(dst) else {
+            self.drops.no_route.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let Some(counters) = self.counters.get(&tunnel) else {
+            self.drops.no_route.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let Some(child) = self
+            .tunnels
+            .get_mut(&tunnel)
+            .and_then(|children| children.iter_mut().rev().find(|c| c.selectors.allows_outbound(src, dst)))
+        else {
+            let any = self.tunnels.get(&tunnel).is_some_and(|c| !c.is_empty());
+            let counter = if any { &counters.egress_drop_ts_mismatch } else { &counters.egress_drop };
+            counter.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        packet::clamp_mss(&mut buf[inner.clone()], self.mss);
+        match child.sa.seal_in_place(buf, inner) {
+            Ok(range) => match self.socket.send_to(&buf[range], child.peer) {
+                Ok(_) => {
+                    counters.egress_packets.fetch_add(1, Ordering::Relaxed);
+                    counters.egress_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    counters.egress_drop.fetch_add(1, Ordering::Relaxed);
+                }
+            },
+            Err(_) => {
+                counters.egress_drop.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+struct InChild {
+    tunnel: TunnelId,
+    sa: Box<InboundSa>,
+    selectors: Selectors,
+}
+
+struct RxWorker {
+    tun: Arc<SyncDevice>,
+    socket: Arc<UdpSocket>,
+    commands: Receiver<RxCommand>,
+    sas: HashMap<u32, InChild>,
+    drops: Arc<DropCounters>,
+    stop: Arc<AtomicBool>,
+    mss: u16,
+    ike: tokio::sync::mpsc::Sender<IkeDatagram>,
+    port: u16,
+    started: Instant,
+    counters: HashMap<TunnelId, Arc<TunnelCounters>>,
+}
+
+impl RxWorker {
+    fn apply(&mut self, cmd: RxCommand) {
+        match cmd {
+            RxCommand::Install { tunnel, sa, selectors, counters } => {
+                self.counters.insert(tunnel, counters);
+                self.sas.insert(sa.spi().0, InChild { tunnel, sa, selectors });
+            }
+            RxCommand::Remove { spi } => {
+                self.sas.remove(&spi.0);
+            }
+            RxCommand::RemoveTunnel { tunnel } => {
+                self.sas.retain(|_, c| c.tunnel != tunnel);
+                self.counters.remove(&tunnel);
+            }
+        }
+    }
+
+    fn run(mut self) {
+        let mut buf = vec![0u8; 65536];
+        while !self.stop.load(Ordering::Relaxed) {
+            while let Ok(cmd) = self.commands.try_recv() {
+                self.apply(cmd);
+            }
+            let (n, from) = match self.socket.recv_from(&mut buf) {
+                Ok(r) => r,
+                Err(_) => continue,
+            };
+            self.receive(&mut buf[..n], from);
+        }
+    }
+
+    fn receive(&mut self, datagram: &mut [u8], from: SocketAddr) {
+        use vgw_esp::udp::UdpKind;
+        match UdpKind::of(datagram) {
+            Ok(UdpKind::Ike) => {
+                let d = IkeDatagram { local_port: self.port, remote: from, data: datagram[4..].to_vec() };
+                if self.ike.try_send(d).is_err() {
+                    self.drops.ike_queue_full.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok(UdpKind::NatKeepalive) => {}
+            Ok(UdpKind::Esp) => self.open(datagram),
+            Err(_) => {
+                self.drops.malformed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn open(&mut self, packet: &mut [u8]) {
+        let spi = u32::from_be_bytes([packet[0], packet[1], packet[2], packet[3]]);
+        let Some(child) = self.sas.get_mut(&spi) else {
+            self.drops.unknown_spi.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let Some(counters) = self.counters.get(&child.tunnel) else {
+            return;
+        };
+        let opened = match child.sa.open_in_place(packet) {
+            Ok(o) => o,
+            Err(e) => {
+                use vgw_esp::ErrorKind;
+                let global = match e.kind() {
+                    ErrorKind::ReplayedPacket => &self.drops.replayed,
+                    ErrorKind::AuthenticationFailed => &self.drops.auth_failed,
+                    _ => &self.drops.malformed,
+                };
+                global.fetch_add(1, Ordering::Relaxed);
+                counters.ingress_drop.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        let inner = &mut packet[opened.inner.clone()];
+        // RFC 4301 §5.2: an inbound packet must match the SA's selectors.
+        match packet::addresses(inner) {
+            Some((src, dst)) if child.selectors.allows_inbound(src, dst) => {}
+            _ => {
+                counters.ingress_drop_ts_mismatch.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        packet::clamp_mss(inner, self.mss);
+        counters.last_ingress_ms.store(self.started.elapsed().as_millis().max(1) as u64, Ordering::Relaxed);
+        if self.tun.send(inner).is_ok() {
+            counters.ingress_packets.fetch_add(1, Ordering::Relaxed);
+            counters.ingress_bytes.fetch_add(inner.len() as u64, Ordering::Relaxed);
+        } else {
+            counters.ingress_drop.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

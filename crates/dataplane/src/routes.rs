@@ -1,0 +1,42 @@
+//! Kernel routes into the TUN (rtnetlink), so the host and the LAN behind it send a site's prefixes
+//! to the data plane.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use rtnetlink::{Handle, RouteMessageBuilder};
+
+/// Adds and removes routes `prefix dev <tun>` in the main table.
+pub struct KernelRoutes {
+    handle: Handle,
+    ifindex: u32,
+}
+
+impl KernelRoutes {
+    /// Opens a netlink connection (spawned on the current tokio runtime).
+    pub fn new(ifindex: u32) -> std::io::Result<Self> {
+        let (connection, handle, _) = rtnetlink::new_connection()?;
+        tokio::spawn(connection);
+        Ok(Self { handle, ifindex })
+    }
+
+    fn message(&self, prefix: IpNet) -> rtnetlink::packet_route::route::RouteMessage {
+        RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(prefix.addr(), prefix.prefix_len())
+            .map(|b| b.output_interface(self.ifindex).build())
+            .unwrap_or_default()
+    }
+
+    /// Routes `prefix` into the TUN, replacing any route for the same prefix.
+    pub async fn add(&self, prefix: IpNet) -> Result<(), rtnetlink::Error> {
+        self.handle.route().add(self.message(prefix)).replace().execute().await
+    }
+
+    /// Removes the route for `prefix` (a missing route is not an error).
+    pub async fn remove(&self, prefix: IpNet) -> Result<(), rtnetlink::Error> {
+        match self.handle.route().del(self.message(prefix)).execute().await {
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ESRCH => Ok(()),
+            other => other,
+        }
+    }
+}

@@ -37,6 +37,8 @@ pub struct AppState {
     pub controller: Arc<Controller>,
     /// Live status.
     pub status: Arc<dyn StatusSource>,
+    /// Diagnostic logs.
+    pub log: Arc<crate::diaglog::DiagLog>,
 }
 
 type ApiResult = Result<Response, ApiError>;
@@ -121,6 +123,7 @@ pub fn router(state: AppState) -> Router {
             post(packet_capture),
         )
         .route("/api/desiredState", get(export_state).post(apply_state))
+        .route("/api/logs", get(read_logs))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -1144,6 +1147,51 @@ async fn reset_connection(State(app): State<AppState>, Path(name): Path<String>)
             "status": "Succeeded",
             "message": format!("vpn-connection {name} has no established tunnel yet; nothing needed re-establishing")
         }),
+    ))
+}
+
+// ---- logs ---------------------------------------------------------------------------------------------
+
+async fn read_logs(
+    State(app): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    use crate::diaglog::{Category, Filter};
+    let category = match q.get("category") {
+        None => None,
+        Some(c) => Some(Category::parse(c).ok_or_else(|| {
+            let names: Vec<&str> = Category::ALL.iter().map(|c| c.as_str()).collect();
+            ApiError::invalid(
+                "category",
+                format!(
+                    "'{c}' is not a log category; use one of {}",
+                    names.join(", ")
+                ),
+            )
+        })?),
+    };
+    let number = |key: &str| -> Result<Option<u64>, ApiError> {
+        q.get(key)
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    ApiError::invalid(
+                        key,
+                        format!("{key} must be a non-negative integer, got '{v}'"),
+                    )
+                })
+            })
+            .transpose()
+    };
+    let filter = Filter {
+        category,
+        connection: q.get("connection").cloned(),
+        since_ms: number("sinceMs")?,
+        after_seq: number("afterSeq")?,
+        limit: number("limit")?.unwrap_or(1000).min(10_000) as usize,
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        json!({ "value": app.log.query(&filter) }),
     ))
 }
 

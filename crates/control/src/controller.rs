@@ -6,7 +6,12 @@
 
 use std::collections::HashMap;
 
+use std::sync::Arc;
+
+use serde_json::json;
 use tokio::sync::{Mutex, watch};
+
+use crate::diaglog::{Category, DiagLog};
 
 use crate::error::ApiError;
 use crate::model::{ConnectionSpec, LocalGatewaySpec, VnetGatewaySpec, collection};
@@ -24,6 +29,7 @@ struct Inner {
 pub struct Controller {
     inner: Mutex<Inner>,
     generation: watch::Sender<u64>,
+    log: Arc<DiagLog>,
 }
 
 /// The outcome of a change.
@@ -44,7 +50,7 @@ fn new_etag() -> String {
 impl Controller {
     /// Loads the stored state. A stored resource that no longer parses is a hard error naming it, since
     /// serving a partial configuration would silently drop tunnels.
-    pub fn load(mut store: Box<dyn StateStore>) -> Result<Self, String> {
+    pub fn load(mut store: Box<dyn StateStore>, log: Arc<DiagLog>) -> Result<Self, String> {
         let rows = store
             .load()
             .map_err(|e| format!("reading the state store: {e}"))?;
@@ -76,6 +82,7 @@ impl Controller {
             etags.insert(row.key, row.etag);
         }
         state.normalise();
+        log.set_secrets(secrets(&state));
         let (generation, _) = watch::channel(0);
         Ok(Self {
             inner: Mutex::new(Inner {
@@ -84,6 +91,7 @@ impl Controller {
                 etags,
             }),
             generation,
+            log,
         })
     }
 
@@ -143,15 +151,30 @@ impl Controller {
         // SQLite blocks; keep the runtime's other tasks moving while it syncs.
         let store = &mut inner.store;
         tokio::task::block_in_place(|| store.commit(&writes))?;
+        self.log
+            .set_secrets(secrets(&next).chain(secrets(&inner.state)));
         inner.state = next.clone();
         inner.etags = etags.clone();
         self.generation.send_modify(|g| *g += 1);
         for change in &changes {
-            tracing::info!(
-                category = "GatewayDiagnosticLog",
-                action = ?change.action,
-                resource = %format!("{}/{}", change.resource_type, change.name),
-                "desired state changed"
+            let resource = crate::model::resource_id(&change.resource_type, &change.name);
+            let fields: Vec<&str> = change.fields.iter().map(|f| f.path.as_str()).collect();
+            let verb = match change.action {
+                ChangeAction::Create => "created",
+                ChangeAction::Update => "updated",
+                ChangeAction::Delete => "deleted",
+            };
+            let message = if fields.is_empty() {
+                format!("{} {verb}", change.name)
+            } else {
+                format!("{} {verb}: {}", change.name, fields.join(", "))
+            };
+            self.log.log(
+                Category::GatewayDiagnosticLog,
+                "info",
+                &resource,
+                &message,
+                json!({"action": change.action, "fields": fields}),
             );
         }
         Ok(Applied {
@@ -160,6 +183,14 @@ impl Controller {
             etags,
         })
     }
+}
+
+/// Every shared key in `state`, for the log's redactor.
+fn secrets(state: &DesiredState) -> impl Iterator<Item = String> + '_ {
+    state
+        .connections
+        .values()
+        .filter_map(|c| c.shared_key.clone())
 }
 
 fn serialise(state: &DesiredState, key: &ResourceKey) -> Option<(String, Option<String>)> {

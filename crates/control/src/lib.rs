@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod controller;
+pub mod diaglog;
 pub mod error;
 pub mod model;
 pub mod openapi;

@@ -13,9 +13,15 @@ use axum::response::{IntoResponse, Response};
 
 use crate::api::{AppState, router};
 use crate::controller::Controller;
+use crate::diaglog::{Category, DiagLog};
 use crate::error::ApiError;
 use crate::status::{NoEngines, StatusSource};
 use crate::store::SqliteStore;
+
+/// Size at which the diagnostic log rotates.
+const LOG_FILE_BYTES: u64 = 16 << 20;
+/// Rotated diagnostic log files kept.
+const LOG_FILES_KEPT: usize = 5;
 
 /// Where and how the daemon serves.
 #[derive(Clone, Debug)]
@@ -37,9 +43,33 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
     unsafe { libc::umask(0o077) };
     create_private_dir(&config.state_dir)?;
     let store = SqliteStore::open(&config.state_dir)?;
-    let controller = Arc::new(Controller::load(Box::new(store))?);
+    let log = Arc::new(
+        DiagLog::open(
+            &config.state_dir.join("logs"),
+            LOG_FILE_BYTES,
+            LOG_FILES_KEPT,
+        )
+        .map_err(|e| {
+            format!(
+                "cannot open the diagnostic log in {}: {e}",
+                config.state_dir.display()
+            )
+        })?,
+    );
+    let controller = Arc::new(Controller::load(Box::new(store), log.clone())?);
     let status: Arc<dyn StatusSource> = Arc::new(NoEngines);
-    let app = router(AppState { controller, status });
+    log.log(
+        Category::GatewayDiagnosticLog,
+        "info",
+        "/vgw",
+        &format!("vgw {} started", env!("CARGO_PKG_VERSION")),
+        serde_json::Value::Null,
+    );
+    let app = router(AppState {
+        controller,
+        status,
+        log: log.clone(),
+    });
 
     let unix = bind_unix(&config.api_socket)?;
     tracing::info!(socket = %config.api_socket.display(), state_dir = %config.state_dir.display(), "vgw API serving");

@@ -21,11 +21,19 @@ pub struct Fib {
 }
 
 fn mask4(addr: u32, len: u8) -> u32 {
-    if len == 0 { 0 } else { addr & (u32::MAX << (32 - len)) }
+    if len == 0 {
+        0
+    } else {
+        addr & (u32::MAX << (32 - len))
+    }
 }
 
 fn mask6(addr: u128, len: u8) -> u128 {
-    if len == 0 { 0 } else { addr & (u128::MAX << (128 - len)) }
+    if len == 0 {
+        0
+    } else {
+        addr & (u128::MAX << (128 - len))
+    }
 }
 
 impl Fib {
@@ -69,14 +77,24 @@ impl Fib {
 
     /// Removes every route into `tunnel`.
     pub fn remove_tunnel(&mut self, tunnel: TunnelId) {
-        self.v4.iter_mut().for_each(|m| m.retain(|_, t| *t != tunnel));
-        self.v6.iter_mut().for_each(|m| m.retain(|_, t| *t != tunnel));
+        self.v4
+            .iter_mut()
+            .for_each(|m| m.retain(|_, t| *t != tunnel));
+        self.v6
+            .iter_mut()
+            .for_each(|m| m.retain(|_, t| *t != tunnel));
         self.refresh_lengths();
     }
 
     fn refresh_lengths(&mut self) {
-        self.v4_lens = (0..=32u8).rev().filter(|l| !self.v4[*l as usize].is_empty()).collect();
-        self.v6_lens = (0..=128u8).rev().filter(|l| !self.v6[*l as usize].is_empty()).collect();
+        self.v4_lens = (0..=32u8)
+            .rev()
+            .filter(|l| !self.v4[*l as usize].is_empty())
+            .collect();
+        self.v6_lens = (0..=128u8)
+            .rev()
+            .filter(|l| !self.v6[*l as usize].is_empty())
+            .collect();
     }
 
     /// The tunnel for `dst`, by longest prefix.
@@ -84,11 +102,15 @@ impl Fib {
         match dst {
             IpAddr::V4(a) => {
                 let a = u32::from(a);
-                self.v4_lens.iter().find_map(|&l| self.v4[l as usize].get(&mask4(a, l)).copied())
+                self.v4_lens
+                    .iter()
+                    .find_map(|&l| self.v4[l as usize].get(&mask4(a, l)).copied())
             }
             IpAddr::V6(a) => {
                 let a = u128::from(a);
-                self.v6_lens.iter().find_map(|&l| self.v6[l as usize].get(&mask6(a, l)).copied())
+                self.v6_lens
+                    .iter()
+                    .find_map(|&l| self.v6[l as usize].get(&mask6(a, l)).copied())
             }
         }
     }

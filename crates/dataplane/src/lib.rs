@@ -85,12 +85,18 @@ pub struct AddrRange {
 impl AddrRange {
     /// Every address of one family.
     pub fn any_v4() -> Self {
-        Self { start: Ipv4Addr::UNSPECIFIED.into(), end: Ipv4Addr::BROADCAST.into() }
+        Self {
+            start: Ipv4Addr::UNSPECIFIED.into(),
+            end: Ipv4Addr::BROADCAST.into(),
+        }
     }
 
     /// The range of a prefix.
     pub fn from_prefix(net: IpNet) -> Self {
-        Self { start: net.network(), end: net.broadcast() }
+        Self {
+            start: net.network(),
+            end: net.broadcast(),
+        }
     }
 
     /// Whether `addr` is inside.
@@ -165,17 +171,43 @@ pub struct DropCounters {
 }
 
 enum TxCommand {
-    Install { tunnel: TunnelId, peer: SocketAddr, sa: Box<OutboundSa>, selectors: Selectors, counters: Arc<TunnelCounters> },
-    Remove { tunnel: TunnelId, spi: Spi },
-    SetPeer { tunnel: TunnelId, peer: SocketAddr },
-    Route { prefix: IpNet, tunnel: Option<TunnelId> },
-    RemoveTunnel { tunnel: TunnelId },
+    Install {
+        tunnel: TunnelId,
+        peer: SocketAddr,
+        sa: Box<OutboundSa>,
+        selectors: Selectors,
+        counters: Arc<TunnelCounters>,
+    },
+    Remove {
+        tunnel: TunnelId,
+        spi: Spi,
+    },
+    SetPeer {
+        tunnel: TunnelId,
+        peer: SocketAddr,
+    },
+    Route {
+        prefix: IpNet,
+        tunnel: Option<TunnelId>,
+    },
+    RemoveTunnel {
+        tunnel: TunnelId,
+    },
 }
 
 enum RxCommand {
-    Install { tunnel: TunnelId, sa: Box<InboundSa>, selectors: Selectors, counters: Arc<TunnelCounters> },
-    Remove { spi: Spi },
-    RemoveTunnel { tunnel: TunnelId },
+    Install {
+        tunnel: TunnelId,
+        sa: Box<InboundSa>,
+        selectors: Selectors,
+        counters: Arc<TunnelCounters>,
+    },
+    Remove {
+        spi: Spi,
+    },
+    RemoveTunnel {
+        tunnel: TunnelId,
+    },
 }
 
 /// The running data plane. Dropping it stops the workers.
@@ -193,7 +225,8 @@ pub struct DataPlane {
 }
 
 fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
-    let socket = UdpSocket::bind(addr).map_err(|e| io::Error::new(e.kind(), format!("cannot bind UDP {addr}: {e}")))?;
+    let socket = UdpSocket::bind(addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot bind UDP {addr}: {e}")))?;
     // Bursts of ESP must not overflow the receive queue while the worker is busy sealing.
     let size: libc::c_int = 8 << 20;
     for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
@@ -214,18 +247,32 @@ fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
 
 impl DataPlane {
     /// Opens the TUN and the sockets and starts the workers. IKE datagrams go to `ike_events`.
-    pub fn start(config: DataPlaneConfig, ike_events: tokio::sync::mpsc::Sender<IkeDatagram>) -> io::Result<Self> {
+    pub fn start(
+        config: DataPlaneConfig,
+        ike_events: tokio::sync::mpsc::Sender<IkeDatagram>,
+    ) -> io::Result<Self> {
         let tun = DeviceBuilder::new()
             .name(&config.tun_name)
             .mtu(config.mtu)
             .build_sync()
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot create TUN {}: {e}", config.tun_name)))?;
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot create TUN {}: {e}", config.tun_name),
+                )
+            })?;
         tun.enabled(true)?;
         tun.set_nonblocking(true)?;
         let tun_index = tun.if_index()?;
         let tun = Arc::new(tun);
-        let ike_socket = Arc::new(udp_socket(SocketAddr::new(config.bind_addr, config.ike_port))?);
-        let natt_socket = Arc::new(udp_socket(SocketAddr::new(config.bind_addr, config.natt_port))?);
+        let ike_socket = Arc::new(udp_socket(SocketAddr::new(
+            config.bind_addr,
+            config.ike_port,
+        ))?);
+        let natt_socket = Arc::new(udp_socket(SocketAddr::new(
+            config.bind_addr,
+            config.natt_port,
+        ))?);
         let drops = Arc::new(DropCounters::default());
         let stop = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
@@ -244,7 +291,11 @@ impl DataPlane {
                 mss: config.mss_clamp,
                 counters: HashMap::new(),
             };
-            workers.push(std::thread::Builder::new().name("vgw-tx".into()).spawn(move || worker.run())?);
+            workers.push(
+                std::thread::Builder::new()
+                    .name("vgw-tx".into())
+                    .spawn(move || worker.run())?,
+            );
         }
         {
             let worker = RxWorker {
@@ -260,25 +311,46 @@ impl DataPlane {
                 started,
                 counters: HashMap::new(),
             };
-            workers.push(std::thread::Builder::new().name("vgw-rx".into()).spawn(move || worker.run())?);
+            workers.push(
+                std::thread::Builder::new()
+                    .name("vgw-rx".into())
+                    .spawn(move || worker.run())?,
+            );
         }
         {
-            let (socket, stop, drops, port) = (ike_socket.clone(), stop.clone(), drops.clone(), config.ike_port);
-            workers.push(std::thread::Builder::new().name("vgw-ike".into()).spawn(move || {
-                let mut buf = vec![0u8; 65536];
-                while !stop.load(Ordering::Relaxed) {
-                    match socket.recv_from(&mut buf) {
-                        Ok((n, from)) => {
-                            let d = IkeDatagram { local_port: port, remote: from, data: buf[..n].to_vec() };
-                            if ike_events.try_send(d).is_err() {
-                                drops.ike_queue_full.fetch_add(1, Ordering::Relaxed);
+            let (socket, stop, drops, port) = (
+                ike_socket.clone(),
+                stop.clone(),
+                drops.clone(),
+                config.ike_port,
+            );
+            workers.push(
+                std::thread::Builder::new()
+                    .name("vgw-ike".into())
+                    .spawn(move || {
+                        let mut buf = vec![0u8; 65536];
+                        while !stop.load(Ordering::Relaxed) {
+                            match socket.recv_from(&mut buf) {
+                                Ok((n, from)) => {
+                                    let d = IkeDatagram {
+                                        local_port: port,
+                                        remote: from,
+                                        data: buf[..n].to_vec(),
+                                    };
+                                    if ike_events.try_send(d).is_err() {
+                                        drops.ike_queue_full.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                }
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                                    ) => {}
+                                Err(e) => tracing::debug!(error = %e, "IKE socket receive failed"),
                             }
                         }
-                        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
-                        Err(e) => tracing::debug!(error = %e, "IKE socket receive failed"),
-                    }
-                }
-            })?);
+                    })?,
+            );
         }
         Ok(Self {
             tx: Mutex::new(tx_cmd),
@@ -339,15 +411,36 @@ impl DataPlane {
 
     /// Installs a Child SA pair. The new outbound SA takes over at once (make-before-break); the old
     /// pair keeps working for packets in flight until [`DataPlane::remove_child_sa`].
-    pub fn install_child_sa(&self, tunnel: TunnelId, peer: SocketAddr, outbound: OutboundSa, inbound: InboundSa, selectors: Selectors) {
+    pub fn install_child_sa(
+        &self,
+        tunnel: TunnelId,
+        peer: SocketAddr,
+        outbound: OutboundSa,
+        inbound: InboundSa,
+        selectors: Selectors,
+    ) {
         let counters = self.counters(tunnel);
-        self.send_rx(RxCommand::Install { tunnel, sa: Box::new(inbound), selectors: selectors.clone(), counters: counters.clone() });
-        self.send_tx(TxCommand::Install { tunnel, peer, sa: Box::new(outbound), selectors, counters });
+        self.send_rx(RxCommand::Install {
+            tunnel,
+            sa: Box::new(inbound),
+            selectors: selectors.clone(),
+            counters: counters.clone(),
+        });
+        self.send_tx(TxCommand::Install {
+            tunnel,
+            peer,
+            sa: Box::new(outbound),
+            selectors,
+            counters,
+        });
     }
 
     /// Removes a Child SA pair by its SPIs.
     pub fn remove_child_sa(&self, tunnel: TunnelId, inbound_spi: Spi, outbound_spi: Spi) {
-        self.send_tx(TxCommand::Remove { tunnel, spi: outbound_spi });
+        self.send_tx(TxCommand::Remove {
+            tunnel,
+            spi: outbound_spi,
+        });
         self.send_rx(RxCommand::Remove { spi: inbound_spi });
     }
 
@@ -403,9 +496,19 @@ const BUF_LEN: usize = 65536 + HEADROOM + vgw_esp::sa::MAX_TAILROOM;
 impl TxWorker {
     fn apply(&mut self, cmd: TxCommand) {
         match cmd {
-            TxCommand::Install { tunnel, peer, sa, selectors, counters } => {
+            TxCommand::Install {
+                tunnel,
+                peer,
+                sa,
+                selectors,
+                counters,
+            } => {
                 self.counters.insert(tunnel, counters);
-                self.tunnels.entry(tunnel).or_default().push(OutChild { peer, sa, selectors });
+                self.tunnels.entry(tunnel).or_default().push(OutChild {
+                    peer,
+                    sa,
+                    selectors,
+                });
             }
             TxCommand::Remove { tunnel, spi } => {
                 if let Some(children) = self.tunnels.get_mut(&tunnel) {
@@ -417,8 +520,14 @@ impl TxWorker {
                     c.peer = peer;
                 }
             }
-            TxCommand::Route { prefix, tunnel: Some(t) } => self.fib.insert(prefix, t),
-            TxCommand::Route { prefix, tunnel: None } => self.fib.remove(prefix),
+            TxCommand::Route {
+                prefix,
+                tunnel: Some(t),
+            } => self.fib.insert(prefix, t),
+            TxCommand::Route {
+                prefix,
+                tunnel: None,
+            } => self.fib.remove(prefix),
             TxCommand::RemoveTunnel { tunnel } => {
                 self.tunnels.remove(&tunnel);
                 self.counters.remove(&tunnel);
@@ -434,7 +543,11 @@ impl TxWorker {
             while let Ok(cmd) = self.commands.try_recv() {
                 self.apply(cmd);
             }
-            let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
             // SAFETY: one valid pollfd.
             let ready = unsafe { libc::poll(&mut pfd, 1, 100) };
             if ready <= 0 {
@@ -465,13 +578,18 @@ impl TxWorker {
             self.drops.no_route.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let Some(child) = self
-            .tunnels
-            .get_mut(&tunnel)
-            .and_then(|children| children.iter_mut().rev().find(|c| c.selectors.allows_outbound(src, dst)))
-        else {
+        let Some(child) = self.tunnels.get_mut(&tunnel).and_then(|children| {
+            children
+                .iter_mut()
+                .rev()
+                .find(|c| c.selectors.allows_outbound(src, dst))
+        }) else {
             let any = self.tunnels.get(&tunnel).is_some_and(|c| !c.is_empty());
-            let counter = if any { &counters.egress_drop_ts_mismatch } else { &counters.egress_drop };
+            let counter = if any {
+                &counters.egress_drop_ts_mismatch
+            } else {
+                &counters.egress_drop
+            };
             counter.fetch_add(1, Ordering::Relaxed);
             return;
         };
@@ -516,9 +634,21 @@ struct RxWorker {
 impl RxWorker {
     fn apply(&mut self, cmd: RxCommand) {
         match cmd {
-            RxCommand::Install { tunnel, sa, selectors, counters } => {
+            RxCommand::Install {
+                tunnel,
+                sa,
+                selectors,
+                counters,
+            } => {
                 self.counters.insert(tunnel, counters);
-                self.sas.insert(sa.spi().0, InChild { tunnel, sa, selectors });
+                self.sas.insert(
+                    sa.spi().0,
+                    InChild {
+                        tunnel,
+                        sa,
+                        selectors,
+                    },
+                );
             }
             RxCommand::Remove { spi } => {
                 self.sas.remove(&spi.0);
@@ -548,7 +678,11 @@ impl RxWorker {
         use vgw_esp::udp::UdpKind;
         match UdpKind::of(datagram) {
             Ok(UdpKind::Ike) => {
-                let d = IkeDatagram { local_port: self.port, remote: from, data: datagram[4..].to_vec() };
+                let d = IkeDatagram {
+                    local_port: self.port,
+                    remote: from,
+                    data: datagram[4..].to_vec(),
+                };
                 if self.ike.try_send(d).is_err() {
                     self.drops.ike_queue_full.fetch_add(1, Ordering::Relaxed);
                 }
@@ -589,15 +723,22 @@ impl RxWorker {
         match packet::addresses(inner) {
             Some((src, dst)) if child.selectors.allows_inbound(src, dst) => {}
             _ => {
-                counters.ingress_drop_ts_mismatch.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .ingress_drop_ts_mismatch
+                    .fetch_add(1, Ordering::Relaxed);
                 return;
             }
         }
         packet::clamp_mss(inner, self.mss);
-        counters.last_ingress_ms.store(self.started.elapsed().as_millis().max(1) as u64, Ordering::Relaxed);
+        counters.last_ingress_ms.store(
+            self.started.elapsed().as_millis().max(1) as u64,
+            Ordering::Relaxed,
+        );
         if self.tun.send(inner).is_ok() {
             counters.ingress_packets.fetch_add(1, Ordering::Relaxed);
-            counters.ingress_bytes.fetch_add(inner.len() as u64, Ordering::Relaxed);
+            counters
+                .ingress_bytes
+                .fetch_add(inner.len() as u64, Ordering::Relaxed);
         } else {
             counters.ingress_drop.fetch_add(1, Ordering::Relaxed);
         }

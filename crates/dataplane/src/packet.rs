@@ -8,12 +8,18 @@ pub fn addresses(packet: &[u8]) -> Option<(IpAddr, IpAddr)> {
         4 if packet.len() >= 20 => {
             let src: [u8; 4] = packet[12..16].try_into().ok()?;
             let dst: [u8; 4] = packet[16..20].try_into().ok()?;
-            Some((IpAddr::V4(Ipv4Addr::from(src)), IpAddr::V4(Ipv4Addr::from(dst))))
+            Some((
+                IpAddr::V4(Ipv4Addr::from(src)),
+                IpAddr::V4(Ipv4Addr::from(dst)),
+            ))
         }
         6 if packet.len() >= 40 => {
             let src: [u8; 16] = packet[8..24].try_into().ok()?;
             let dst: [u8; 16] = packet[24..40].try_into().ok()?;
-            Some((IpAddr::V6(Ipv6Addr::from(src)), IpAddr::V6(Ipv6Addr::from(dst))))
+            Some((
+                IpAddr::V6(Ipv6Addr::from(src)),
+                IpAddr::V6(Ipv6Addr::from(dst)),
+            ))
         }
         _ => None,
     }
@@ -125,7 +131,10 @@ mod tests {
         clamp_mss(&mut pkt, 1350);
         assert_eq!(u16::from_be_bytes([pkt[42], pkt[43]]), 1350);
         assert_eq!(tcp_checksum(&pkt), 0, "checksum must stay valid");
-        assert_eq!(addresses(&pkt).unwrap().1, "10.2.0.10".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            addresses(&pkt).unwrap().1,
+            "10.2.0.10".parse::<IpAddr>().unwrap()
+        );
         clamp_mss(&mut pkt[..30], 1000); // truncated: no panic
     }
 }

@@ -29,12 +29,23 @@ impl KernelRoutes {
 
     /// Routes `prefix` into the TUN, replacing any route for the same prefix.
     pub async fn add(&self, prefix: IpNet) -> Result<(), rtnetlink::Error> {
-        self.handle.route().add(self.message(prefix)).replace().execute().await
+        self.handle
+            .route()
+            .add(self.message(prefix))
+            .replace()
+            .execute()
+            .await
     }
 
     /// Removes the route for `prefix` (a missing route is not an error).
     pub async fn remove(&self, prefix: IpNet) -> Result<(), rtnetlink::Error> {
-        match self.handle.route().del(self.message(prefix)).execute().await {
+        match self
+            .handle
+            .route()
+            .del(self.message(prefix))
+            .execute()
+            .await
+        {
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ESRCH => Ok(()),
             other => other,
         }

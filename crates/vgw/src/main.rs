@@ -63,6 +63,8 @@ pub enum Command {
     Export(commands::state::ExportArgs),
     /// Make the desired state match a document, printing the diff.
     Apply(commands::state::ApplyArgs),
+    /// Read the diagnostic logs (Azure's five categories).
+    Logs(commands::logs::LogsArgs),
 }
 
 /// What every command needs: the client and the output settings.
@@ -123,6 +125,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::VpnConnection(cmd) => commands::connection::run(&ctx, cmd).await,
         Command::Export(args) => commands::state::export(&ctx, args).await,
         Command::Apply(args) => commands::state::apply(&ctx, args).await,
+        Command::Logs(args) => commands::logs::run(&ctx, args).await,
     }
 }
 

@@ -203,6 +203,46 @@ fn resources_formats_and_export_apply() {
         assert!(!text.contains(PSK1), "{args:?} printed the shared key");
     }
     assert!(!d.log().contains(PSK1), "the daemon logged the shared key");
+
+    // Diagnostic logs record every change, filterable, without secrets.
+    let logs = d.ok(&["logs", "--category", "GatewayDiagnosticLog"]);
+    assert!(
+        logs.contains("c1 created") && logs.contains("GatewayDiagnosticLog"),
+        "{logs}"
+    );
+    let c1_logs = d.json(&["logs", "--connection", "c1", "-o", "json"]);
+    assert!(!c1_logs.as_array().unwrap().is_empty());
+    assert!(
+        d.ok(&["logs", "--category", "IKEDiagnosticLog", "--since", "1h"])
+            .is_empty()
+    );
+    assert!(!d.vgw(&["logs", "--category", "NoSuchLog"]).status.success());
+    d.ok(&[
+        "vpn-connection",
+        "shared-key",
+        "update",
+        "--connection-name",
+        "c1",
+        "--value",
+        "RotatedKey42",
+    ]);
+    d.ok(&[
+        "vpn-connection",
+        "shared-key",
+        "update",
+        "--connection-name",
+        "c1",
+        "--value",
+        PSK1,
+    ]);
+    let files = std::fs::read_dir(d.state_dir.join("logs")).unwrap();
+    for f in files {
+        let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
+        assert!(
+            !text.contains(PSK1) && !text.contains("RotatedKey42"),
+            "a log file holds a shared key"
+        );
+    }
     assert_eq!(
         d.json(&[
             "vpn-connection",

@@ -3,6 +3,7 @@
 pub mod connection;
 pub mod gateway;
 pub mod local_gateway;
+pub mod logs;
 pub mod serve;
 pub mod state;
 

@@ -5,6 +5,7 @@
 
 mod client;
 mod commands;
+mod netns;
 mod output;
 
 use std::path::PathBuf;
@@ -50,6 +51,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon.
     Serve(commands::serve::ServeArgs),
+    /// Build two gateways in network namespaces, bring up a tunnel, show it, clean up (root).
+    Demo(commands::demo::DemoArgs),
     /// Manage the VPN gateway (az network vnet-gateway).
     #[command(name = "vnet-gateway", subcommand)]
     VnetGateway(commands::gateway::GatewayCommand),
@@ -113,13 +116,16 @@ async fn run(cli: Cli) -> Result<()> {
     if let Command::Serve(args) = &cli.command {
         return commands::serve::run(args, &cli.api_socket, cli.api_token_file.as_deref()).await;
     }
+    if let Command::Demo(args) = cli.command {
+        return commands::demo::run_demo(args).await;
+    }
     let ctx = Ctx {
         client: Client::new(endpoint(&cli)?),
         output: cli.output,
         query: cli.query.clone(),
     };
     match cli.command {
-        Command::Serve(_) => unreachable!("handled above"),
+        Command::Serve(_) | Command::Demo(_) => unreachable!("handled above"),
         Command::VnetGateway(cmd) => commands::gateway::run(&ctx, cmd).await,
         Command::LocalGateway(cmd) => commands::local_gateway::run(&ctx, cmd).await,
         Command::VpnConnection(cmd) => commands::connection::run(&ctx, cmd).await,

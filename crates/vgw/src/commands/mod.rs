@@ -1,6 +1,7 @@
 //! The CLI's commands, one module per az command group.
 
 pub mod connection;
+pub mod demo;
 pub mod gateway;
 pub mod local_gateway;
 pub mod logs;

@@ -1,4 +1,17 @@
-//! Sans-IO IKEv2 engine (RFC 7296): message codec, key derivation, exchanges.
+//! Sans-IO IKEv2 engine (RFC 7296): message codec, key derivation, proposals, exchanges.
 //!
 //! The engine knows nothing of sockets, threads or clocks: the caller passes datagrams and `Instant`s in
-//! and takes datagrams, timers and events (new Child SA keys for the data plane) out.
+//! ([`Endpoint::handle_datagram`], [`Endpoint::handle_timeout`]) and takes datagrams, timers and events
+//! out ([`Endpoint::poll_transmit`], [`Endpoint::poll_timeout`], [`Endpoint::poll_event`]). Child SA keys
+//! leave as [`Event::ChildSaUp`]; the data plane installs them.
+
+pub mod config;
+pub mod crypto;
+pub mod endpoint;
+pub mod message;
+pub mod proposal;
+pub mod sa;
+
+pub use config::{ChildConfig, ChildSaKeys, Config, ConnId, Event, Failure, Mode, Reason};
+pub use endpoint::Endpoint;
+pub use sa::Transmit;

@@ -39,6 +39,8 @@ pub struct AppState {
     pub status: Arc<dyn StatusSource>,
     /// Diagnostic logs.
     pub log: Arc<crate::diaglog::DiagLog>,
+    /// The tunnel reconciler, when the data plane runs.
+    pub tunnels: Option<crate::tunnels::TunnelHandle>,
 }
 
 type ApiResult = Result<Response, ApiError>;
@@ -552,13 +554,16 @@ async fn reset_gateway(
             format!("{vip} is not a public address of vnet-gateway {name}"),
         ));
     }
+    let names: Vec<&String> = state.connections.keys().collect();
+    let message = match &app.tunnels {
+        Some(t) if t.send(crate::tunnels::TunnelCommand::ResetAll) => {
+            format!("re-establishing {} connection(s); configuration is unchanged", names.len())
+        }
+        _ => "the data plane is not running, so no tunnel needed re-establishing; configuration is unchanged".to_string(),
+    };
     Ok(json_response(
         StatusCode::OK,
-        json!({
-            "status": "Succeeded",
-            "resetConnections": [],
-            "message": "no tunnel is established yet, so nothing needed re-establishing; configuration is unchanged"
-        }),
+        json!({ "status": "Succeeded", "resetConnections": names, "message": message }),
     ))
 }
 
@@ -1141,12 +1146,17 @@ async fn reset_connection(State(app): State<AppState>, Path(name): Path<String>)
         .connections
         .get(&name)
         .ok_or_else(|| ApiError::not_found(kind::CONNECTION, &name))?;
+    let message = match &app.tunnels {
+        Some(t) if t.send(crate::tunnels::TunnelCommand::Reset(name.clone())) => {
+            format!("vpn-connection {name}: re-establishing; other connections are untouched")
+        }
+        _ => format!(
+            "vpn-connection {name}: the data plane is not running; nothing needed re-establishing"
+        ),
+    };
     Ok(json_response(
         StatusCode::OK,
-        json!({
-            "status": "Succeeded",
-            "message": format!("vpn-connection {name} has no established tunnel yet; nothing needed re-establishing")
-        }),
+        json!({ "status": "Succeeded", "message": message }),
     ))
 }
 

@@ -12,4 +12,5 @@ pub mod server;
 pub mod state;
 pub mod status;
 pub mod store;
+pub mod tunnels;
 pub mod validate;

@@ -34,6 +34,8 @@ pub struct ServeConfig {
     pub api_listen: Option<SocketAddr>,
     /// File holding the bearer token for the TCP listener.
     pub api_token_file: Option<PathBuf>,
+    /// The data plane (TUN, UDP 500/4500) and the tunnel engines; None serves the API only.
+    pub dataplane: Option<vgw_dataplane::DataPlaneConfig>,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -57,7 +59,16 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
         })?,
     );
     let controller = Arc::new(Controller::load(Box::new(store), log.clone())?);
-    let status: Arc<dyn StatusSource> = Arc::new(NoEngines);
+    let (status, tunnels): (Arc<dyn StatusSource>, _) = match config.dataplane.clone() {
+        Some(dp) => {
+            let live = Arc::new(crate::tunnels::LiveStatus::default());
+            let handle = crate::tunnels::start(controller.clone(), log.clone(), live.clone(), dp).map_err(|e| {
+                format!("cannot start the data plane: {e}; run vgw serve as root (it needs /dev/net/tun and UDP 500/4500), or pass --dataplane off to serve only the API")
+            })?;
+            (live as Arc<dyn StatusSource>, Some(handle))
+        }
+        None => (Arc::new(NoEngines) as Arc<dyn StatusSource>, None),
+    };
     log.log(
         Category::GatewayDiagnosticLog,
         "info",
@@ -69,6 +80,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
         controller,
         status,
         log: log.clone(),
+        tunnels,
     });
 
     let unix = bind_unix(&config.api_socket)?;

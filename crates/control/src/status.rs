@@ -53,6 +53,10 @@ pub struct ConnectionStatus {
     pub egress_bytes_transferred: u64,
     /// Per-tunnel status.
     pub tunnel_connection_status: Vec<TunnelStatus>,
+    /// vgw: IKE SA rekeys since the daemon started.
+    pub ike_sa_rekeys: u64,
+    /// vgw: Child SA rekeys since the daemon started.
+    pub child_sa_rekeys: u64,
 }
 
 /// Where the API reads live status from; the data plane and the engines implement it.

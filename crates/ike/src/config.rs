@@ -162,7 +162,11 @@ pub struct ChildSaKeys {
 
 impl std::fmt::Debug for ChildSaKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ChildSaKeys(in {:08x}, out {:08x}, {})", self.inbound_spi, self.outbound_spi, self.suite)
+        write!(
+            f,
+            "ChildSaKeys(in {:08x}, out {:08x}, {})",
+            self.inbound_spi, self.outbound_spi, self.suite
+        )
     }
 }
 

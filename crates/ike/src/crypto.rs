@@ -73,7 +73,11 @@ impl Encryption {
             Encryption::AesGcm16(k) => (20, Some(k)),
             Encryption::ChaCha20Poly1305 => (28, None),
         };
-        Transform { kind: transform_type::ENCR, id, key_len }
+        Transform {
+            kind: transform_type::ENCR,
+            id,
+            key_len,
+        }
     }
 
     /// Combined-mode (AEAD) ciphers need no integrity transform.
@@ -399,13 +403,21 @@ mod modp {
     /// Validates a public value and computes g^x for our own public value (base 2 is always valid).
     pub fn public(group_bytes: usize, secret: &[u8]) -> Option<Vec<u8>> {
         match group_bytes {
-            256 => power_generator::<256>(secret, Modp2048::generator(), |b, e| Modp2048::pow_unchecked(b, e)),
-            128 => power_generator::<128>(secret, Modp1024::generator(), |b, e| Modp1024::pow_unchecked(b, e)),
+            256 => power_generator::<256>(secret, Modp2048::generator(), |b, e| {
+                Modp2048::pow_unchecked(b, e)
+            }),
+            128 => power_generator::<128>(secret, Modp1024::generator(), |b, e| {
+                Modp1024::pow_unchecked(b, e)
+            }),
             _ => None,
         }
     }
 
-    fn power_generator<const N: usize>(secret: &[u8], g: Vec<u8>, f: impl Fn(&[u8], &[u8]) -> Vec<u8>) -> Option<Vec<u8>> {
+    fn power_generator<const N: usize>(
+        secret: &[u8],
+        g: Vec<u8>,
+        f: impl Fn(&[u8], &[u8]) -> Vec<u8>,
+    ) -> Option<Vec<u8>> {
         Some(f(&g, secret))
     }
 
@@ -416,7 +428,12 @@ mod modp {
             let mut e = [0u8; 256];
             e[256 - exp.len()..].copy_from_slice(exp);
             let x = U2048::from_be_slice(&e);
-            FixedMontyForm::new(&b, &params).pow(&x).retrieve().to_be_bytes().as_ref().to_vec()
+            FixedMontyForm::new(&b, &params)
+                .pow(&x)
+                .retrieve()
+                .to_be_bytes()
+                .as_ref()
+                .to_vec()
         }
     }
 
@@ -427,7 +444,12 @@ mod modp {
             let mut e = [0u8; 128];
             e[128 - exp.len()..].copy_from_slice(exp);
             let x = U1024::from_be_slice(&e);
-            FixedMontyForm::new(&b, &params).pow(&x).retrieve().to_be_bytes().as_ref().to_vec()
+            FixedMontyForm::new(&b, &params)
+                .pow(&x)
+                .retrieve()
+                .to_be_bytes()
+                .as_ref()
+                .to_vec()
         }
     }
 }
@@ -470,8 +492,11 @@ impl DhPrivate {
             }
             DhGroup::Ecp256 | DhGroup::Ecp384 | DhGroup::Curve25519 => {
                 let alg = agreement_alg(group);
-                let key = agreement::PrivateKey::generate(alg).map_err(|_| CryptoError::Unsupported)?;
-                let public = key.compute_public_key().map_err(|_| CryptoError::Unsupported)?;
+                let key =
+                    agreement::PrivateKey::generate(alg).map_err(|_| CryptoError::Unsupported)?;
+                let public = key
+                    .compute_public_key()
+                    .map_err(|_| CryptoError::Unsupported)?;
                 let mut public = public.as_ref().to_vec();
                 if group != DhGroup::Curve25519 {
                     // RFC 5903 §7: the KE payload carries x || y, without the 0x04 point-format byte.
@@ -497,7 +522,9 @@ impl DhPrivate {
                     DhGroup::Modp2048 => modp::Modp2048::pow(peer, secret),
                     _ => modp::Modp1024::pow(peer, secret),
                 };
-                shared.map(Zeroizing::new).ok_or(CryptoError::InvalidPublicValue)
+                shared
+                    .map(Zeroizing::new)
+                    .ok_or(CryptoError::InvalidPublicValue)
             }
             DhPrivate::Agreement { group, key } => {
                 let alg = agreement_alg(*group);
@@ -507,7 +534,9 @@ impl DhPrivate {
                 }
                 encoded.extend_from_slice(peer);
                 let peer = agreement::UnparsedPublicKey::new(alg, encoded);
-                agreement::agree(key, peer, CryptoError::InvalidPublicValue, |s| Ok(Zeroizing::new(s.to_vec())))
+                agreement::agree(key, peer, CryptoError::InvalidPublicValue, |s| {
+                    Ok(Zeroizing::new(s.to_vec()))
+                })
             }
         }
     }
@@ -570,7 +599,14 @@ impl fmt::Debug for IkeKeys {
 
 impl IkeKeys {
     /// SKEYSEED = prf(Ni | Nr, g^ir); {SK_d, SK_ai, ...} = prf+(SKEYSEED, Ni | Nr | SPIi | SPIr) (§2.14).
-    pub fn derive(suite: &IkeSuite, ni: &[u8], nr: &[u8], shared: &[u8], spi_i: u64, spi_r: u64) -> IkeKeys {
+    pub fn derive(
+        suite: &IkeSuite,
+        ni: &[u8],
+        nr: &[u8],
+        shared: &[u8],
+        spi_i: u64,
+        spi_r: u64,
+    ) -> IkeKeys {
         let prf = suite.prf;
         // For a PRF with a fixed key size, the key is the nonces' halves (§2.14); HMAC takes any length.
         let seed_key = [ni, nr].concat();
@@ -579,12 +615,27 @@ impl IkeKeys {
     }
 
     /// Rekeyed IKE SA (§2.18): SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr).
-    pub fn derive_rekey(suite: &IkeSuite, old_d: &[u8], shared: &[u8], ni: &[u8], nr: &[u8], spi_i: u64, spi_r: u64) -> IkeKeys {
+    pub fn derive_rekey(
+        suite: &IkeSuite,
+        old_d: &[u8],
+        shared: &[u8],
+        ni: &[u8],
+        nr: &[u8],
+        spi_i: u64,
+        spi_r: u64,
+    ) -> IkeKeys {
         let skeyseed = suite.prf.compute(old_d, &[shared, ni, nr]);
         Self::from_skeyseed(suite, &skeyseed, ni, nr, spi_i, spi_r)
     }
 
-    fn from_skeyseed(suite: &IkeSuite, skeyseed: &[u8], ni: &[u8], nr: &[u8], spi_i: u64, spi_r: u64) -> IkeKeys {
+    fn from_skeyseed(
+        suite: &IkeSuite,
+        skeyseed: &[u8],
+        ni: &[u8],
+        nr: &[u8],
+        spi_i: u64,
+        spi_r: u64,
+    ) -> IkeKeys {
         let prf = suite.prf;
         let integ = suite.integrity.map_or(0, Integrity::key_len);
         let encr = suite.encryption.key_material_len();
@@ -598,20 +649,42 @@ impl IkeKeys {
             at += n;
             v
         };
-        IkeKeys { d: next(p), ai: next(integ), ar: next(integ), ei: next(encr), er: next(encr), pi: next(p), pr: next(p) }
+        IkeKeys {
+            d: next(p),
+            ai: next(integ),
+            ar: next(integ),
+            ei: next(encr),
+            er: next(encr),
+            pi: next(p),
+            pr: next(p),
+        }
     }
 }
 
 /// Child SA key material (§2.17): KEYMAT = prf+(SK_d, [g^ir (new) |] Ni | Nr), in the order
 /// initiator→responder encryption, integrity, then responder→initiator.
-pub fn child_keymat(prf: Prf, sk_d: &[u8], shared: Option<&[u8]>, ni: &[u8], nr: &[u8], len: usize) -> Secret {
+pub fn child_keymat(
+    prf: Prf,
+    sk_d: &[u8],
+    shared: Option<&[u8]>,
+    ni: &[u8],
+    nr: &[u8],
+    len: usize,
+) -> Secret {
     let seed = [shared.unwrap_or_default(), ni, nr].concat();
     prf.plus(sk_d, &seed, len)
 }
 
 /// The PSK AUTH value (§2.15): prf(prf(Shared Secret, "Key Pad for IKEv2"), <SignedOctets>), where
 /// SignedOctets = the sender's first message | the peer's nonce | prf(SK_p, ID payload body).
-pub fn psk_auth(prf: Prf, psk: &[u8], first_message: &[u8], peer_nonce: &[u8], sk_p: &[u8], id_body: &[u8]) -> Secret {
+pub fn psk_auth(
+    prf: Prf,
+    psk: &[u8],
+    first_message: &[u8],
+    peer_nonce: &[u8],
+    sk_p: &[u8],
+    id_body: &[u8],
+) -> Secret {
     let key = prf.compute(psk, &[b"Key Pad for IKEv2"]);
     let maced_id = prf.compute(sk_p, &[id_body]);
     prf.compute(&key, &[first_message, peer_nonce, &maced_id])
@@ -646,7 +719,11 @@ impl SkCipher {
     }
 
     fn iv_len(&self) -> usize {
-        if self.encryption.is_aead() { AEAD_IV } else { 16 }
+        if self.encryption.is_aead() {
+            AEAD_IV
+        } else {
+            16
+        }
     }
 
     fn icv_len(&self) -> usize {
@@ -673,7 +750,8 @@ impl SkCipher {
         if self.enc_key.len() != key_len + 4 {
             return Err(CryptoError::Unsupported);
         }
-        let key = aead::UnboundKey::new(alg, &self.enc_key[..key_len]).map_err(|_| CryptoError::Unsupported)?;
+        let key = aead::UnboundKey::new(alg, &self.enc_key[..key_len])
+            .map_err(|_| CryptoError::Unsupported)?;
         let mut salt = [0u8; 4];
         salt.copy_from_slice(&self.enc_key[key_len..]);
         Ok((aead::LessSafeKey::new(key), salt))
@@ -699,7 +777,11 @@ impl SkCipher {
             // RFC 5282 §5.1: AAD is the IKE header through the SK generic header, before the IV.
             let aad = message.clone();
             let tag = key
-                .seal_in_place_separate_tag(aead::Nonce::assume_unique_for_key(nonce), aead::Aad::from(&aad), &mut buf)
+                .seal_in_place_separate_tag(
+                    aead::Nonce::assume_unique_for_key(nonce),
+                    aead::Aad::from(&aad),
+                    &mut buf,
+                )
                 .map_err(|_| CryptoError::Unsupported)?;
             message.extend_from_slice(&iv);
             message.extend_from_slice(&buf);
@@ -718,10 +800,14 @@ impl SkCipher {
                 Encryption::AesCbc(256) => &cipher::AES_256,
                 _ => return Err(CryptoError::Unsupported),
             };
-            let key = cipher::UnboundCipherKey::new(alg, &self.enc_key).map_err(|_| CryptoError::Unsupported)?;
-            let enc = cipher::EncryptingKey::cbc(key).map_err(|_| CryptoError::Unsupported)?;
-            enc.less_safe_encrypt(&mut buf, cipher::EncryptionContext::Iv128(aws_lc_rs::iv::FixedLength::from(iv)))
+            let key = cipher::UnboundCipherKey::new(alg, &self.enc_key)
                 .map_err(|_| CryptoError::Unsupported)?;
+            let enc = cipher::EncryptingKey::cbc(key).map_err(|_| CryptoError::Unsupported)?;
+            enc.less_safe_encrypt(
+                &mut buf,
+                cipher::EncryptionContext::Iv128(aws_lc_rs::iv::FixedLength::from(iv)),
+            )
+            .map_err(|_| CryptoError::Unsupported)?;
             message.extend_from_slice(&iv);
             message.extend_from_slice(&buf);
             let integ = self.integrity.ok_or(CryptoError::Unsupported)?;
@@ -753,7 +839,11 @@ impl SkCipher {
             buf.extend_from_slice(ct);
             buf.extend_from_slice(icv);
             let plain = key
-                .open_in_place(aead::Nonce::assume_unique_for_key(nonce), aead::Aad::from(authenticated), &mut buf)
+                .open_in_place(
+                    aead::Nonce::assume_unique_for_key(nonce),
+                    aead::Aad::from(authenticated),
+                    &mut buf,
+                )
                 .map_err(|_| CryptoError::IntegrityCheckFailed)?;
             plain.to_vec()
         } else {
@@ -774,12 +864,16 @@ impl SkCipher {
                 Encryption::AesCbc(256) => &cipher::AES_256,
                 _ => return Err(CryptoError::Unsupported),
             };
-            let key = cipher::UnboundCipherKey::new(alg, &self.enc_key).map_err(|_| CryptoError::Unsupported)?;
+            let key = cipher::UnboundCipherKey::new(alg, &self.enc_key)
+                .map_err(|_| CryptoError::Unsupported)?;
             let dec = cipher::DecryptingKey::cbc(key).map_err(|_| CryptoError::Unsupported)?;
             let ivb: [u8; 16] = iv.try_into().map_err(|_| CryptoError::Malformed)?;
             let mut buf = ct.to_vec();
-            dec.decrypt(&mut buf, cipher::DecryptionContext::Iv128(aws_lc_rs::iv::FixedLength::from(ivb)))
-                .map_err(|_| CryptoError::Malformed)?;
+            dec.decrypt(
+                &mut buf,
+                cipher::DecryptionContext::Iv128(aws_lc_rs::iv::FixedLength::from(ivb)),
+            )
+            .map_err(|_| CryptoError::Malformed)?;
             buf
         };
         let pad = usize::from(*plain.last().ok_or(CryptoError::Malformed)?);
@@ -811,7 +905,13 @@ mod tests {
 
     #[test]
     fn dh_agrees_for_every_group() {
-        for group in [DhGroup::Modp2048, DhGroup::Ecp256, DhGroup::Ecp384, DhGroup::Curve25519, DhGroup::Modp1024] {
+        for group in [
+            DhGroup::Modp2048,
+            DhGroup::Ecp256,
+            DhGroup::Ecp384,
+            DhGroup::Curve25519,
+            DhGroup::Modp1024,
+        ] {
             let (a, pa) = DhPrivate::generate(group).unwrap();
             let (b, pb) = DhPrivate::generate(group).unwrap();
             assert_eq!(*a.agree(&pb).unwrap(), *b.agree(&pa).unwrap(), "{group:?}");
@@ -833,7 +933,12 @@ mod tests {
             (Encryption::AesCbc(128), Some(Integrity::HmacSha1_96)),
         ];
         for (encryption, integrity) in suites {
-            let suite = IkeSuite { encryption, integrity, prf: Prf::HmacSha256, dh: DhGroup::Ecp256 };
+            let suite = IkeSuite {
+                encryption,
+                integrity,
+                prf: Prf::HmacSha256,
+                dh: DhGroup::Ecp256,
+            };
             let keys = IkeKeys::derive(&suite, &[1; 32], &[2; 32], &[3; 32], 1, 2);
             let c = SkCipher::new(&suite, &keys.ei, &keys.ai);
             let header = vec![7u8; 32];
@@ -843,7 +948,10 @@ mod tests {
             let mut bad = body.to_vec();
             let n = bad.len();
             bad[n - 1] ^= 1;
-            assert_eq!(c.open(&header, &bad), Err(CryptoError::IntegrityCheckFailed));
+            assert_eq!(
+                c.open(&header, &bad),
+                Err(CryptoError::IntegrityCheckFailed)
+            );
         }
     }
 

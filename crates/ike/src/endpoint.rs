@@ -62,12 +62,22 @@ impl Endpoint {
 
     /// Adds or replaces a connection. A changed configuration re-establishes that connection only.
     pub fn set_config(&mut self, conn: ConnId, config: Config, now: Instant) {
-        let changed = self.connections.get(&conn).is_some_and(|c| !same_config(&c.config, &config));
+        let changed = self
+            .connections
+            .get(&conn)
+            .is_some_and(|c| !same_config(&c.config, &config));
         let initiates = config.mode != Mode::ResponderOnly;
         match self.connections.get_mut(&conn) {
             Some(c) => c.config = config,
             None => {
-                self.connections.insert(conn, Connection { config, retry_at: initiates.then_some(now), retry_interval: RETRY_BASE });
+                self.connections.insert(
+                    conn,
+                    Connection {
+                        config,
+                        retry_at: initiates.then_some(now),
+                        retry_interval: RETRY_BASE,
+                    },
+                );
             }
         }
         if changed {
@@ -82,7 +92,9 @@ impl Endpoint {
     }
 
     fn close_sas(&mut self, conn: ConnId, now: Instant) {
-        let Some(c) = self.connections.get(&conn) else { return };
+        let Some(c) = self.connections.get(&conn) else {
+            return;
+        };
         let config = c.config.clone();
         for sa in self.sas.values_mut().filter(|s| s.conn == conn && !s.dead) {
             sa.delete(&config, now);
@@ -116,9 +128,15 @@ impl Endpoint {
 
     /// Starts a rekey of every Child SA of `conn` (operator action, tests).
     pub fn rekey_children(&mut self, conn: ConnId, now: Instant) {
-        let Some(c) = self.connections.get(&conn) else { return };
+        let Some(c) = self.connections.get(&conn) else {
+            return;
+        };
         let config = c.config.clone();
-        for sa in self.sas.values_mut().filter(|s| s.conn == conn && s.is_established()) {
+        for sa in self
+            .sas
+            .values_mut()
+            .filter(|s| s.conn == conn && s.is_established())
+        {
             sa.rekey_children(&config, now);
         }
         self.collect(now);
@@ -126,11 +144,16 @@ impl Endpoint {
 
     /// True when `conn` has an established IKE SA.
     pub fn is_established(&self, conn: ConnId) -> bool {
-        self.sas.values().any(|s| s.conn == conn && s.is_established() && !s.dead)
+        self.sas
+            .values()
+            .any(|s| s.conn == conn && s.is_established() && !s.dead)
     }
 
     fn connection_for(&self, remote: SocketAddr) -> Option<ConnId> {
-        self.connections.iter().find(|(_, c)| c.config.remote_addr == remote.ip()).map(|(id, _)| *id)
+        self.connections
+            .iter()
+            .find(|(_, c)| c.config.remote_addr == remote.ip())
+            .map(|(id, _)| *id)
     }
 
     fn cookie_for(&self, remote: SocketAddr, spi_i: u64, ni: &[u8]) -> Vec<u8> {
@@ -139,16 +162,29 @@ impl Endpoint {
         data.extend_from_slice(remote.ip().to_string().as_bytes());
         data.extend_from_slice(&spi_i.to_be_bytes());
         let mut out = vec![1u8];
-        out.extend_from_slice(&crate::crypto::Prf::HmacSha256.compute(&self.cookie_secret, &[&data])[..16]);
+        out.extend_from_slice(
+            &crate::crypto::Prf::HmacSha256.compute(&self.cookie_secret, &[&data])[..16],
+        );
         out
     }
 
     /// Handles a datagram from `remote` that arrived on our `local_port` (marker removed).
-    pub fn handle_datagram(&mut self, now: Instant, local_port: u16, remote: SocketAddr, data: &[u8]) {
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        local_port: u16,
+        remote: SocketAddr,
+        data: &[u8],
+    ) {
         let msg = match Message::parse(data) {
             Ok(m) => m,
             Err(e) => {
-                self.events.push_back(Event::Log { conn: self.connection_for(remote), level: "warning", exchange: "-", message: format!("dropped datagram from {remote}: {e}") });
+                self.events.push_back(Event::Log {
+                    conn: self.connection_for(remote),
+                    level: "warning",
+                    exchange: "-",
+                    message: format!("dropped datagram from {remote}: {e}"),
+                });
                 return;
             }
         };
@@ -163,11 +199,16 @@ impl Endpoint {
                     conn: self.connection_for(remote),
                     level: "warning",
                     exchange: exchange::name(h.exchange),
-                    message: format!("dropped {} for unknown IKE SA {our_spi:016x} from {remote}", exchange::name(h.exchange)),
+                    message: format!(
+                        "dropped {} for unknown IKE SA {our_spi:016x} from {remote}",
+                        exchange::name(h.exchange)
+                    ),
                 });
                 return;
             };
-            let Some(conn) = self.connections.get(&sa.conn) else { return };
+            let Some(conn) = self.connections.get(&sa.conn) else {
+                return;
+            };
             if h.exchange == exchange::IKE_SA_INIT {
                 let config = conn.config.clone();
                 if let Some((group, cookie)) = sa.handle_init_response(&config, &msg, data, now) {
@@ -182,7 +223,14 @@ impl Endpoint {
         self.collect(now);
     }
 
-    fn restart(&mut self, conn: ConnId, config: &Config, group: Option<DhGroup>, cookie: Option<Vec<u8>>, now: Instant) {
+    fn restart(
+        &mut self,
+        conn: ConnId,
+        config: &Config,
+        group: Option<DhGroup>,
+        cookie: Option<Vec<u8>>,
+        now: Instant,
+    ) {
         let sa = IkeSa::initiate(conn, config, now, group, cookie);
         self.sas.insert(sa.local_spi(), sa);
     }
@@ -197,23 +245,68 @@ impl Endpoint {
             return;
         }
         let Some(conn) = self.connection_for(remote) else {
-            self.events.push_back(Event::Log { conn: None, level: "warning", exchange: "IKE_SA_INIT", message: format!("IKE_SA_INIT from {remote}: no local gateway has this address; ignored") });
+            self.events.push_back(Event::Log {
+                conn: None,
+                level: "warning",
+                exchange: "IKE_SA_INIT",
+                message: format!(
+                    "IKE_SA_INIT from {remote}: no local gateway has this address; ignored"
+                ),
+            });
             return;
         };
-        let Some(c) = self.connections.get(&conn) else { return };
+        let Some(c) = self.connections.get(&conn) else {
+            return;
+        };
         if c.config.mode == Mode::InitiatorOnly {
-            self.events.push_back(Event::Log { conn: Some(conn), level: "warning", exchange: "IKE_SA_INIT", message: format!("refused IKE_SA_INIT from {remote}: connectionMode is InitiatorOnly") });
+            self.events.push_back(Event::Log {
+                conn: Some(conn),
+                level: "warning",
+                exchange: "IKE_SA_INIT",
+                message: format!(
+                    "refused IKE_SA_INIT from {remote}: connectionMode is InitiatorOnly"
+                ),
+            });
             return;
         }
         // §2.6: under half-open pressure, demand a cookie before spending a DH computation.
-        let half_open = self.sas.values().filter(|s| !s.is_established() && !s.initiator).count();
+        let half_open = self
+            .sas
+            .values()
+            .filter(|s| !s.is_established() && !s.initiator)
+            .count();
         if half_open >= COOKIE_THRESHOLD {
-            let ni = msg.payloads.iter().find_map(|p| if let Payload::Nonce(n) = p { Some(n.clone()) } else { None }).unwrap_or_default();
+            let ni = msg
+                .payloads
+                .iter()
+                .find_map(|p| {
+                    if let Payload::Nonce(n) = p {
+                        Some(n.clone())
+                    } else {
+                        None
+                    }
+                })
+                .unwrap_or_default();
             let expected = self.cookie_for(remote, msg.header.spi_i, &ni);
             if msg.notify(notify::COOKIE).map(|n| &n.data) != Some(&expected) {
-                let header = Header { spi_i: msg.header.spi_i, spi_r: 0, exchange: exchange::IKE_SA_INIT, flags: flags::RESPONSE, message_id: 0, ..Default::default() };
-                let data = Message { header, payloads: vec![Payload::Notify(Notify::new(notify::COOKIE, expected))] }.emit();
-                self.transmits.push_back(Transmit { local_port: IKE_PORT, remote, data });
+                let header = Header {
+                    spi_i: msg.header.spi_i,
+                    spi_r: 0,
+                    exchange: exchange::IKE_SA_INIT,
+                    flags: flags::RESPONSE,
+                    message_id: 0,
+                    ..Default::default()
+                };
+                let data = Message {
+                    header,
+                    payloads: vec![Payload::Notify(Notify::new(notify::COOKIE, expected))],
+                }
+                .emit();
+                self.transmits.push_back(Transmit {
+                    local_port: IKE_PORT,
+                    remote,
+                    data,
+                });
                 return;
             }
         }
@@ -222,15 +315,30 @@ impl Endpoint {
             Ok(sa) => {
                 // INITIAL_CONTACT comes later (IKE_AUTH); a new SA from the same peer replaces older ones once
                 // established (see collect()).
-                self.half_open.insert((remote, msg.header.spi_i), sa.local_spi());
+                self.half_open
+                    .insert((remote, msg.header.spi_i), sa.local_spi());
                 self.sas.insert(sa.local_spi(), sa);
             }
             Err(refusal) => {
-                let ours: Vec<String> = config.ike.iter().map(crate::proposal::ProposalSpec::describe).collect();
+                let ours: Vec<String> = config
+                    .ike
+                    .iter()
+                    .map(crate::proposal::ProposalSpec::describe)
+                    .collect();
                 let peer: Vec<String> = msg
                     .payloads
                     .iter()
-                    .filter_map(|p| if let Payload::Sa(s) = p { Some(s.iter().map(crate::proposal::describe_proposal).collect::<Vec<_>>()) } else { None })
+                    .filter_map(|p| {
+                        if let Payload::Sa(s) = p {
+                            Some(
+                                s.iter()
+                                    .map(crate::proposal::describe_proposal)
+                                    .collect::<Vec<_>>(),
+                            )
+                        } else {
+                            None
+                        }
+                    })
                     .flatten()
                     .collect();
                 let failure = Failure {
@@ -238,11 +346,20 @@ impl Endpoint {
                     exchange: "IKE_SA_INIT",
                     notify: Some("NO_PROPOSAL_CHOSEN".into()),
                     direction: "sent",
-                    message: format!("IKE_SA_INIT failed: NO_PROPOSAL_CHOSEN; peer offered {}, we accept {}", peer.join(", "), ours.join(", ")),
+                    message: format!(
+                        "IKE_SA_INIT failed: NO_PROPOSAL_CHOSEN; peer offered {}, we accept {}",
+                        peer.join(", "),
+                        ours.join(", ")
+                    ),
                     our_proposals: ours,
                     peer_proposals: peer,
                 };
-                self.events.push_back(Event::Log { conn: Some(conn), level: "error", exchange: "IKE_SA_INIT", message: failure.message.clone() });
+                self.events.push_back(Event::Log {
+                    conn: Some(conn),
+                    level: "error",
+                    exchange: "IKE_SA_INIT",
+                    message: failure.message.clone(),
+                });
                 self.events.push_back(Event::IkeSaDown { conn, failure });
                 self.transmits.push_back(refusal);
             }
@@ -260,7 +377,11 @@ impl Endpoint {
             let spi = sa.local_spi();
             for e in sa.events.drain(..) {
                 match &e {
-                    Event::IkeSaDown { conn, failure } if failure.reason != Reason::Administrative => failed.push(*conn),
+                    Event::IkeSaDown { conn, failure }
+                        if failure.reason != Reason::Administrative =>
+                    {
+                        failed.push(*conn)
+                    }
                     Event::IkeSaUp { conn, .. } => established.push((*conn, spi)),
                     _ => {}
                 }
@@ -278,13 +399,21 @@ impl Endpoint {
         // INITIAL_CONTACT semantics: one IKE SA per connection; a newly established one replaces older
         // ones (after a peer restart, or when both sides initiated at once).
         for (conn, spi) in established {
-            for sa in self.sas.values_mut().filter(|s| s.conn == conn && s.local_spi() != spi && !s.dead && s.is_established()) {
+            for sa in self
+                .sas
+                .values_mut()
+                .filter(|s| s.conn == conn && s.local_spi() != spi && !s.dead && s.is_established())
+            {
                 if sa.successor.is_none() && sa.established_at.is_some() {
                     let replaced_by_rekey = false;
                     if !replaced_by_rekey {
                         sa.dead = true;
                         for c in sa.children.drain(..) {
-                            self.events.push_back(Event::ChildSaDown { conn, inbound_spi: c.inbound_spi, outbound_spi: c.outbound_spi });
+                            self.events.push_back(Event::ChildSaDown {
+                                conn,
+                                inbound_spi: c.inbound_spi,
+                                outbound_spi: c.outbound_spi,
+                            });
                         }
                     }
                 }
@@ -295,7 +424,8 @@ impl Endpoint {
             }
         }
         self.sas.retain(|_, s| !s.dead);
-        self.half_open.retain(|_, spi| self.sas.get(spi).is_some_and(|s| !s.is_established()));
+        self.half_open
+            .retain(|_, spi| self.sas.get(spi).is_some_and(|s| !s.is_established()));
         for conn in failed {
             if self.sas.values().any(|s| s.conn == conn && !s.dead) {
                 continue;
@@ -314,7 +444,10 @@ impl Endpoint {
         let due: Vec<ConnId> = self
             .connections
             .iter()
-            .filter(|(id, c)| c.retry_at.is_some_and(|t| now >= t) && !self.sas.values().any(|s| s.conn == **id && !s.dead))
+            .filter(|(id, c)| {
+                c.retry_at.is_some_and(|t| now >= t)
+                    && !self.sas.values().any(|s| s.conn == **id && !s.dead)
+            })
             .map(|(id, _)| *id)
             .collect();
         for conn in due {
@@ -338,7 +471,11 @@ impl Endpoint {
 
     /// The next time [`Endpoint::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let sas = self.sas.values().filter_map(|s| self.connections.get(&s.conn).and_then(|c| s.poll_timeout(&c.config)));
+        let sas = self.sas.values().filter_map(|s| {
+            self.connections
+                .get(&s.conn)
+                .and_then(|c| s.poll_timeout(&c.config))
+        });
         let retries = self
             .connections
             .iter()

@@ -213,8 +213,12 @@ impl fmt::Display for ParseError {
         match self {
             ParseError::Truncated(what) => write!(f, "truncated {what}"),
             ParseError::Invalid(what) => write!(f, "invalid {what}"),
-            ParseError::UnsupportedVersion(v) => write!(f, "unsupported IKE version {}.{}", v >> 4, v & 0xf),
-            ParseError::UnsupportedCritical(t) => write!(f, "unsupported critical payload type {t}"),
+            ParseError::UnsupportedVersion(v) => {
+                write!(f, "unsupported IKE version {}.{}", v >> 4, v & 0xf)
+            }
+            ParseError::UnsupportedCritical(t) => {
+                write!(f, "unsupported critical payload type {t}")
+            }
         }
     }
 }
@@ -258,8 +262,16 @@ impl Header {
             return Err(ParseError::Invalid("IKE header length"));
         }
         Ok(Header {
-            spi_i: u64::from_be_bytes(bytes[0..8].try_into().map_err(|_| ParseError::Truncated("SPI"))?),
-            spi_r: u64::from_be_bytes(bytes[8..16].try_into().map_err(|_| ParseError::Truncated("SPI"))?),
+            spi_i: u64::from_be_bytes(
+                bytes[0..8]
+                    .try_into()
+                    .map_err(|_| ParseError::Truncated("SPI"))?,
+            ),
+            spi_r: u64::from_be_bytes(
+                bytes[8..16]
+                    .try_into()
+                    .map_err(|_| ParseError::Truncated("SPI"))?,
+            ),
             next_payload: bytes[16],
             exchange: bytes[18],
             flags: bytes[19],
@@ -358,8 +370,14 @@ impl Identity {
     /// The identity of an IP address, as most devices expect by default.
     pub fn from_ip(ip: IpAddr) -> Identity {
         match ip {
-            IpAddr::V4(a) => Identity { kind: id_type::IPV4_ADDR, data: a.octets().to_vec() },
-            IpAddr::V6(a) => Identity { kind: id_type::IPV6_ADDR, data: a.octets().to_vec() },
+            IpAddr::V4(a) => Identity {
+                kind: id_type::IPV4_ADDR,
+                data: a.octets().to_vec(),
+            },
+            IpAddr::V6(a) => Identity {
+                kind: id_type::IPV6_ADDR,
+                data: a.octets().to_vec(),
+            },
         }
     }
 }
@@ -367,13 +385,26 @@ impl Identity {
 impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.kind, self.data.len()) {
-            (id_type::IPV4_ADDR, 4) => write!(f, "{}", Ipv4Addr::new(self.data[0], self.data[1], self.data[2], self.data[3])),
+            (id_type::IPV4_ADDR, 4) => write!(
+                f,
+                "{}",
+                Ipv4Addr::new(self.data[0], self.data[1], self.data[2], self.data[3])
+            ),
             (id_type::IPV6_ADDR, 16) => {
                 let octets: [u8; 16] = self.data.as_slice().try_into().map_err(|_| fmt::Error)?;
                 write!(f, "{}", Ipv6Addr::from(octets))
             }
-            (id_type::FQDN | id_type::RFC822_ADDR, _) => write!(f, "{}", String::from_utf8_lossy(&self.data)),
-            (kind, _) => write!(f, "id-type-{kind}:{}", self.data.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+            (id_type::FQDN | id_type::RFC822_ADDR, _) => {
+                write!(f, "{}", String::from_utf8_lossy(&self.data))
+            }
+            (kind, _) => write!(
+                f,
+                "id-type-{kind}:{}",
+                self.data
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            ),
         }
     }
 }
@@ -394,7 +425,12 @@ pub struct Notify {
 impl Notify {
     /// A notify without SPI.
     pub fn new(kind: u16, data: Vec<u8>) -> Notify {
-        Notify { protocol: 0, spi: Vec::new(), kind, data }
+        Notify {
+            protocol: 0,
+            spi: Vec::new(),
+            kind,
+            data,
+        }
     }
 }
 
@@ -416,7 +452,13 @@ pub struct TrafficSelector {
 impl TrafficSelector {
     /// Every IPv4 address, any protocol and port.
     pub fn any_v4() -> Self {
-        Self { ip_protocol: 0, start_port: 0, end_port: 65535, start: Ipv4Addr::UNSPECIFIED.into(), end: Ipv4Addr::BROADCAST.into() }
+        Self {
+            ip_protocol: 0,
+            start_port: 0,
+            end_port: 65535,
+            start: Ipv4Addr::UNSPECIFIED.into(),
+            end: Ipv4Addr::BROADCAST.into(),
+        }
     }
 
     /// Every IPv6 address.
@@ -435,16 +477,36 @@ impl TrafficSelector {
         let (start, end) = match addr {
             IpAddr::V4(a) => {
                 let a = u32::from(a);
-                let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len.min(32))) };
-                (IpAddr::V4((a & mask).into()), IpAddr::V4((a | !mask).into()))
+                let mask = if len == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - u32::from(len.min(32)))
+                };
+                (
+                    IpAddr::V4((a & mask).into()),
+                    IpAddr::V4((a | !mask).into()),
+                )
             }
             IpAddr::V6(a) => {
                 let a = u128::from(a);
-                let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len.min(128))) };
-                (IpAddr::V6((a & mask).into()), IpAddr::V6((a | !mask).into()))
+                let mask = if len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - u32::from(len.min(128)))
+                };
+                (
+                    IpAddr::V6((a & mask).into()),
+                    IpAddr::V6((a | !mask).into()),
+                )
             }
         };
-        Self { ip_protocol: 0, start_port: 0, end_port: 65535, start, end }
+        Self {
+            ip_protocol: 0,
+            start_port: 0,
+            end_port: 65535,
+            start,
+            end,
+        }
     }
 
     /// The intersection with `other` (§2.9 narrowing), if not empty.
@@ -464,7 +526,13 @@ impl TrafficSelector {
         if ip_gt(start, end) {
             return None;
         }
-        Some(TrafficSelector { ip_protocol: proto, start_port, end_port, start, end })
+        Some(TrafficSelector {
+            ip_protocol: proto,
+            start_port,
+            end_port,
+            start,
+            end,
+        })
     }
 }
 
@@ -632,7 +700,10 @@ impl<'a> Reader<'a> {
     }
     fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], ParseError> {
         let end = self.pos.checked_add(n).ok_or(ParseError::Truncated(what))?;
-        let s = self.bytes.get(self.pos..end).ok_or(ParseError::Truncated(what))?;
+        let s = self
+            .bytes
+            .get(self.pos..end)
+            .ok_or(ParseError::Truncated(what))?;
         self.pos = end;
         Ok(s)
     }
@@ -696,7 +767,12 @@ fn parse_sa(body: &[u8]) -> Result<Vec<Proposal>, ParseError> {
             }
             transforms.push(Transform { kind, id, key_len });
         }
-        proposals.push(Proposal { number, protocol, spi, transforms });
+        proposals.push(Proposal {
+            number,
+            protocol,
+            spi,
+            transforms,
+        });
         if last == 0 {
             break;
         }
@@ -729,13 +805,26 @@ fn parse_ts(body: &[u8]) -> Result<Vec<TrafficSelector>, ParseError> {
         let a = r.take(addr_len, "TS start address")?;
         let b = r.take(addr_len, "TS end address")?;
         let (start, end) = if addr_len == 4 {
-            (IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3])), IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3])))
+            (
+                IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3])),
+                IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3])),
+            )
         } else {
-            let a: [u8; 16] = a.try_into().map_err(|_| ParseError::Truncated("TS address"))?;
-            let b: [u8; 16] = b.try_into().map_err(|_| ParseError::Truncated("TS address"))?;
+            let a: [u8; 16] = a
+                .try_into()
+                .map_err(|_| ParseError::Truncated("TS address"))?;
+            let b: [u8; 16] = b
+                .try_into()
+                .map_err(|_| ParseError::Truncated("TS address"))?;
             (IpAddr::V6(a.into()), IpAddr::V6(b.into()))
         };
-        out.push(TrafficSelector { ip_protocol, start_port, end_port, start, end });
+        out.push(TrafficSelector {
+            ip_protocol,
+            start_port,
+            end_port,
+            start,
+            end,
+        });
     }
     Ok(out)
 }
@@ -748,21 +837,40 @@ fn parse_body(kind: u8, critical: bool, body: &[u8], next: u8) -> Result<Payload
         KE => {
             let group = r.u16("KE group")?;
             r.take(2, "KE reserved")?;
-            Payload::Ke { group, data: r.rest().to_vec() }
+            Payload::Ke {
+                group,
+                data: r.rest().to_vec(),
+            }
         }
         IDI | IDR => {
-            let id = Identity { kind: r.u8("ID type")?, data: {
-                r.take(3, "ID reserved")?;
-                r.rest().to_vec()
-            } };
-            if kind == IDI { Payload::IdI(id) } else { Payload::IdR(id) }
+            let id = Identity {
+                kind: r.u8("ID type")?,
+                data: {
+                    r.take(3, "ID reserved")?;
+                    r.rest().to_vec()
+                },
+            };
+            if kind == IDI {
+                Payload::IdI(id)
+            } else {
+                Payload::IdR(id)
+            }
         }
-        CERT => Payload::Cert { encoding: r.u8("CERT encoding")?, data: r.rest().to_vec() },
-        CERTREQ => Payload::CertReq { encoding: r.u8("CERTREQ encoding")?, data: r.rest().to_vec() },
+        CERT => Payload::Cert {
+            encoding: r.u8("CERT encoding")?,
+            data: r.rest().to_vec(),
+        },
+        CERTREQ => Payload::CertReq {
+            encoding: r.u8("CERTREQ encoding")?,
+            data: r.rest().to_vec(),
+        },
         AUTH => {
             let method = r.u8("AUTH method")?;
             r.take(3, "AUTH reserved")?;
-            Payload::Auth { method, data: r.rest().to_vec() }
+            Payload::Auth {
+                method,
+                data: r.rest().to_vec(),
+            }
         }
         NONCE => {
             if !(16..=256).contains(&body.len()) {
@@ -775,7 +883,12 @@ fn parse_body(kind: u8, critical: bool, body: &[u8], next: u8) -> Result<Payload
             let spi_size = usize::from(r.u8("notify SPI size")?);
             let kind = r.u16("notify type")?;
             let spi = r.take(spi_size, "notify SPI")?.to_vec();
-            Payload::Notify(Notify { protocol, spi, kind, data: r.rest().to_vec() })
+            Payload::Notify(Notify {
+                protocol,
+                spi,
+                kind,
+                data: r.rest().to_vec(),
+            })
         }
         DELETE => {
             let protocol = r.u8("delete protocol")?;
@@ -792,17 +905,28 @@ fn parse_body(kind: u8, critical: bool, body: &[u8], next: u8) -> Result<Payload
         TSR => Payload::TsR(parse_ts(body)?),
         CP => Payload::Cp(body.to_vec()),
         EAP => Payload::Eap(body.to_vec()),
-        SK => Payload::Sk { first: next, body: body.to_vec() },
+        SK => Payload::Sk {
+            first: next,
+            body: body.to_vec(),
+        },
         SKF => {
             let number = r.u16("fragment number")?;
             let total = r.u16("total fragments")?;
             if number == 0 || number > total {
                 return Err(ParseError::Invalid("fragment number"));
             }
-            Payload::Skf { first: next, number, total, body: r.rest().to_vec() }
+            Payload::Skf {
+                first: next,
+                number,
+                total,
+                body: r.rest().to_vec(),
+            }
         }
         other if critical => return Err(ParseError::UnsupportedCritical(other)),
-        other => Payload::Unknown { kind: other, body: body.to_vec() },
+        other => Payload::Unknown {
+            kind: other,
+            body: body.to_vec(),
+        },
     })
 }
 
@@ -846,7 +970,10 @@ impl Message {
     /// Parses a whole datagram (without the non-ESP marker).
     pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
         let header = Header::parse(bytes)?;
-        let payloads = parse_payloads(header.next_payload, &bytes[HEADER_LEN..header.length as usize])?;
+        let payloads = parse_payloads(
+            header.next_payload,
+            &bytes[HEADER_LEN..header.length as usize],
+        )?;
         Ok(Message { header, payloads })
     }
 
@@ -953,16 +1080,29 @@ fn emit_body(out: &mut Vec<u8>, p: &Payload) {
         }
         Payload::Delete(d) => {
             out.push(d.protocol);
-            out.push(d.spis.first().map_or(if d.protocol == protocol::IKE { 0 } else { 4 }, Vec::len) as u8);
+            out.push(
+                d.spis
+                    .first()
+                    .map_or(if d.protocol == protocol::IKE { 0 } else { 4 }, Vec::len)
+                    as u8,
+            );
             out.extend_from_slice(&(d.spis.len() as u16).to_be_bytes());
             for spi in &d.spis {
                 out.extend_from_slice(spi);
             }
         }
         Payload::TsI(ts) | Payload::TsR(ts) => emit_ts(out, ts),
-        Payload::Vendor(b) | Payload::Cp(b) | Payload::Eap(b) | Payload::Unknown { body: b, .. } => out.extend_from_slice(b),
+        Payload::Vendor(b)
+        | Payload::Cp(b)
+        | Payload::Eap(b)
+        | Payload::Unknown { body: b, .. } => out.extend_from_slice(b),
         Payload::Sk { body, .. } => out.extend_from_slice(body),
-        Payload::Skf { number, total, body, .. } => {
+        Payload::Skf {
+            number,
+            total,
+            body,
+            ..
+        } => {
             out.extend_from_slice(&number.to_be_bytes());
             out.extend_from_slice(&total.to_be_bytes());
             out.extend_from_slice(body);
@@ -977,7 +1117,9 @@ pub fn emit_payloads(out: &mut Vec<u8>, payloads: &[Payload]) -> u8 {
         let start = out.len();
         let next = match p {
             Payload::Sk { first, .. } | Payload::Skf { first, .. } => *first,
-            _ => payloads.get(i + 1).map_or(payload_type::NONE, Payload::kind),
+            _ => payloads
+                .get(i + 1)
+                .map_or(payload_type::NONE, Payload::kind),
         };
         out.push(next);
         out.push(0);
@@ -1010,25 +1152,56 @@ mod tests {
 
     fn sample() -> Message {
         Message {
-            header: Header { spi_i: 0x0102030405060708, spi_r: 0, exchange: exchange::IKE_SA_INIT, flags: flags::INITIATOR, message_id: 0, ..Default::default() },
+            header: Header {
+                spi_i: 0x0102030405060708,
+                spi_r: 0,
+                exchange: exchange::IKE_SA_INIT,
+                flags: flags::INITIATOR,
+                message_id: 0,
+                ..Default::default()
+            },
             payloads: vec![
                 Payload::Sa(vec![Proposal {
                     number: 1,
                     protocol: protocol::IKE,
                     spi: vec![],
                     transforms: vec![
-                        Transform { kind: transform_type::ENCR, id: 20, key_len: Some(256) },
-                        Transform { kind: transform_type::PRF, id: 5, key_len: None },
-                        Transform { kind: transform_type::DH, id: 19, key_len: None },
+                        Transform {
+                            kind: transform_type::ENCR,
+                            id: 20,
+                            key_len: Some(256),
+                        },
+                        Transform {
+                            kind: transform_type::PRF,
+                            id: 5,
+                            key_len: None,
+                        },
+                        Transform {
+                            kind: transform_type::DH,
+                            id: 19,
+                            key_len: None,
+                        },
                     ],
                 }]),
-                Payload::Ke { group: 19, data: vec![7; 64] },
+                Payload::Ke {
+                    group: 19,
+                    data: vec![7; 64],
+                },
                 Payload::Nonce(vec![9; 32]),
                 Payload::Notify(Notify::new(notify::NAT_DETECTION_SOURCE_IP, vec![1; 20])),
-                Payload::TsI(vec![TrafficSelector::from_prefix("10.1.0.0".parse().unwrap(), 16), TrafficSelector::any_v6()]),
-                Payload::Delete(Delete { protocol: protocol::ESP, spis: vec![vec![1, 2, 3, 4]] }),
+                Payload::TsI(vec![
+                    TrafficSelector::from_prefix("10.1.0.0".parse().unwrap(), 16),
+                    TrafficSelector::any_v6(),
+                ]),
+                Payload::Delete(Delete {
+                    protocol: protocol::ESP,
+                    spis: vec![vec![1, 2, 3, 4]],
+                }),
                 Payload::IdI(Identity::from_ip("198.18.0.1".parse().unwrap())),
-                Payload::Auth { method: 2, data: vec![5; 32] },
+                Payload::Auth {
+                    method: 2,
+                    data: vec![5; 32],
+                },
             ],
         }
     }

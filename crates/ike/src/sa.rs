@@ -53,8 +53,19 @@ enum State {
 
 enum Request {
     Auth,
-    CreateChild { config_index: usize, rekey_of: Option<u32>, spi: u32, nonce: Vec<u8>, dh: Option<DhPrivate> },
-    RekeyIke { spi: u64, nonce: Vec<u8>, dh: Option<DhPrivate>, group: DhGroup },
+    CreateChild {
+        config_index: usize,
+        rekey_of: Option<u32>,
+        spi: u32,
+        nonce: Vec<u8>,
+        dh: Option<DhPrivate>,
+    },
+    RekeyIke {
+        spi: u64,
+        nonce: Vec<u8>,
+        dh: Option<DhPrivate>,
+        group: DhGroup,
+    },
     Liveness,
     DeleteChildren(Vec<u32>),
     DeleteIke,
@@ -198,7 +209,11 @@ impl IkeSa {
 
     /// Our SPI: the key the endpoint files this SA under.
     pub fn local_spi(&self) -> u64 {
-        if self.initiator { self.spi_i } else { self.spi_r }
+        if self.initiator {
+            self.spi_i
+        } else {
+            self.spi_r
+        }
     }
 
     /// True once IKE_AUTH completed.
@@ -207,22 +222,44 @@ impl IkeSa {
     }
 
     fn log(&mut self, level: &'static str, exchange: &'static str, message: String) {
-        self.events.push_back(Event::Log { conn: Some(self.conn), level, exchange, message });
+        self.events.push_back(Event::Log {
+            conn: Some(self.conn),
+            level,
+            exchange,
+            message,
+        });
     }
 
     fn fail(&mut self, failure: Failure) {
-        self.log("error", failure.exchange, format!("{}: {}", failure.reason.as_str(), failure.message));
+        self.log(
+            "error",
+            failure.exchange,
+            format!("{}: {}", failure.reason.as_str(), failure.message),
+        );
         for c in self.children.drain(..) {
-            self.events.push_back(Event::ChildSaDown { conn: self.conn, inbound_spi: c.inbound_spi, outbound_spi: c.outbound_spi });
+            self.events.push_back(Event::ChildSaDown {
+                conn: self.conn,
+                inbound_spi: c.inbound_spi,
+                outbound_spi: c.outbound_spi,
+            });
         }
-        self.events.push_back(Event::IkeSaDown { conn: self.conn, failure });
+        self.events.push_back(Event::IkeSaDown {
+            conn: self.conn,
+            failure,
+        });
         self.state = State::Closing;
         self.dead = true;
         self.pending = None;
         self.queue.clear();
     }
 
-    fn simple_failure(reason: Reason, exchange: &'static str, notify: Option<u16>, direction: &'static str, message: String) -> Failure {
+    fn simple_failure(
+        reason: Reason,
+        exchange: &'static str,
+        notify: Option<u16>,
+        direction: &'static str,
+        message: String,
+    ) -> Failure {
         Failure {
             reason,
             exchange,
@@ -237,12 +274,20 @@ impl IkeSa {
     // ---- initiator: IKE_SA_INIT ------------------------------------------------------------------
 
     /// Starts an IKE SA as initiator (§1.2).
-    pub fn initiate(conn: ConnId, config: &Config, now: Instant, group: Option<DhGroup>, cookie: Option<Vec<u8>>) -> IkeSa {
+    pub fn initiate(
+        conn: ConnId,
+        config: &Config,
+        now: Instant,
+        group: Option<DhGroup>,
+        cookie: Option<Vec<u8>>,
+    ) -> IkeSa {
         let remote = SocketAddr::new(config.remote_addr, config.remote_port);
         let mut sa = IkeSa::blank(conn, true, remote, now);
         sa.spi_i = crypto::random_spi64();
         sa.cookie = cookie;
-        let group = group.or_else(|| config.ike.first().and_then(|p| p.dh.first().copied())).unwrap_or(DhGroup::Ecp256);
+        let group = group
+            .or_else(|| config.ike.first().and_then(|p| p.dh.first().copied()))
+            .unwrap_or(DhGroup::Ecp256);
         sa.send_init(config, group, now);
         sa
     }
@@ -251,26 +296,58 @@ impl IkeSa {
         let (dh, public) = match DhPrivate::generate(group) {
             Ok(v) => v,
             Err(e) => {
-                self.fail(Self::simple_failure(Reason::NegotiationFailure, "IKE_SA_INIT", None, "sent", format!("cannot generate {}: {e}", group.name())));
+                self.fail(Self::simple_failure(
+                    Reason::NegotiationFailure,
+                    "IKE_SA_INIT",
+                    None,
+                    "sent",
+                    format!("cannot generate {}: {e}", group.name()),
+                ));
                 return;
             }
         };
         self.ni = nonce();
         self.dh = Some(dh);
-        let proposals: Vec<Proposal> = config.ike.iter().enumerate().map(|(i, p)| p.to_proposal(i as u8 + 1, protocol::IKE, vec![])).collect();
+        let proposals: Vec<Proposal> = config
+            .ike
+            .iter()
+            .enumerate()
+            .map(|(i, p)| p.to_proposal(i as u8 + 1, protocol::IKE, vec![]))
+            .collect();
         let mut payloads = Vec::new();
         if let Some(c) = &self.cookie {
             payloads.push(Payload::Notify(Notify::new(notify::COOKIE, c.clone())));
         }
         payloads.push(Payload::Sa(proposals));
-        payloads.push(Payload::Ke { group: group.id(), data: public });
+        payloads.push(Payload::Ke {
+            group: group.id(),
+            data: public,
+        });
         payloads.push(Payload::Nonce(self.ni.clone()));
         payloads.extend(self.nat_detection(config));
-        payloads.push(Payload::Notify(Notify::new(notify::IKEV2_FRAGMENTATION_SUPPORTED, vec![])));
-        let header = Header { spi_i: self.spi_i, spi_r: 0, exchange: exchange::IKE_SA_INIT, flags: flags::INITIATOR, message_id: 0, ..Default::default() };
+        payloads.push(Payload::Notify(Notify::new(
+            notify::IKEV2_FRAGMENTATION_SUPPORTED,
+            vec![],
+        )));
+        let header = Header {
+            spi_i: self.spi_i,
+            spi_r: 0,
+            exchange: exchange::IKE_SA_INIT,
+            flags: flags::INITIATOR,
+            message_id: 0,
+            ..Default::default()
+        };
         let bytes = Message { header, payloads }.emit();
         self.init_request = bytes.clone();
-        self.log("info", "IKE_SA_INIT", format!("sending request to {} with KE {}", self.remote, group.name()));
+        self.log(
+            "info",
+            "IKE_SA_INIT",
+            format!(
+                "sending request to {} with KE {}",
+                self.remote,
+                group.name()
+            ),
+        );
         self.next_message_id = 1;
         self.pending = Some(Pending {
             message_id: 0,
@@ -281,7 +358,11 @@ impl IkeSa {
             interval: RETRANSMIT_BASE,
             deadline: now + SETUP_TIMEOUT,
         });
-        self.transmits.push_back(Transmit { local_port: IKE_PORT, remote: self.remote, data: bytes });
+        self.transmits.push_back(Transmit {
+            local_port: IKE_PORT,
+            remote: self.remote,
+            data: bytes,
+        });
     }
 
     /// NAT detection notifies (§2.23). Our source hash is deliberately not our address: vgw always asks
@@ -299,22 +380,49 @@ impl IkeSa {
 
     /// Handles the IKE_SA_INIT response. Returns `Some(restart)` when the exchange must start over
     /// (cookie or another DH group).
-    pub fn handle_init_response(&mut self, config: &Config, msg: &Message, raw: &[u8], now: Instant) -> Option<(Option<DhGroup>, Option<Vec<u8>>)> {
+    pub fn handle_init_response(
+        &mut self,
+        config: &Config,
+        msg: &Message,
+        raw: &[u8],
+        now: Instant,
+    ) -> Option<(Option<DhGroup>, Option<Vec<u8>>)> {
         self.pending = None;
         if let Some(c) = msg.notify(notify::COOKIE) {
-            self.log("info", "IKE_SA_INIT", "responder asked for a COOKIE; retrying with it".into());
+            self.log(
+                "info",
+                "IKE_SA_INIT",
+                "responder asked for a COOKIE; retrying with it".into(),
+            );
             self.dead = true;
             return Some((self.dh.as_ref().map(DhPrivate::group), Some(c.data.clone())));
         }
         if let Some(n) = msg.notify(notify::INVALID_KE_PAYLOAD) {
-            let wanted = n.data.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])).and_then(DhGroup::from_id);
-            let offered = config.ike.iter().any(|p| wanted.is_some_and(|w| p.dh.contains(&w)));
+            let wanted = n
+                .data
+                .get(..2)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]))
+                .and_then(DhGroup::from_id);
+            let offered = config
+                .ike
+                .iter()
+                .any(|p| wanted.is_some_and(|w| p.dh.contains(&w)));
             if let (Some(w), true) = (wanted, offered) {
-                self.log("info", "IKE_SA_INIT", format!("responder wants KE group {}; retrying", w.name()));
+                self.log(
+                    "info",
+                    "IKE_SA_INIT",
+                    format!("responder wants KE group {}; retrying", w.name()),
+                );
                 self.dead = true;
                 return Some((Some(w), self.cookie.clone()));
             }
-            self.fail(Self::proposal_failure(config, "IKE_SA_INIT", notify::INVALID_KE_PAYLOAD, "received", &[]));
+            self.fail(Self::proposal_failure(
+                config,
+                "IKE_SA_INIT",
+                notify::INVALID_KE_PAYLOAD,
+                "received",
+                &[],
+            ));
             return None;
         }
         if let Some(n) = msg.payloads.iter().find_map(|p| match p {
@@ -324,40 +432,99 @@ impl IkeSa {
             let failure = if n == notify::NO_PROPOSAL_CHOSEN {
                 Self::proposal_failure(config, "IKE_SA_INIT", n, "received", &[])
             } else {
-                Self::simple_failure(Reason::NegotiationFailure, "IKE_SA_INIT", Some(n), "received", format!("peer answered {}", notify::name(n)))
+                Self::simple_failure(
+                    Reason::NegotiationFailure,
+                    "IKE_SA_INIT",
+                    Some(n),
+                    "received",
+                    format!("peer answered {}", notify::name(n)),
+                )
             };
             self.fail(failure);
             return None;
         }
-        let sa = msg.payloads.iter().find_map(|p| if let Payload::Sa(s) = p { Some(s.clone()) } else { None });
-        let ke = msg.payloads.iter().find_map(|p| if let Payload::Ke { group, data } = p { Some((*group, data.clone())) } else { None });
-        let nr = msg.payloads.iter().find_map(|p| if let Payload::Nonce(n) = p { Some(n.clone()) } else { None });
+        let sa = msg.payloads.iter().find_map(|p| {
+            if let Payload::Sa(s) = p {
+                Some(s.clone())
+            } else {
+                None
+            }
+        });
+        let ke = msg.payloads.iter().find_map(|p| {
+            if let Payload::Ke { group, data } = p {
+                Some((*group, data.clone()))
+            } else {
+                None
+            }
+        });
+        let nr = msg.payloads.iter().find_map(|p| {
+            if let Payload::Nonce(n) = p {
+                Some(n.clone())
+            } else {
+                None
+            }
+        });
         let (Some(sa), Some((group, ke)), Some(nr)) = (sa, ke, nr) else {
-            self.fail(Self::simple_failure(Reason::ProtocolError, "IKE_SA_INIT", None, "received", "response lacks SA, KE or Nonce".into()));
+            self.fail(Self::simple_failure(
+                Reason::ProtocolError,
+                "IKE_SA_INIT",
+                None,
+                "received",
+                "response lacks SA, KE or Nonce".into(),
+            ));
             return None;
         };
-        let Some((suite, _)) = proposal::choose_ike(&sa, &config.ike).filter(|_| sa.len() == 1) else {
+        let Some((suite, _)) = proposal::choose_ike(&sa, &config.ike).filter(|_| sa.len() == 1)
+        else {
             let peer: Vec<String> = sa.iter().map(describe_proposal).collect();
-            self.fail(Self::proposal_failure(config, "IKE_SA_INIT", notify::NO_PROPOSAL_CHOSEN, "sent", &peer));
+            self.fail(Self::proposal_failure(
+                config,
+                "IKE_SA_INIT",
+                notify::NO_PROPOSAL_CHOSEN,
+                "sent",
+                &peer,
+            ));
             return None;
         };
-        let Some(dh) = self.dh.take().filter(|d| d.group().id() == group && suite.dh.id() == group) else {
-            self.fail(Self::simple_failure(Reason::ProtocolError, "IKE_SA_INIT", None, "received", "KE group differs from the chosen proposal".into()));
+        let Some(dh) = self
+            .dh
+            .take()
+            .filter(|d| d.group().id() == group && suite.dh.id() == group)
+        else {
+            self.fail(Self::simple_failure(
+                Reason::ProtocolError,
+                "IKE_SA_INIT",
+                None,
+                "received",
+                "KE group differs from the chosen proposal".into(),
+            ));
             return None;
         };
         let shared = match dh.agree(&ke) {
             Ok(s) => s,
             Err(e) => {
-                self.fail(Self::simple_failure(Reason::ProtocolError, "IKE_SA_INIT", None, "received", format!("peer KE: {e}")));
+                self.fail(Self::simple_failure(
+                    Reason::ProtocolError,
+                    "IKE_SA_INIT",
+                    None,
+                    "received",
+                    format!("peer KE: {e}"),
+                ));
                 return None;
             }
         };
         self.spi_r = msg.header.spi_r;
         self.nr = nr;
-        self.keys = Some(IkeKeys::derive(&suite, &self.ni, &self.nr, &shared, self.spi_i, self.spi_r));
+        self.keys = Some(IkeKeys::derive(
+            &suite, &self.ni, &self.nr, &shared, self.spi_i, self.spi_r,
+        ));
         self.suite = Some(suite);
         self.init_response = raw.to_vec();
-        self.log("info", "IKE_SA_INIT", format!("established keys with {suite}; switching to UDP {NATT_PORT}"));
+        self.log(
+            "info",
+            "IKE_SA_INIT",
+            format!("established keys with {suite}; switching to UDP {NATT_PORT}"),
+        );
         // We always request encapsulation, so IKE moves to 4500 now (RFC 3947/7296 §2.23).
         self.local_port = NATT_PORT;
         self.remote.set_port(NATT_PORT);
@@ -365,7 +532,13 @@ impl IkeSa {
         None
     }
 
-    fn proposal_failure(config: &Config, exchange_name: &'static str, n: u16, direction: &'static str, peer: &[String]) -> Failure {
+    fn proposal_failure(
+        config: &Config,
+        exchange_name: &'static str,
+        n: u16,
+        direction: &'static str,
+        peer: &[String],
+    ) -> Failure {
         let ours: Vec<String> = config.ike.iter().map(ProposalSpec::describe).collect();
         Failure {
             reason: Reason::NegotiationFailure,
@@ -373,27 +546,55 @@ impl IkeSa {
             notify: Some(notify::name(n)),
             direction,
             message: if peer.is_empty() {
-                format!("{exchange_name} failed: {}; we offered {}", notify::name(n), ours.join(", "))
+                format!(
+                    "{exchange_name} failed: {}; we offered {}",
+                    notify::name(n),
+                    ours.join(", ")
+                )
             } else {
-                format!("{exchange_name} failed: {}; peer offered {}, we accept {}", notify::name(n), peer.join(", "), ours.join(", "))
+                format!(
+                    "{exchange_name} failed: {}; peer offered {}, we accept {}",
+                    notify::name(n),
+                    peer.join(", "),
+                    ours.join(", ")
+                )
             },
             our_proposals: ours,
             peer_proposals: peer.to_vec(),
         }
     }
 
-    fn esp_failure(config: &Config, exchange_name: &'static str, n: u16, direction: &'static str, peer: &[String]) -> Failure {
+    fn esp_failure(
+        config: &Config,
+        exchange_name: &'static str,
+        n: u16,
+        direction: &'static str,
+        peer: &[String],
+    ) -> Failure {
         let ours: Vec<String> = config.esp.iter().map(ProposalSpec::describe).collect();
-        let reason = if n == notify::TS_UNACCEPTABLE { Reason::TsUnacceptable } else { Reason::NegotiationFailure };
+        let reason = if n == notify::TS_UNACCEPTABLE {
+            Reason::TsUnacceptable
+        } else {
+            Reason::NegotiationFailure
+        };
         Failure {
             reason,
             exchange: exchange_name,
             notify: Some(notify::name(n)),
             direction,
             message: if peer.is_empty() {
-                format!("{exchange_name}: {} for the Child SA; we offered ESP {}", notify::name(n), ours.join(", "))
+                format!(
+                    "{exchange_name}: {} for the Child SA; we offered ESP {}",
+                    notify::name(n),
+                    ours.join(", ")
+                )
             } else {
-                format!("{exchange_name}: {} for the Child SA; peer offered ESP {}, we accept {}", notify::name(n), peer.join(", "), ours.join(", "))
+                format!(
+                    "{exchange_name}: {} for the Child SA; peer offered ESP {}, we accept {}",
+                    notify::name(n),
+                    peer.join(", "),
+                    ours.join(", ")
+                )
             },
             our_proposals: ours,
             peer_proposals: peer.to_vec(),
@@ -411,7 +612,13 @@ impl IkeSa {
     }
 
     /// Builds a protected message (§3.14).
-    fn protect(&self, exchange: u8, response: bool, message_id: u32, payloads: &[Payload]) -> Option<Vec<u8>> {
+    fn protect(
+        &self,
+        exchange: u8,
+        response: bool,
+        message_id: u32,
+        payloads: &[Payload],
+    ) -> Option<Vec<u8>> {
         let (out, _) = self.ciphers()?;
         let mut plain = Vec::new();
         let first = emit_payloads(&mut plain, payloads);
@@ -445,17 +652,30 @@ impl IkeSa {
         };
         let total = msg.header.length as usize;
         let sk_start = total.checked_sub(body.len() + 4).ok_or("bad SK length")?;
-        let plain = inbound.open(&raw[..sk_start + 4], body).map_err(|_| "integrity check failed")?;
+        let plain = inbound
+            .open(&raw[..sk_start + 4], body)
+            .map_err(|_| "integrity check failed")?;
         parse_payloads(*first, &plain).map_err(|_| "malformed encrypted payloads")
     }
 
-    fn send_request(&mut self, exchange: u8, payloads: Vec<Payload>, request: Request, now: Instant, deadline: Duration) {
+    fn send_request(
+        &mut self,
+        exchange: u8,
+        payloads: Vec<Payload>,
+        request: Request,
+        now: Instant,
+        deadline: Duration,
+    ) {
         let message_id = self.next_message_id;
         let Some(bytes) = self.protect(exchange, false, message_id, &payloads) else {
             return;
         };
         self.next_message_id += 1;
-        self.transmits.push_back(Transmit { local_port: self.local_port, remote: self.remote, data: bytes.clone() });
+        self.transmits.push_back(Transmit {
+            local_port: self.local_port,
+            remote: self.remote,
+            data: bytes.clone(),
+        });
         self.pending = Some(Pending {
             message_id,
             exchange,
@@ -469,7 +689,11 @@ impl IkeSa {
 
     fn send_response(&mut self, exchange: u8, message_id: u32, payloads: Vec<Payload>) {
         if let Some(bytes) = self.protect(exchange, true, message_id, &payloads) {
-            self.transmits.push_back(Transmit { local_port: self.local_port, remote: self.remote, data: bytes.clone() });
+            self.transmits.push_back(Transmit {
+                local_port: self.local_port,
+                remote: self.remote,
+                data: bytes.clone(),
+            });
             self.last_response = Some((message_id, bytes));
             self.peer_next_message_id = message_id + 1;
         }
@@ -487,45 +711,129 @@ impl IkeSa {
         } else {
             (&self.init_response, &self.ni, &keys.pr)
         };
-        Some(crypto::psk_auth(prf, &config.psk, first, nonce, sk_p, &id_body(id)))
+        Some(crypto::psk_auth(
+            prf,
+            &config.psk,
+            first,
+            nonce,
+            sk_p,
+            &id_body(id),
+        ))
     }
 
     fn send_auth(&mut self, config: &Config, now: Instant) {
         let Some(child) = config.children.first() else {
-            self.fail(Self::simple_failure(Reason::ProtocolError, "IKE_AUTH", None, "sent", "no traffic selectors configured".into()));
+            self.fail(Self::simple_failure(
+                Reason::ProtocolError,
+                "IKE_AUTH",
+                None,
+                "sent",
+                "no traffic selectors configured".into(),
+            ));
             return;
         };
-        let Some(auth) = self.auth_value(config, true, &config.local_id) else { return };
+        let Some(auth) = self.auth_value(config, true, &config.local_id) else {
+            return;
+        };
         let spi = crypto::random_spi32();
         let proposals: Vec<Proposal> = config
             .esp
             .iter()
             .enumerate()
-            .map(|(i, p)| ProposalSpec { dh: vec![], ..p.clone() }.to_proposal(i as u8 + 1, protocol::ESP, spi.to_be_bytes().to_vec()))
+            .map(|(i, p)| {
+                ProposalSpec {
+                    dh: vec![],
+                    ..p.clone()
+                }
+                .to_proposal(
+                    i as u8 + 1,
+                    protocol::ESP,
+                    spi.to_be_bytes().to_vec(),
+                )
+            })
             .collect();
         let payloads = vec![
             Payload::IdI(config.local_id.clone()),
             Payload::Notify(Notify::new(notify::INITIAL_CONTACT, vec![])),
             Payload::IdR(config.remote_id.clone()),
-            Payload::Auth { method: 2, data: auth.to_vec() },
+            Payload::Auth {
+                method: 2,
+                data: auth.to_vec(),
+            },
             Payload::Sa(proposals),
             Payload::TsI(child.local.clone()),
             Payload::TsR(child.remote.clone()),
         ];
         self.state = State::AuthSent;
-        self.log("info", "IKE_AUTH", format!("sending request as {} (PSK)", config.local_id));
-        self.send_request(exchange::IKE_AUTH, payloads, Request::CreateChild { config_index: 0, rekey_of: None, spi, nonce: vec![], dh: None }, now, SETUP_TIMEOUT);
+        self.log(
+            "info",
+            "IKE_AUTH",
+            format!("sending request as {} (PSK)", config.local_id),
+        );
+        self.send_request(
+            exchange::IKE_AUTH,
+            payloads,
+            Request::CreateChild {
+                config_index: 0,
+                rekey_of: None,
+                spi,
+                nonce: vec![],
+                dh: None,
+            },
+            now,
+            SETUP_TIMEOUT,
+        );
     }
 
     /// Responder side of IKE_SA_INIT (§1.2): returns the response or None if refused (with a notify sent).
-    pub fn respond_init(conn: ConnId, config: &Config, msg: &Message, raw: &[u8], remote: SocketAddr, now: Instant) -> Result<IkeSa, Transmit> {
+    pub fn respond_init(
+        conn: ConnId,
+        config: &Config,
+        msg: &Message,
+        raw: &[u8],
+        remote: SocketAddr,
+        now: Instant,
+    ) -> Result<IkeSa, Transmit> {
         let refuse = |n: u16, data: Vec<u8>| {
-            let header = Header { spi_i: msg.header.spi_i, spi_r: 0, exchange: exchange::IKE_SA_INIT, flags: flags::RESPONSE, message_id: 0, ..Default::default() };
-            Transmit { local_port: IKE_PORT, remote, data: Message { header, payloads: vec![Payload::Notify(Notify::new(n, data))] }.emit() }
+            let header = Header {
+                spi_i: msg.header.spi_i,
+                spi_r: 0,
+                exchange: exchange::IKE_SA_INIT,
+                flags: flags::RESPONSE,
+                message_id: 0,
+                ..Default::default()
+            };
+            Transmit {
+                local_port: IKE_PORT,
+                remote,
+                data: Message {
+                    header,
+                    payloads: vec![Payload::Notify(Notify::new(n, data))],
+                }
+                .emit(),
+            }
         };
-        let sa = msg.payloads.iter().find_map(|p| if let Payload::Sa(s) = p { Some(s) } else { None });
-        let ke = msg.payloads.iter().find_map(|p| if let Payload::Ke { group, data } = p { Some((*group, data)) } else { None });
-        let ni = msg.payloads.iter().find_map(|p| if let Payload::Nonce(n) = p { Some(n) } else { None });
+        let sa = msg.payloads.iter().find_map(|p| {
+            if let Payload::Sa(s) = p {
+                Some(s)
+            } else {
+                None
+            }
+        });
+        let ke = msg.payloads.iter().find_map(|p| {
+            if let Payload::Ke { group, data } = p {
+                Some((*group, data))
+            } else {
+                None
+            }
+        });
+        let ni = msg.payloads.iter().find_map(|p| {
+            if let Payload::Nonce(n) = p {
+                Some(n)
+            } else {
+                None
+            }
+        });
         let (Some(sa), Some((group, ke)), Some(ni)) = (sa, ke, ni) else {
             return Err(refuse(notify::INVALID_SYNTAX, vec![]));
         };
@@ -533,34 +841,68 @@ impl IkeSa {
             return Err(refuse(notify::NO_PROPOSAL_CHOSEN, vec![]));
         };
         if suite.dh.id() != group {
-            return Err(refuse(notify::INVALID_KE_PAYLOAD, suite.dh.id().to_be_bytes().to_vec()));
+            return Err(refuse(
+                notify::INVALID_KE_PAYLOAD,
+                suite.dh.id().to_be_bytes().to_vec(),
+            ));
         }
         let mut ike = IkeSa::blank(conn, false, remote, now);
         ike.spi_i = msg.header.spi_i;
         ike.spi_r = crypto::random_spi64();
         ike.ni = ni.clone();
         ike.nr = nonce();
-        let (dh, public) = DhPrivate::generate(suite.dh).map_err(|_| refuse(notify::NO_PROPOSAL_CHOSEN, vec![]))?;
-        let shared = dh.agree(ke).map_err(|_| refuse(notify::INVALID_SYNTAX, vec![]))?;
-        ike.keys = Some(IkeKeys::derive(&suite, &ike.ni, &ike.nr, &shared, ike.spi_i, ike.spi_r));
+        let (dh, public) = DhPrivate::generate(suite.dh)
+            .map_err(|_| refuse(notify::NO_PROPOSAL_CHOSEN, vec![]))?;
+        let shared = dh
+            .agree(ke)
+            .map_err(|_| refuse(notify::INVALID_SYNTAX, vec![]))?;
+        ike.keys = Some(IkeKeys::derive(
+            &suite, &ike.ni, &ike.nr, &shared, ike.spi_i, ike.spi_r,
+        ));
         ike.suite = Some(suite);
         ike.init_request = raw.to_vec();
-        let chosen = ProposalSpec { encryption: vec![suite.encryption], integrity: suite.integrity.into_iter().collect(), prf: vec![suite.prf], dh: vec![suite.dh] };
+        let chosen = ProposalSpec {
+            encryption: vec![suite.encryption],
+            integrity: suite.integrity.into_iter().collect(),
+            prf: vec![suite.prf],
+            dh: vec![suite.dh],
+        };
         let mut payloads = vec![
             Payload::Sa(vec![chosen.to_proposal(number, protocol::IKE, vec![])]),
-            Payload::Ke { group: suite.dh.id(), data: public },
+            Payload::Ke {
+                group: suite.dh.id(),
+                data: public,
+            },
             Payload::Nonce(ike.nr.clone()),
         ];
         payloads.extend(ike.nat_detection(config));
-        payloads.push(Payload::Notify(Notify::new(notify::IKEV2_FRAGMENTATION_SUPPORTED, vec![])));
-        let header = Header { spi_i: ike.spi_i, spi_r: ike.spi_r, exchange: exchange::IKE_SA_INIT, flags: flags::RESPONSE, message_id: 0, ..Default::default() };
+        payloads.push(Payload::Notify(Notify::new(
+            notify::IKEV2_FRAGMENTATION_SUPPORTED,
+            vec![],
+        )));
+        let header = Header {
+            spi_i: ike.spi_i,
+            spi_r: ike.spi_r,
+            exchange: exchange::IKE_SA_INIT,
+            flags: flags::RESPONSE,
+            message_id: 0,
+            ..Default::default()
+        };
         let bytes = Message { header, payloads }.emit();
         ike.init_response = bytes.clone();
         ike.peer_next_message_id = 1;
         ike.next_message_id = 0;
         ike.last_response = Some((0, bytes.clone()));
-        ike.log("info", "IKE_SA_INIT", format!("answered {remote} with {suite}"));
-        ike.transmits.push_back(Transmit { local_port: IKE_PORT, remote, data: bytes });
+        ike.log(
+            "info",
+            "IKE_SA_INIT",
+            format!("answered {remote} with {suite}"),
+        );
+        ike.transmits.push_back(Transmit {
+            local_port: IKE_PORT,
+            remote,
+            data: bytes,
+        });
         Ok(ike)
     }
 
@@ -579,42 +921,103 @@ impl IkeSa {
     }
 
     /// Picks the configured child whose selectors overlap the peer's proposal best (§2.9).
-    fn match_child(config: &Config, tsi: &[TrafficSelector], tsr: &[TrafficSelector], peer_is_initiator: bool) -> Option<(usize, Vec<TrafficSelector>, Vec<TrafficSelector>)> {
+    fn match_child(
+        config: &Config,
+        tsi: &[TrafficSelector],
+        tsr: &[TrafficSelector],
+        peer_is_initiator: bool,
+    ) -> Option<(usize, Vec<TrafficSelector>, Vec<TrafficSelector>)> {
         // From our view: the peer's TSi is the peer's side when the peer initiates.
-        let (peer_side, our_side) = if peer_is_initiator { (tsi, tsr) } else { (tsr, tsi) };
-        config.children.iter().enumerate().find_map(|(i, c): (usize, &ChildConfig)| {
-            let remote = Self::narrow(&c.remote, peer_side);
-            let local = Self::narrow(&c.local, our_side);
-            (!remote.is_empty() && !local.is_empty()).then_some((i, local, remote))
-        })
+        let (peer_side, our_side) = if peer_is_initiator {
+            (tsi, tsr)
+        } else {
+            (tsr, tsi)
+        };
+        config
+            .children
+            .iter()
+            .enumerate()
+            .find_map(|(i, c): (usize, &ChildConfig)| {
+                let remote = Self::narrow(&c.remote, peer_side);
+                let local = Self::narrow(&c.local, our_side);
+                (!remote.is_empty() && !local.is_empty()).then_some((i, local, remote))
+            })
     }
 
-    fn child_keys(&self, suite: &EspSuite, shared: Option<&[u8]>, ni: &[u8], nr: &[u8], we_initiated: bool) -> Option<(Secret, Secret)> {
+    fn child_keys(
+        &self,
+        suite: &EspSuite,
+        shared: Option<&[u8]>,
+        ni: &[u8],
+        nr: &[u8],
+        we_initiated: bool,
+    ) -> Option<(Secret, Secret)> {
         let prf: Prf = self.suite?.prf;
         let keys = self.keys.as_ref()?;
         let half = suite.encryption.key_material_len() + suite.integrity.map_or(0, |i| i.key_len());
         let km = crypto::child_keymat(prf, &keys.d, shared, ni, nr, 2 * half);
         let i_to_r = Zeroizing::new(km[..half].to_vec());
         let r_to_i = Zeroizing::new(km[half..].to_vec());
-        Some(if we_initiated { (i_to_r, r_to_i) } else { (r_to_i, i_to_r) })
+        Some(if we_initiated {
+            (i_to_r, r_to_i)
+        } else {
+            (r_to_i, i_to_r)
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn install_child(&mut self, config: &Config, config_index: usize, inbound_spi: u32, outbound_spi: u32, suite: EspSuite, keys: (Secret, Secret), local_ts: Vec<TrafficSelector>, remote_ts: Vec<TrafficSelector>, replaces: Option<(u32, u32)>, now: Instant) {
+    fn install_child(
+        &mut self,
+        config: &Config,
+        config_index: usize,
+        inbound_spi: u32,
+        outbound_spi: u32,
+        suite: EspSuite,
+        keys: (Secret, Secret),
+        local_ts: Vec<TrafficSelector>,
+        remote_ts: Vec<TrafficSelector>,
+        replaces: Option<(u32, u32)>,
+        now: Instant,
+    ) {
         let (outbound_key, inbound_key) = keys;
-        self.children.push(ChildSa { config_index, inbound_spi, outbound_spi, suite, rekey_at: rekey_time(now, config.child_lifetime), retiring: false });
+        self.children.push(ChildSa {
+            config_index,
+            inbound_spi,
+            outbound_spi,
+            suite,
+            rekey_at: rekey_time(now, config.child_lifetime),
+            retiring: false,
+        });
         self.log(
             "info",
             "CHILD_SA",
             format!(
                 "Child SA {inbound_spi:08x}_i {outbound_spi:08x}_o with {suite}: {} === {}",
-                local_ts.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(","),
-                remote_ts.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(",")
+                local_ts
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                remote_ts
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
             ),
         );
         self.events.push_back(Event::ChildSaUp {
             conn: self.conn,
-            keys: ChildSaKeys { inbound_spi, outbound_spi, suite, outbound_key, inbound_key, local_ts, remote_ts, remote: self.remote, lifetime_bytes: config.child_lifetime_bytes },
+            keys: ChildSaKeys {
+                inbound_spi,
+                outbound_spi,
+                suite,
+                outbound_key,
+                inbound_key,
+                local_ts,
+                remote_ts,
+                remote: self.remote,
+                lifetime_bytes: config.child_lifetime_bytes,
+            },
             replaces,
         });
     }
@@ -624,29 +1027,56 @@ impl IkeSa {
         self.established_at = Some(now);
         self.rekey_at = Some(rekey_time(now, config.ike_lifetime));
         let suite = self.suite.map(|s| s.to_string()).unwrap_or_default();
-        self.events.push_back(Event::IkeSaUp { conn: self.conn, suite, remote: self.remote, rekey: self.is_rekey });
+        self.events.push_back(Event::IkeSaUp {
+            conn: self.conn,
+            suite,
+            remote: self.remote,
+            rekey: self.is_rekey,
+        });
     }
 
     /// Handles a request from the peer on an existing SA.
-    fn handle_request(&mut self, config: &Config, msg: &Message, raw: &[u8], from: SocketAddr, now: Instant) {
+    fn handle_request(
+        &mut self,
+        config: &Config,
+        msg: &Message,
+        raw: &[u8],
+        from: SocketAddr,
+        now: Instant,
+    ) {
         let id = msg.header.message_id;
         if id + 1 == self.peer_next_message_id {
             // A retransmission: answer with the cached response (§2.1).
             if let Some((cached_id, bytes)) = &self.last_response
                 && *cached_id == id
             {
-                self.transmits.push_back(Transmit { local_port: self.local_port, remote: self.remote, data: bytes.clone() });
+                self.transmits.push_back(Transmit {
+                    local_port: self.local_port,
+                    remote: self.remote,
+                    data: bytes.clone(),
+                });
             }
             return;
         }
         if id != self.peer_next_message_id {
-            self.log("warning", ike_exchange_name(msg.header.exchange), format!("dropped request with message ID {id}, expected {}", self.peer_next_message_id));
+            self.log(
+                "warning",
+                ike_exchange_name(msg.header.exchange),
+                format!(
+                    "dropped request with message ID {id}, expected {}",
+                    self.peer_next_message_id
+                ),
+            );
             return;
         }
         let payloads = match self.unprotect(msg, raw) {
             Ok(p) => p,
             Err(e) => {
-                self.log("warning", ike_exchange_name(msg.header.exchange), format!("dropped request: {e}"));
+                self.log(
+                    "warning",
+                    ike_exchange_name(msg.header.exchange),
+                    format!("dropped request: {e}"),
+                );
                 return;
             }
         };
@@ -659,7 +1089,11 @@ impl IkeSa {
             exchange::IKE_AUTH => self.respond_auth(config, id, &payloads, now),
             exchange::INFORMATIONAL => self.respond_informational(id, &payloads),
             exchange::CREATE_CHILD_SA => self.respond_create_child(config, id, &payloads, now),
-            other => self.log("warning", "UNKNOWN", format!("ignored exchange type {other}")),
+            other => self.log(
+                "warning",
+                "UNKNOWN",
+                format!("ignored exchange type {other}"),
+            ),
         }
     }
 
@@ -667,28 +1101,70 @@ impl IkeSa {
         if self.state != State::InitDone || self.initiator {
             return;
         }
-        let idi = payloads.iter().find_map(|p| if let Payload::IdI(i) = p { Some(i.clone()) } else { None });
-        let auth = payloads.iter().find_map(|p| if let Payload::Auth { method, data } = p { Some((*method, data.clone())) } else { None });
+        let idi = payloads.iter().find_map(|p| {
+            if let Payload::IdI(i) = p {
+                Some(i.clone())
+            } else {
+                None
+            }
+        });
+        let auth = payloads.iter().find_map(|p| {
+            if let Payload::Auth { method, data } = p {
+                Some((*method, data.clone()))
+            } else {
+                None
+            }
+        });
         let (Some(idi), Some((method, auth))) = (idi, auth) else {
-            self.send_response(exchange::IKE_AUTH, id, vec![Payload::Notify(Notify::new(notify::INVALID_SYNTAX, vec![]))]);
-            self.fail(Self::simple_failure(Reason::ProtocolError, "IKE_AUTH", Some(notify::INVALID_SYNTAX), "sent", "request lacks IDi or AUTH".into()));
+            self.send_response(
+                exchange::IKE_AUTH,
+                id,
+                vec![Payload::Notify(Notify::new(notify::INVALID_SYNTAX, vec![]))],
+            );
+            self.fail(Self::simple_failure(
+                Reason::ProtocolError,
+                "IKE_AUTH",
+                Some(notify::INVALID_SYNTAX),
+                "sent",
+                "request lacks IDi or AUTH".into(),
+            ));
             return;
         };
         if idi != config.remote_id {
-            self.send_response(exchange::IKE_AUTH, id, vec![Payload::Notify(Notify::new(notify::AUTHENTICATION_FAILED, vec![]))]);
+            self.send_response(
+                exchange::IKE_AUTH,
+                id,
+                vec![Payload::Notify(Notify::new(
+                    notify::AUTHENTICATION_FAILED,
+                    vec![],
+                ))],
+            );
             self.fail(Self::simple_failure(
                 Reason::PeerIdentityMismatch,
                 "IKE_AUTH",
                 Some(notify::AUTHENTICATION_FAILED),
                 "sent",
-                format!("peer identified as {idi}, but the local gateway expects {}", config.remote_id),
+                format!(
+                    "peer identified as {idi}, but the local gateway expects {}",
+                    config.remote_id
+                ),
             ));
             return;
         }
         let expected = self.auth_value(config, false, &idi);
-        let ok = method == 2 && expected.is_some_and(|e| aws_lc_rs::constant_time::verify_slices_are_equal(&e, &auth).is_ok());
+        let ok = method == 2
+            && expected.is_some_and(|e| {
+                aws_lc_rs::constant_time::verify_slices_are_equal(&e, &auth).is_ok()
+            });
         if !ok {
-            self.send_response(exchange::IKE_AUTH, id, vec![Payload::Notify(Notify::new(notify::AUTHENTICATION_FAILED, vec![]))]);
+            self.send_response(
+                exchange::IKE_AUTH,
+                id,
+                vec![Payload::Notify(Notify::new(
+                    notify::AUTHENTICATION_FAILED,
+                    vec![],
+                ))],
+            );
             self.fail(Self::simple_failure(
                 Reason::AuthorizationError,
                 "IKE_AUTH",
@@ -698,10 +1174,22 @@ impl IkeSa {
             ));
             return;
         }
-        let Some(my_auth) = self.auth_value(config, true, &config.local_id) else { return };
-        let mut response = vec![Payload::IdR(config.local_id.clone()), Payload::Auth { method: 2, data: my_auth.to_vec() }];
+        let Some(my_auth) = self.auth_value(config, true, &config.local_id) else {
+            return;
+        };
+        let mut response = vec![
+            Payload::IdR(config.local_id.clone()),
+            Payload::Auth {
+                method: 2,
+                data: my_auth.to_vec(),
+            },
+        ];
         self.establish(config, now);
-        self.log("info", "IKE_AUTH", format!("peer {idi} authenticated with PSK; IKE SA established"));
+        self.log(
+            "info",
+            "IKE_AUTH",
+            format!("peer {idi} authenticated with PSK; IKE SA established"),
+        );
         // The Child SA (§1.3): failures here keep the IKE SA.
         match self.negotiate_child(config, payloads, None, "IKE_AUTH", now) {
             Ok(child) => response.extend(child),
@@ -712,67 +1200,175 @@ impl IkeSa {
 
     /// Responder half of a Child SA negotiation (IKE_AUTH or CREATE_CHILD_SA); returns the payloads for
     /// the response or the error notify.
-    fn negotiate_child(&mut self, config: &Config, payloads: &[Payload], rekey_of: Option<u32>, exchange_name: &'static str, now: Instant) -> Result<Vec<Payload>, u16> {
-        let sa = payloads.iter().find_map(|p| if let Payload::Sa(s) = p { Some(s) } else { None });
-        let tsi = payloads.iter().find_map(|p| if let Payload::TsI(t) = p { Some(t) } else { None });
-        let tsr = payloads.iter().find_map(|p| if let Payload::TsR(t) = p { Some(t) } else { None });
+    fn negotiate_child(
+        &mut self,
+        config: &Config,
+        payloads: &[Payload],
+        rekey_of: Option<u32>,
+        exchange_name: &'static str,
+        now: Instant,
+    ) -> Result<Vec<Payload>, u16> {
+        let sa = payloads.iter().find_map(|p| {
+            if let Payload::Sa(s) = p {
+                Some(s)
+            } else {
+                None
+            }
+        });
+        let tsi = payloads.iter().find_map(|p| {
+            if let Payload::TsI(t) = p {
+                Some(t)
+            } else {
+                None
+            }
+        });
+        let tsr = payloads.iter().find_map(|p| {
+            if let Payload::TsR(t) = p {
+                Some(t)
+            } else {
+                None
+            }
+        });
         let (Some(sa), Some(tsi), Some(tsr)) = (sa, tsi, tsr) else {
             return Err(notify::INVALID_SYNTAX);
         };
-        let ke = payloads.iter().find_map(|p| if let Payload::Ke { group, data } = p { Some((*group, data)) } else { None });
+        let ke = payloads.iter().find_map(|p| {
+            if let Payload::Ke { group, data } = p {
+                Some((*group, data))
+            } else {
+                None
+            }
+        });
         let ke_group = ke.and_then(|(g, _)| DhGroup::from_id(g));
         let Some((suite, peer_proposal)) = proposal::choose_esp(sa, &config.esp, ke_group) else {
             let peer: Vec<String> = sa.iter().map(describe_proposal).collect();
-            let failure = Self::esp_failure(config, exchange_name, notify::NO_PROPOSAL_CHOSEN, "sent", &peer);
+            let failure = Self::esp_failure(
+                config,
+                exchange_name,
+                notify::NO_PROPOSAL_CHOSEN,
+                "sent",
+                &peer,
+            );
             self.log("error", exchange_name, failure.message.clone());
-            self.events.push_back(Event::IkeSaDown { conn: self.conn, failure: Failure { reason: Reason::NegotiationFailure, ..failure } });
+            self.events.push_back(Event::IkeSaDown {
+                conn: self.conn,
+                failure: Failure {
+                    reason: Reason::NegotiationFailure,
+                    ..failure
+                },
+            });
             return Err(notify::NO_PROPOSAL_CHOSEN);
         };
         let Some((index, local, remote)) = Self::match_child(config, tsi, tsr, true) else {
             let message = format!(
                 "peer's selectors {} === {} match none of ours",
-                tsi.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(","),
-                tsr.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(",")
+                tsi.iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                tsr.iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
             );
             self.log("error", exchange_name, message.clone());
-            let failure = Self::simple_failure(Reason::TsUnacceptable, exchange_name, Some(notify::TS_UNACCEPTABLE), "sent", message);
-            self.events.push_back(Event::IkeSaDown { conn: self.conn, failure });
+            let failure = Self::simple_failure(
+                Reason::TsUnacceptable,
+                exchange_name,
+                Some(notify::TS_UNACCEPTABLE),
+                "sent",
+                message,
+            );
+            self.events.push_back(Event::IkeSaDown {
+                conn: self.conn,
+                failure,
+            });
             return Err(notify::TS_UNACCEPTABLE);
         };
-        let outbound_spi = u32::from_be_bytes(peer_proposal.spi.as_slice().try_into().map_err(|_| notify::INVALID_SYNTAX)?);
+        let outbound_spi = u32::from_be_bytes(
+            peer_proposal
+                .spi
+                .as_slice()
+                .try_into()
+                .map_err(|_| notify::INVALID_SYNTAX)?,
+        );
         let inbound_spi = crypto::random_spi32();
         let mut response = Vec::new();
         let mut shared = None;
         let mut nonces = (self.ni.clone(), self.nr.clone());
         if exchange_name == "CREATE_CHILD_SA" {
-            let ni = payloads.iter().find_map(|p| if let Payload::Nonce(n) = p { Some(n.clone()) } else { None }).ok_or(notify::INVALID_SYNTAX)?;
+            let ni = payloads
+                .iter()
+                .find_map(|p| {
+                    if let Payload::Nonce(n) = p {
+                        Some(n.clone())
+                    } else {
+                        None
+                    }
+                })
+                .ok_or(notify::INVALID_SYNTAX)?;
             let nr = nonce();
             if let (Some(g), Some((_, data))) = (suite.dh, ke) {
-                let (dh, public) = DhPrivate::generate(g).map_err(|_| notify::NO_PROPOSAL_CHOSEN)?;
+                let (dh, public) =
+                    DhPrivate::generate(g).map_err(|_| notify::NO_PROPOSAL_CHOSEN)?;
                 shared = Some(dh.agree(data).map_err(|_| notify::INVALID_SYNTAX)?);
-                response.push(Payload::Ke { group: g.id(), data: public });
+                response.push(Payload::Ke {
+                    group: g.id(),
+                    data: public,
+                });
             }
             response.insert(0, Payload::Nonce(nr.clone()));
             nonces = (ni, nr);
         }
-        let keys = self.child_keys(&suite, shared.as_deref().map(|s| s.as_slice()), &nonces.0, &nonces.1, false).ok_or(notify::NO_PROPOSAL_CHOSEN)?;
+        let keys = self
+            .child_keys(
+                &suite,
+                shared.as_deref().map(|s| s.as_slice()),
+                &nonces.0,
+                &nonces.1,
+                false,
+            )
+            .ok_or(notify::NO_PROPOSAL_CHOSEN)?;
         let chosen = ProposalSpec {
             encryption: vec![suite.encryption],
             integrity: suite.integrity.into_iter().collect(),
             prf: vec![],
             dh: suite.dh.into_iter().collect(),
         };
-        let mut proposal_out = chosen.to_proposal(peer_proposal.number, protocol::ESP, inbound_spi.to_be_bytes().to_vec());
-        proposal_out.transforms.retain(|t| t.kind != transform_type::ESN);
-        proposal_out.transforms.push(Transform { kind: transform_type::ESN, id: 0, key_len: None });
+        let mut proposal_out = chosen.to_proposal(
+            peer_proposal.number,
+            protocol::ESP,
+            inbound_spi.to_be_bytes().to_vec(),
+        );
+        proposal_out
+            .transforms
+            .retain(|t| t.kind != transform_type::ESN);
+        proposal_out.transforms.push(Transform {
+            kind: transform_type::ESN,
+            id: 0,
+            key_len: None,
+        });
         response.insert(0, Payload::Sa(vec![proposal_out]));
         response.push(Payload::TsI(remote.clone()));
         response.push(Payload::TsR(local.clone()));
-        let replaces = rekey_of.and_then(|old_out| self.children.iter_mut().find(|c| c.outbound_spi == old_out)).map(|c| {
-            c.retiring = true;
-            (c.inbound_spi, c.outbound_spi)
-        });
-        self.install_child(config, index, inbound_spi, outbound_spi, suite, keys, local, remote, replaces, now);
+        let replaces = rekey_of
+            .and_then(|old_out| self.children.iter_mut().find(|c| c.outbound_spi == old_out))
+            .map(|c| {
+                c.retiring = true;
+                (c.inbound_spi, c.outbound_spi)
+            });
+        self.install_child(
+            config,
+            index,
+            inbound_spi,
+            outbound_spi,
+            suite,
+            keys,
+            local,
+            remote,
+            replaces,
+            now,
+        );
         Ok(response)
     }
 
@@ -786,91 +1382,221 @@ impl IkeSa {
                 } else if d.protocol == protocol::ESP {
                     let mut ours = Vec::new();
                     for spi in &d.spis {
-                        let Ok(b) = <[u8; 4]>::try_from(spi.as_slice()) else { continue };
+                        let Ok(b) = <[u8; 4]>::try_from(spi.as_slice()) else {
+                            continue;
+                        };
                         let out_spi = u32::from_be_bytes(b);
-                        if let Some(pos) = self.children.iter().position(|c| c.outbound_spi == out_spi) {
+                        if let Some(pos) =
+                            self.children.iter().position(|c| c.outbound_spi == out_spi)
+                        {
                             let c = self.children.remove(pos);
                             ours.push(c.inbound_spi.to_be_bytes().to_vec());
-                            self.events.push_back(Event::ChildSaDown { conn: self.conn, inbound_spi: c.inbound_spi, outbound_spi: c.outbound_spi });
-                            self.log("info", "INFORMATIONAL", format!("peer deleted Child SA {:08x}_i {:08x}_o", c.inbound_spi, c.outbound_spi));
+                            self.events.push_back(Event::ChildSaDown {
+                                conn: self.conn,
+                                inbound_spi: c.inbound_spi,
+                                outbound_spi: c.outbound_spi,
+                            });
+                            self.log(
+                                "info",
+                                "INFORMATIONAL",
+                                format!(
+                                    "peer deleted Child SA {:08x}_i {:08x}_o",
+                                    c.inbound_spi, c.outbound_spi
+                                ),
+                            );
                         }
                     }
                     if !ours.is_empty() {
-                        response.push(Payload::Delete(Delete { protocol: protocol::ESP, spis: ours }));
+                        response.push(Payload::Delete(Delete {
+                            protocol: protocol::ESP,
+                            spis: ours,
+                        }));
                     }
                 }
             }
         }
         self.send_response(exchange::INFORMATIONAL, id, response);
         if delete_ike && self.replaced {
-            self.log("info", "INFORMATIONAL", "peer deleted the rekeyed IKE SA".into());
+            self.log(
+                "info",
+                "INFORMATIONAL",
+                "peer deleted the rekeyed IKE SA".into(),
+            );
             self.dead = true;
         } else if delete_ike {
-            self.fail(Self::simple_failure(Reason::DeletedByPeer, "INFORMATIONAL", None, "received", "peer deleted the IKE SA".into()));
+            self.fail(Self::simple_failure(
+                Reason::DeletedByPeer,
+                "INFORMATIONAL",
+                None,
+                "received",
+                "peer deleted the IKE SA".into(),
+            ));
         }
     }
 
-    fn respond_create_child(&mut self, config: &Config, id: u32, payloads: &[Payload], now: Instant) {
+    fn respond_create_child(
+        &mut self,
+        config: &Config,
+        id: u32,
+        payloads: &[Payload],
+        now: Instant,
+    ) {
         if self.state != State::Established {
-            self.send_response(exchange::CREATE_CHILD_SA, id, vec![Payload::Notify(Notify::new(notify::TEMPORARY_FAILURE, vec![]))]);
+            self.send_response(
+                exchange::CREATE_CHILD_SA,
+                id,
+                vec![Payload::Notify(Notify::new(
+                    notify::TEMPORARY_FAILURE,
+                    vec![],
+                ))],
+            );
             return;
         }
-        let sa = payloads.iter().find_map(|p| if let Payload::Sa(s) = p { Some(s) } else { None });
+        let sa = payloads.iter().find_map(|p| {
+            if let Payload::Sa(s) = p {
+                Some(s)
+            } else {
+                None
+            }
+        });
         if sa.is_some_and(|s| s.iter().any(|p| p.protocol == protocol::IKE)) {
             self.respond_rekey_ike(config, id, payloads, now);
             return;
         }
-        let rekey_of = find_notify(payloads, notify::REKEY_SA).and_then(|n| <[u8; 4]>::try_from(n.spi.as_slice()).ok()).map(u32::from_be_bytes);
+        let rekey_of = find_notify(payloads, notify::REKEY_SA)
+            .and_then(|n| <[u8; 4]>::try_from(n.spi.as_slice()).ok())
+            .map(u32::from_be_bytes);
         if let Some(old) = rekey_of
             && !self.children.iter().any(|c| c.outbound_spi == old)
         {
-            self.send_response(exchange::CREATE_CHILD_SA, id, vec![Payload::Notify(Notify { protocol: protocol::ESP, spi: old.to_be_bytes().to_vec(), kind: notify::CHILD_SA_NOT_FOUND, data: vec![] })]);
+            self.send_response(
+                exchange::CREATE_CHILD_SA,
+                id,
+                vec![Payload::Notify(Notify {
+                    protocol: protocol::ESP,
+                    spi: old.to_be_bytes().to_vec(),
+                    kind: notify::CHILD_SA_NOT_FOUND,
+                    data: vec![],
+                })],
+            );
             return;
         }
-        let response = match self.negotiate_child(config, payloads, rekey_of, "CREATE_CHILD_SA", now) {
-            Ok(r) => r,
-            Err(n) => vec![Payload::Notify(Notify::new(n, vec![]))],
-        };
+        let response =
+            match self.negotiate_child(config, payloads, rekey_of, "CREATE_CHILD_SA", now) {
+                Ok(r) => r,
+                Err(n) => vec![Payload::Notify(Notify::new(n, vec![]))],
+            };
         self.send_response(exchange::CREATE_CHILD_SA, id, response);
     }
 
     fn respond_rekey_ike(&mut self, config: &Config, id: u32, payloads: &[Payload], now: Instant) {
-        let sa = payloads.iter().find_map(|p| if let Payload::Sa(s) = p { Some(s) } else { None });
-        let ke = payloads.iter().find_map(|p| if let Payload::Ke { group, data } = p { Some((*group, data)) } else { None });
-        let ni = payloads.iter().find_map(|p| if let Payload::Nonce(n) = p { Some(n.clone()) } else { None });
+        let sa = payloads.iter().find_map(|p| {
+            if let Payload::Sa(s) = p {
+                Some(s)
+            } else {
+                None
+            }
+        });
+        let ke = payloads.iter().find_map(|p| {
+            if let Payload::Ke { group, data } = p {
+                Some((*group, data))
+            } else {
+                None
+            }
+        });
+        let ni = payloads.iter().find_map(|p| {
+            if let Payload::Nonce(n) = p {
+                Some(n.clone())
+            } else {
+                None
+            }
+        });
         let (Some(sa), Some((group, ke)), Some(ni)) = (sa, ke, ni) else {
-            self.send_response(exchange::CREATE_CHILD_SA, id, vec![Payload::Notify(Notify::new(notify::INVALID_SYNTAX, vec![]))]);
+            self.send_response(
+                exchange::CREATE_CHILD_SA,
+                id,
+                vec![Payload::Notify(Notify::new(notify::INVALID_SYNTAX, vec![]))],
+            );
             return;
         };
         let Some((suite, number)) = proposal::choose_ike(sa, &config.ike) else {
-            self.send_response(exchange::CREATE_CHILD_SA, id, vec![Payload::Notify(Notify::new(notify::NO_PROPOSAL_CHOSEN, vec![]))]);
+            self.send_response(
+                exchange::CREATE_CHILD_SA,
+                id,
+                vec![Payload::Notify(Notify::new(
+                    notify::NO_PROPOSAL_CHOSEN,
+                    vec![],
+                ))],
+            );
             return;
         };
         if suite.dh.id() != group {
-            self.send_response(exchange::CREATE_CHILD_SA, id, vec![Payload::Notify(Notify::new(notify::INVALID_KE_PAYLOAD, suite.dh.id().to_be_bytes().to_vec()))]);
+            self.send_response(
+                exchange::CREATE_CHILD_SA,
+                id,
+                vec![Payload::Notify(Notify::new(
+                    notify::INVALID_KE_PAYLOAD,
+                    suite.dh.id().to_be_bytes().to_vec(),
+                ))],
+            );
             return;
         }
-        let Some(peer_spi) = sa.iter().find(|p| p.number == number).and_then(|p| <[u8; 8]>::try_from(p.spi.as_slice()).ok()).map(u64::from_be_bytes) else {
-            self.send_response(exchange::CREATE_CHILD_SA, id, vec![Payload::Notify(Notify::new(notify::INVALID_SYNTAX, vec![]))]);
+        let Some(peer_spi) = sa
+            .iter()
+            .find(|p| p.number == number)
+            .and_then(|p| <[u8; 8]>::try_from(p.spi.as_slice()).ok())
+            .map(u64::from_be_bytes)
+        else {
+            self.send_response(
+                exchange::CREATE_CHILD_SA,
+                id,
+                vec![Payload::Notify(Notify::new(notify::INVALID_SYNTAX, vec![]))],
+            );
             return;
         };
-        let Ok((dh, public)) = DhPrivate::generate(suite.dh) else { return };
+        let Ok((dh, public)) = DhPrivate::generate(suite.dh) else {
+            return;
+        };
         let Ok(shared) = dh.agree(ke) else {
-            self.send_response(exchange::CREATE_CHILD_SA, id, vec![Payload::Notify(Notify::new(notify::INVALID_SYNTAX, vec![]))]);
+            self.send_response(
+                exchange::CREATE_CHILD_SA,
+                id,
+                vec![Payload::Notify(Notify::new(notify::INVALID_SYNTAX, vec![]))],
+            );
             return;
         };
-        let Some(old) = self.keys.as_ref() else { return };
-        let Some(old_prf) = self.suite.map(|s| s.prf) else { return };
+        let Some(old) = self.keys.as_ref() else {
+            return;
+        };
+        let Some(old_prf) = self.suite.map(|s| s.prf) else {
+            return;
+        };
         let nr = nonce();
         let my_spi = crypto::random_spi64();
         // §2.18: the rekey initiator's SPI is the new SPIi.
-        let old_suite_prf = IkeSuite { prf: old_prf, ..suite };
-        let keys = IkeKeys::derive_rekey(&old_suite_prf, &old.d, &shared, &ni, &nr, peer_spi, my_spi);
-        let chosen = ProposalSpec { encryption: vec![suite.encryption], integrity: suite.integrity.into_iter().collect(), prf: vec![suite.prf], dh: vec![suite.dh] };
+        let old_suite_prf = IkeSuite {
+            prf: old_prf,
+            ..suite
+        };
+        let keys =
+            IkeKeys::derive_rekey(&old_suite_prf, &old.d, &shared, &ni, &nr, peer_spi, my_spi);
+        let chosen = ProposalSpec {
+            encryption: vec![suite.encryption],
+            integrity: suite.integrity.into_iter().collect(),
+            prf: vec![suite.prf],
+            dh: vec![suite.dh],
+        };
         let response = vec![
-            Payload::Sa(vec![chosen.to_proposal(number, protocol::IKE, my_spi.to_be_bytes().to_vec())]),
+            Payload::Sa(vec![chosen.to_proposal(
+                number,
+                protocol::IKE,
+                my_spi.to_be_bytes().to_vec(),
+            )]),
             Payload::Nonce(nr.clone()),
-            Payload::Ke { group: suite.dh.id(), data: public },
+            Payload::Ke {
+                group: suite.dh.id(),
+                data: public,
+            },
         ];
         self.send_response(exchange::CREATE_CHILD_SA, id, response);
         let mut new = IkeSa::blank(self.conn, false, self.remote, now);
@@ -884,7 +1610,11 @@ impl IkeSa {
         new.is_rekey = true;
         new.children = std::mem::take(&mut self.children);
         new.establish(config, now);
-        self.log("info", "CREATE_CHILD_SA", format!("IKE SA rekeyed by the peer; new SPIs {peer_spi:016x}_i {my_spi:016x}_r"));
+        self.log(
+            "info",
+            "CREATE_CHILD_SA",
+            format!("IKE SA rekeyed by the peer; new SPIs {peer_spi:016x}_i {my_spi:016x}_r"),
+        );
         self.successor = Some(Box::new(new));
         self.replaced = true;
         self.rekey_at = None;
@@ -896,35 +1626,73 @@ impl IkeSa {
 
     /// Handles a response to our pending request.
     fn handle_response(&mut self, config: &Config, msg: &Message, raw: &[u8], now: Instant) {
-        let Some(pending) = self.pending.as_ref() else { return };
+        let Some(pending) = self.pending.as_ref() else {
+            return;
+        };
         if msg.header.message_id != pending.message_id || msg.header.exchange != pending.exchange {
             return;
         }
         let payloads = match self.unprotect(msg, raw) {
             Ok(p) => p,
             Err(e) => {
-                self.log("warning", ike_exchange_name(msg.header.exchange), format!("dropped response: {e}"));
+                self.log(
+                    "warning",
+                    ike_exchange_name(msg.header.exchange),
+                    format!("dropped response: {e}"),
+                );
                 return;
             }
         };
         self.last_heard = now;
-        let Some(pending) = self.pending.take() else { return };
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
         match pending.request {
-            Request::CreateChild { config_index, rekey_of, spi, nonce, dh } if pending.exchange == exchange::IKE_AUTH => {
+            Request::CreateChild {
+                config_index,
+                rekey_of,
+                spi,
+                nonce,
+                dh,
+            } if pending.exchange == exchange::IKE_AUTH => {
                 let _ = (config_index, rekey_of, nonce, dh);
                 self.auth_response(config, &payloads, spi, now);
             }
-            Request::CreateChild { config_index, rekey_of, spi, nonce, dh } => {
-                self.create_child_response(config, &payloads, config_index, rekey_of, spi, &nonce, dh, now);
+            Request::CreateChild {
+                config_index,
+                rekey_of,
+                spi,
+                nonce,
+                dh,
+            } => {
+                self.create_child_response(
+                    config,
+                    &payloads,
+                    config_index,
+                    rekey_of,
+                    spi,
+                    &nonce,
+                    dh,
+                    now,
+                );
             }
-            Request::RekeyIke { spi, nonce, dh: Some(dh), .. } => self.rekey_ike_response(config, &payloads, spi, &nonce, dh, now),
+            Request::RekeyIke {
+                spi,
+                nonce,
+                dh: Some(dh),
+                ..
+            } => self.rekey_ike_response(config, &payloads, spi, &nonce, dh, now),
             Request::RekeyIke { .. } => {}
             Request::Liveness => {}
             Request::DeleteChildren(spis) => {
                 for spi in spis {
                     if let Some(pos) = self.children.iter().position(|c| c.inbound_spi == spi) {
                         let c = self.children.remove(pos);
-                        self.events.push_back(Event::ChildSaDown { conn: self.conn, inbound_spi: c.inbound_spi, outbound_spi: c.outbound_spi });
+                        self.events.push_back(Event::ChildSaDown {
+                            conn: self.conn,
+                            inbound_spi: c.inbound_spi,
+                            outbound_spi: c.outbound_spi,
+                        });
                     }
                 }
             }
@@ -950,41 +1718,107 @@ impl IkeSa {
             ));
             return;
         }
-        let idr = payloads.iter().find_map(|p| if let Payload::IdR(i) = p { Some(i.clone()) } else { None });
-        let auth = payloads.iter().find_map(|p| if let Payload::Auth { method, data } = p { Some((*method, data.clone())) } else { None });
+        let idr = payloads.iter().find_map(|p| {
+            if let Payload::IdR(i) = p {
+                Some(i.clone())
+            } else {
+                None
+            }
+        });
+        let auth = payloads.iter().find_map(|p| {
+            if let Payload::Auth { method, data } = p {
+                Some((*method, data.clone()))
+            } else {
+                None
+            }
+        });
         let (Some(idr), Some((method, auth))) = (idr, auth) else {
             let n = payloads.iter().find_map(|p| match p {
                 Payload::Notify(n) if notify::is_error(n.kind) => Some(n.kind),
                 _ => None,
             });
-            self.fail(Self::simple_failure(Reason::NegotiationFailure, "IKE_AUTH", n, "received", format!("IKE_AUTH refused: {}", n.map(notify::name).unwrap_or_else(|| "no IDr/AUTH".into()))));
+            self.fail(Self::simple_failure(
+                Reason::NegotiationFailure,
+                "IKE_AUTH",
+                n,
+                "received",
+                format!(
+                    "IKE_AUTH refused: {}",
+                    n.map(notify::name).unwrap_or_else(|| "no IDr/AUTH".into())
+                ),
+            ));
             return;
         };
         if idr != config.remote_id {
-            self.fail(Self::simple_failure(Reason::PeerIdentityMismatch, "IKE_AUTH", None, "received", format!("peer identified as {idr}, expected {}", config.remote_id)));
+            self.fail(Self::simple_failure(
+                Reason::PeerIdentityMismatch,
+                "IKE_AUTH",
+                None,
+                "received",
+                format!("peer identified as {idr}, expected {}", config.remote_id),
+            ));
             return;
         }
         let expected = self.auth_value(config, false, &idr);
-        if method != 2 || !expected.is_some_and(|e| aws_lc_rs::constant_time::verify_slices_are_equal(&e, &auth).is_ok()) {
-            self.fail(Self::simple_failure(Reason::AuthorizationError, "IKE_AUTH", None, "received", format!("peer {idr} sent a wrong PSK AUTH value; the shared keys differ")));
+        if method != 2
+            || !expected.is_some_and(|e| {
+                aws_lc_rs::constant_time::verify_slices_are_equal(&e, &auth).is_ok()
+            })
+        {
+            self.fail(Self::simple_failure(
+                Reason::AuthorizationError,
+                "IKE_AUTH",
+                None,
+                "received",
+                format!("peer {idr} sent a wrong PSK AUTH value; the shared keys differ"),
+            ));
             return;
         }
         self.establish(config, now);
-        self.log("info", "IKE_AUTH", format!("peer {idr} authenticated with PSK; IKE SA established"));
-        self.child_response(config, payloads, 0, None, spi, None, (self.ni.clone(), self.nr.clone()), "IKE_AUTH", now);
+        self.log(
+            "info",
+            "IKE_AUTH",
+            format!("peer {idr} authenticated with PSK; IKE SA established"),
+        );
+        self.child_response(
+            config,
+            payloads,
+            0,
+            None,
+            spi,
+            None,
+            (self.ni.clone(), self.nr.clone()),
+            "IKE_AUTH",
+            now,
+        );
         self.start_extra_children(config, now);
     }
 
     fn start_extra_children(&mut self, config: &Config, now: Instant) {
         for index in 1..config.children.len() {
-            if !self.children.iter().any(|c| c.config_index == index && !c.retiring) {
+            if !self
+                .children
+                .iter()
+                .any(|c| c.config_index == index && !c.retiring)
+            {
                 self.queue_create_child(config, index, None, now);
             }
         }
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn child_response(&mut self, config: &Config, payloads: &[Payload], config_index: usize, rekey_of: Option<u32>, spi: u32, shared: Option<&[u8]>, nonces: (Vec<u8>, Vec<u8>), exchange_name: &'static str, now: Instant) {
+    fn child_response(
+        &mut self,
+        config: &Config,
+        payloads: &[Payload],
+        config_index: usize,
+        rekey_of: Option<u32>,
+        spi: u32,
+        shared: Option<&[u8]>,
+        nonces: (Vec<u8>, Vec<u8>),
+        exchange_name: &'static str,
+        now: Instant,
+    ) {
         if let Some(n) = payloads.iter().find_map(|p| match p {
             Payload::Notify(n) if notify::is_error(n.kind) => Some(n.kind),
             _ => None,
@@ -992,42 +1826,116 @@ impl IkeSa {
             let failure = Self::esp_failure(config, exchange_name, n, "received", &[]);
             self.log("error", exchange_name, failure.message.clone());
             if rekey_of.is_none() {
-                self.events.push_back(Event::IkeSaDown { conn: self.conn, failure });
+                self.events.push_back(Event::IkeSaDown {
+                    conn: self.conn,
+                    failure,
+                });
             }
             return;
         }
-        let sa = payloads.iter().find_map(|p| if let Payload::Sa(s) = p { Some(s) } else { None });
-        let tsi = payloads.iter().find_map(|p| if let Payload::TsI(t) = p { Some(t.clone()) } else { None });
-        let tsr = payloads.iter().find_map(|p| if let Payload::TsR(t) = p { Some(t.clone()) } else { None });
+        let sa = payloads.iter().find_map(|p| {
+            if let Payload::Sa(s) = p {
+                Some(s)
+            } else {
+                None
+            }
+        });
+        let tsi = payloads.iter().find_map(|p| {
+            if let Payload::TsI(t) = p {
+                Some(t.clone())
+            } else {
+                None
+            }
+        });
+        let tsr = payloads.iter().find_map(|p| {
+            if let Payload::TsR(t) = p {
+                Some(t.clone())
+            } else {
+                None
+            }
+        });
         let (Some(sa), Some(tsi), Some(tsr)) = (sa, tsi, tsr) else {
             self.log("error", exchange_name, "response lacks SA or TS".into());
             return;
         };
-        let ke_group = payloads.iter().find_map(|p| if let Payload::Ke { group, .. } = p { DhGroup::from_id(*group) } else { None });
-        let Some((suite, proposal)) = proposal::choose_esp(sa, &config.esp, ke_group).filter(|_| sa.len() == 1) else {
+        let ke_group = payloads.iter().find_map(|p| {
+            if let Payload::Ke { group, .. } = p {
+                DhGroup::from_id(*group)
+            } else {
+                None
+            }
+        });
+        let Some((suite, proposal)) =
+            proposal::choose_esp(sa, &config.esp, ke_group).filter(|_| sa.len() == 1)
+        else {
             let peer: Vec<String> = sa.iter().map(describe_proposal).collect();
-            let failure = Self::esp_failure(config, exchange_name, notify::NO_PROPOSAL_CHOSEN, "received", &peer);
+            let failure = Self::esp_failure(
+                config,
+                exchange_name,
+                notify::NO_PROPOSAL_CHOSEN,
+                "received",
+                &peer,
+            );
             self.log("error", exchange_name, failure.message.clone());
             return;
         };
-        let Ok(bytes) = <[u8; 4]>::try_from(proposal.spi.as_slice()) else { return };
+        let Ok(bytes) = <[u8; 4]>::try_from(proposal.spi.as_slice()) else {
+            return;
+        };
         let outbound_spi = u32::from_be_bytes(bytes);
-        let Some(keys) = self.child_keys(&suite, shared, &nonces.0, &nonces.1, true) else { return };
-        let replaces = rekey_of.and_then(|old_in| self.children.iter_mut().find(|c| c.inbound_spi == old_in)).map(|c| {
-            c.retiring = true;
-            (c.inbound_spi, c.outbound_spi)
-        });
+        let Some(keys) = self.child_keys(&suite, shared, &nonces.0, &nonces.1, true) else {
+            return;
+        };
+        let replaces = rekey_of
+            .and_then(|old_in| self.children.iter_mut().find(|c| c.inbound_spi == old_in))
+            .map(|c| {
+                c.retiring = true;
+                (c.inbound_spi, c.outbound_spi)
+            });
         // We initiated this exchange: TSi is our side.
-        self.install_child(config, config_index, spi, outbound_spi, suite, keys, tsi, tsr, replaces, now);
+        self.install_child(
+            config,
+            config_index,
+            spi,
+            outbound_spi,
+            suite,
+            keys,
+            tsi,
+            tsr,
+            replaces,
+            now,
+        );
         if let Some((old_in, _)) = replaces {
             self.queue.push_back(Request::DeleteChildren(vec![old_in]));
         }
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn create_child_response(&mut self, config: &Config, payloads: &[Payload], config_index: usize, rekey_of: Option<u32>, spi: u32, ni: &[u8], dh: Option<DhPrivate>, now: Instant) {
-        let nr = payloads.iter().find_map(|p| if let Payload::Nonce(n) = p { Some(n.clone()) } else { None });
-        let ke = payloads.iter().find_map(|p| if let Payload::Ke { data, .. } = p { Some(data.clone()) } else { None });
+    fn create_child_response(
+        &mut self,
+        config: &Config,
+        payloads: &[Payload],
+        config_index: usize,
+        rekey_of: Option<u32>,
+        spi: u32,
+        ni: &[u8],
+        dh: Option<DhPrivate>,
+        now: Instant,
+    ) {
+        let nr = payloads.iter().find_map(|p| {
+            if let Payload::Nonce(n) = p {
+                Some(n.clone())
+            } else {
+                None
+            }
+        });
+        let ke = payloads.iter().find_map(|p| {
+            if let Payload::Ke { data, .. } = p {
+                Some(data.clone())
+            } else {
+                None
+            }
+        });
         let shared = match (dh, ke) {
             (Some(dh), Some(ke)) => match dh.agree(&ke) {
                 Ok(s) => Some(s),
@@ -1037,29 +1945,96 @@ impl IkeSa {
         };
         let Some(nr) = nr else {
             // Probably an error notify (TEMPORARY_FAILURE on a collision): retry later.
-            self.log("warning", "CREATE_CHILD_SA", "Child SA request refused; will retry".into());
-            if let Some(c) = rekey_of.and_then(|old| self.children.iter_mut().find(|c| c.inbound_spi == old)) {
+            self.log(
+                "warning",
+                "CREATE_CHILD_SA",
+                "Child SA request refused; will retry".into(),
+            );
+            if let Some(c) =
+                rekey_of.and_then(|old| self.children.iter_mut().find(|c| c.inbound_spi == old))
+            {
                 c.rekey_at = now + Duration::from_secs(2);
             }
             return;
         };
-        self.child_response(config, payloads, config_index, rekey_of, spi, shared.as_deref().map(|s| s.as_slice()), (ni.to_vec(), nr), "CREATE_CHILD_SA", now);
+        self.child_response(
+            config,
+            payloads,
+            config_index,
+            rekey_of,
+            spi,
+            shared.as_deref().map(|s| s.as_slice()),
+            (ni.to_vec(), nr),
+            "CREATE_CHILD_SA",
+            now,
+        );
     }
 
-    fn rekey_ike_response(&mut self, config: &Config, payloads: &[Payload], spi: u64, ni: &[u8], dh: DhPrivate, now: Instant) {
-        let sa = payloads.iter().find_map(|p| if let Payload::Sa(s) = p { Some(s) } else { None });
-        let ke = payloads.iter().find_map(|p| if let Payload::Ke { data, .. } = p { Some(data.clone()) } else { None });
-        let nr = payloads.iter().find_map(|p| if let Payload::Nonce(n) = p { Some(n.clone()) } else { None });
+    fn rekey_ike_response(
+        &mut self,
+        config: &Config,
+        payloads: &[Payload],
+        spi: u64,
+        ni: &[u8],
+        dh: DhPrivate,
+        now: Instant,
+    ) {
+        let sa = payloads.iter().find_map(|p| {
+            if let Payload::Sa(s) = p {
+                Some(s)
+            } else {
+                None
+            }
+        });
+        let ke = payloads.iter().find_map(|p| {
+            if let Payload::Ke { data, .. } = p {
+                Some(data.clone())
+            } else {
+                None
+            }
+        });
+        let nr = payloads.iter().find_map(|p| {
+            if let Payload::Nonce(n) = p {
+                Some(n.clone())
+            } else {
+                None
+            }
+        });
         let (Some(sa), Some(ke), Some(nr)) = (sa, ke, nr) else {
-            self.log("warning", "CREATE_CHILD_SA", "IKE SA rekey refused; will retry".into());
+            self.log(
+                "warning",
+                "CREATE_CHILD_SA",
+                "IKE SA rekey refused; will retry".into(),
+            );
             self.rekey_at = Some(now + Duration::from_secs(5));
             return;
         };
-        let Some((suite, _)) = proposal::choose_ike(sa, &config.ike) else { return };
-        let Some(peer_spi) = sa.first().and_then(|p| <[u8; 8]>::try_from(p.spi.as_slice()).ok()).map(u64::from_be_bytes) else { return };
+        let Some((suite, _)) = proposal::choose_ike(sa, &config.ike) else {
+            return;
+        };
+        let Some(peer_spi) = sa
+            .first()
+            .and_then(|p| <[u8; 8]>::try_from(p.spi.as_slice()).ok())
+            .map(u64::from_be_bytes)
+        else {
+            return;
+        };
         let Ok(shared) = dh.agree(&ke) else { return };
-        let (Some(old), Some(old_prf)) = (self.keys.as_ref(), self.suite.map(|s| s.prf)) else { return };
-        let keys = IkeKeys::derive_rekey(&IkeSuite { prf: old_prf, ..suite }, &old.d, &shared, ni, &nr, spi, peer_spi);
+        let (Some(old), Some(old_prf)) = (self.keys.as_ref(), self.suite.map(|s| s.prf)) else {
+            return;
+        };
+        let keys = IkeKeys::derive_rekey(
+            &IkeSuite {
+                prf: old_prf,
+                ..suite
+            },
+            &old.d,
+            &shared,
+            ni,
+            &nr,
+            spi,
+            peer_spi,
+        );
         let mut new = IkeSa::blank(self.conn, true, self.remote, now);
         new.spi_i = spi;
         new.spi_r = peer_spi;
@@ -1071,31 +2046,69 @@ impl IkeSa {
         new.is_rekey = true;
         new.children = std::mem::take(&mut self.children);
         new.establish(config, now);
-        self.log("info", "CREATE_CHILD_SA", format!("IKE SA rekeyed; new SPIs {spi:016x}_i {peer_spi:016x}_r"));
+        self.log(
+            "info",
+            "CREATE_CHILD_SA",
+            format!("IKE SA rekeyed; new SPIs {spi:016x}_i {peer_spi:016x}_r"),
+        );
         self.successor = Some(Box::new(new));
         self.replaced = true;
         // §2.18: the initiator of the rekey deletes the old SA.
         self.state = State::Closing;
         self.queue.clear();
-        self.send_request(exchange::INFORMATIONAL, vec![Payload::Delete(Delete { protocol: protocol::IKE, spis: vec![] })], Request::DeleteIke, now, Duration::from_secs(10));
+        self.send_request(
+            exchange::INFORMATIONAL,
+            vec![Payload::Delete(Delete {
+                protocol: protocol::IKE,
+                spis: vec![],
+            })],
+            Request::DeleteIke,
+            now,
+            Duration::from_secs(10),
+        );
     }
 
-    fn queue_create_child(&mut self, config: &Config, config_index: usize, rekey_of: Option<u32>, now: Instant) {
+    fn queue_create_child(
+        &mut self,
+        config: &Config,
+        config_index: usize,
+        rekey_of: Option<u32>,
+        now: Instant,
+    ) {
         let spi = crypto::random_spi32();
         // The PFS key pair is made when the request is sent (below), so the public value is at hand.
-        self.queue.push_back(Request::CreateChild { config_index, rekey_of, spi, nonce: nonce(), dh: None });
+        self.queue.push_back(Request::CreateChild {
+            config_index,
+            rekey_of,
+            spi,
+            nonce: nonce(),
+            dh: None,
+        });
         self.send_queued(config, now);
     }
 
     fn send_queued(&mut self, config: &Config, now: Instant) {
-        if self.pending.is_some() || self.state == State::Closing && !matches!(self.queue.front(), Some(Request::DeleteIke)) {
+        if self.pending.is_some()
+            || self.state == State::Closing
+                && !matches!(self.queue.front(), Some(Request::DeleteIke))
+        {
             return;
         }
-        let Some(request) = self.queue.pop_front() else { return };
+        let Some(request) = self.queue.pop_front() else {
+            return;
+        };
         let deadline = config.dpd_timeout.max(Duration::from_secs(10));
         match request {
-            Request::CreateChild { config_index, rekey_of, spi, nonce, dh: _ } => {
-                let Some(child) = config.children.get(config_index) else { return };
+            Request::CreateChild {
+                config_index,
+                rekey_of,
+                spi,
+                nonce,
+                dh: _,
+            } => {
+                let Some(child) = config.children.get(config_index) else {
+                    return;
+                };
                 let (dh, public) = match config.pfs.map(DhPrivate::generate) {
                     Some(Ok((d, p))) => (Some(d), Some(p)),
                     _ => (None, None),
@@ -1105,7 +2118,10 @@ impl IkeSa {
                     .iter()
                     .enumerate()
                     .map(|(i, p)| {
-                        let spec = ProposalSpec { dh: dh.as_ref().map(|d| vec![d.group()]).unwrap_or_default(), ..p.clone() };
+                        let spec = ProposalSpec {
+                            dh: dh.as_ref().map(|d| vec![d.group()]).unwrap_or_default(),
+                            ..p.clone()
+                        };
                         spec.to_proposal(i as u8 + 1, protocol::ESP, spi.to_be_bytes().to_vec())
                     })
                     .collect();
@@ -1113,34 +2129,115 @@ impl IkeSa {
                 if let Some(old) = rekey_of
                     && let Some(c) = self.children.iter().find(|c| c.inbound_spi == old)
                 {
-                    payloads.push(Payload::Notify(Notify { protocol: protocol::ESP, spi: c.inbound_spi.to_be_bytes().to_vec(), kind: notify::REKEY_SA, data: vec![] }));
+                    payloads.push(Payload::Notify(Notify {
+                        protocol: protocol::ESP,
+                        spi: c.inbound_spi.to_be_bytes().to_vec(),
+                        kind: notify::REKEY_SA,
+                        data: vec![],
+                    }));
                 }
                 payloads.push(Payload::Sa(proposals));
                 payloads.push(Payload::Nonce(nonce.clone()));
                 if let (Some(d), Some(p)) = (&dh, public) {
-                    payloads.push(Payload::Ke { group: d.group().id(), data: p });
+                    payloads.push(Payload::Ke {
+                        group: d.group().id(),
+                        data: p,
+                    });
                 }
                 payloads.push(Payload::TsI(child.local.clone()));
                 payloads.push(Payload::TsR(child.remote.clone()));
-                self.log("info", "CREATE_CHILD_SA", if rekey_of.is_some() { "rekeying a Child SA".into() } else { "creating a Child SA".into() });
-                self.send_request(exchange::CREATE_CHILD_SA, payloads, Request::CreateChild { config_index, rekey_of, spi, nonce, dh }, now, deadline);
+                self.log(
+                    "info",
+                    "CREATE_CHILD_SA",
+                    if rekey_of.is_some() {
+                        "rekeying a Child SA".into()
+                    } else {
+                        "creating a Child SA".into()
+                    },
+                );
+                self.send_request(
+                    exchange::CREATE_CHILD_SA,
+                    payloads,
+                    Request::CreateChild {
+                        config_index,
+                        rekey_of,
+                        spi,
+                        nonce,
+                        dh,
+                    },
+                    now,
+                    deadline,
+                );
             }
-            Request::RekeyIke { spi, nonce, group, .. } => {
-                let Ok((dh, public)) = DhPrivate::generate(group) else { return };
-                let proposals: Vec<Proposal> = config.ike.iter().enumerate().map(|(i, p)| p.to_proposal(i as u8 + 1, protocol::IKE, spi.to_be_bytes().to_vec())).collect();
-                let payloads = vec![Payload::Sa(proposals), Payload::Nonce(nonce.clone()), Payload::Ke { group: dh.group().id(), data: public }];
+            Request::RekeyIke {
+                spi, nonce, group, ..
+            } => {
+                let Ok((dh, public)) = DhPrivate::generate(group) else {
+                    return;
+                };
+                let proposals: Vec<Proposal> = config
+                    .ike
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| {
+                        p.to_proposal(i as u8 + 1, protocol::IKE, spi.to_be_bytes().to_vec())
+                    })
+                    .collect();
+                let payloads = vec![
+                    Payload::Sa(proposals),
+                    Payload::Nonce(nonce.clone()),
+                    Payload::Ke {
+                        group: dh.group().id(),
+                        data: public,
+                    },
+                ];
                 self.log("info", "CREATE_CHILD_SA", "rekeying the IKE SA".into());
-                self.send_request(exchange::CREATE_CHILD_SA, payloads, Request::RekeyIke { spi, nonce, dh: Some(dh), group }, now, deadline);
+                self.send_request(
+                    exchange::CREATE_CHILD_SA,
+                    payloads,
+                    Request::RekeyIke {
+                        spi,
+                        nonce,
+                        dh: Some(dh),
+                        group,
+                    },
+                    now,
+                    deadline,
+                );
             }
             Request::DeleteChildren(spis) => {
                 let list: Vec<Vec<u8>> = spis.iter().map(|s| s.to_be_bytes().to_vec()).collect();
-                self.send_request(exchange::INFORMATIONAL, vec![Payload::Delete(Delete { protocol: protocol::ESP, spis: list })], Request::DeleteChildren(spis), now, deadline);
+                self.send_request(
+                    exchange::INFORMATIONAL,
+                    vec![Payload::Delete(Delete {
+                        protocol: protocol::ESP,
+                        spis: list,
+                    })],
+                    Request::DeleteChildren(spis),
+                    now,
+                    deadline,
+                );
             }
             Request::DeleteIke => {
-                self.send_request(exchange::INFORMATIONAL, vec![Payload::Delete(Delete { protocol: protocol::IKE, spis: vec![] })], Request::DeleteIke, now, Duration::from_secs(5));
+                self.send_request(
+                    exchange::INFORMATIONAL,
+                    vec![Payload::Delete(Delete {
+                        protocol: protocol::IKE,
+                        spis: vec![],
+                    })],
+                    Request::DeleteIke,
+                    now,
+                    Duration::from_secs(5),
+                );
             }
             Request::Liveness => {
-                self.send_request(exchange::INFORMATIONAL, vec![], Request::Liveness, now, config.dpd_timeout);
+                self.send_request(
+                    exchange::INFORMATIONAL,
+                    vec![],
+                    Request::Liveness,
+                    now,
+                    config.dpd_timeout,
+                );
             }
             Request::Auth => {}
         }
@@ -1149,7 +2246,11 @@ impl IkeSa {
     /// Sends DELETE for the whole IKE SA (§1.4.1); the SA is gone once answered or timed out.
     pub fn delete(&mut self, config: &Config, now: Instant) {
         for c in self.children.drain(..) {
-            self.events.push_back(Event::ChildSaDown { conn: self.conn, inbound_spi: c.inbound_spi, outbound_spi: c.outbound_spi });
+            self.events.push_back(Event::ChildSaDown {
+                conn: self.conn,
+                inbound_spi: c.inbound_spi,
+                outbound_spi: c.outbound_spi,
+            });
         }
         if self.state == State::Established {
             self.state = State::Closing;
@@ -1163,7 +2264,15 @@ impl IkeSa {
     }
 
     /// Handles a datagram filed under this SA.
-    pub fn handle(&mut self, config: &Config, msg: &Message, raw: &[u8], local_port: u16, from: SocketAddr, now: Instant) {
+    pub fn handle(
+        &mut self,
+        config: &Config,
+        msg: &Message,
+        raw: &[u8],
+        local_port: u16,
+        from: SocketAddr,
+        now: Instant,
+    ) {
         if local_port == NATT_PORT {
             self.local_port = NATT_PORT;
         }
@@ -1181,7 +2290,11 @@ impl IkeSa {
     pub fn resend_last_response(&mut self) {
         if let Some((id, bytes)) = &self.last_response {
             let port = if *id == 0 { IKE_PORT } else { self.local_port };
-            self.transmits.push_back(Transmit { local_port: port, remote: self.remote, data: bytes.clone() });
+            self.transmits.push_back(Transmit {
+                local_port: port,
+                remote: self.remote,
+                data: bytes.clone(),
+            });
         }
     }
 
@@ -1196,34 +2309,73 @@ impl IkeSa {
             if now >= p.deadline {
                 let exchange_name = ike_exchange_name(p.exchange);
                 let (reason, message) = match (&p.request, self.state) {
-                    (_, State::InitDone | State::AuthSent) if self.initiator => (Reason::NoResponse, format!("no response to {exchange_name} from {}", self.remote)),
+                    (_, State::InitDone | State::AuthSent) if self.initiator => (
+                        Reason::NoResponse,
+                        format!("no response to {exchange_name} from {}", self.remote),
+                    ),
                     (Request::DeleteIke, _) => {
                         self.dead = true;
                         self.pending = None;
                         return;
                     }
-                    _ => (Reason::PeerDead, format!("peer {} did not answer {exchange_name} for {} s (dead peer detection)", self.remote, config.dpd_timeout.as_secs())),
+                    _ => (
+                        Reason::PeerDead,
+                        format!(
+                            "peer {} did not answer {exchange_name} for {} s (dead peer detection)",
+                            self.remote,
+                            config.dpd_timeout.as_secs()
+                        ),
+                    ),
                 };
-                self.fail(Self::simple_failure(reason, exchange_name, None, "sent", message));
+                self.fail(Self::simple_failure(
+                    reason,
+                    exchange_name,
+                    None,
+                    "sent",
+                    message,
+                ));
                 return;
             }
             if now >= p.next_retransmit {
                 p.interval = (p.interval * 2).min(RETRANSMIT_MAX);
                 p.next_retransmit = now + p.interval;
-                let port = if p.exchange == exchange::IKE_SA_INIT { IKE_PORT } else { self.local_port };
+                let port = if p.exchange == exchange::IKE_SA_INIT {
+                    IKE_PORT
+                } else {
+                    self.local_port
+                };
                 let data = p.bytes.clone();
-                self.transmits.push_back(Transmit { local_port: port, remote: self.remote, data });
+                self.transmits.push_back(Transmit {
+                    local_port: port,
+                    remote: self.remote,
+                    data,
+                });
             }
         }
         if self.state != State::Established {
             return;
         }
-        if self.rekey_at.is_some_and(|t| now >= t) && !self.queue.iter().any(|r| matches!(r, Request::RekeyIke { .. })) {
+        if self.rekey_at.is_some_and(|t| now >= t)
+            && !self
+                .queue
+                .iter()
+                .any(|r| matches!(r, Request::RekeyIke { .. }))
+        {
             self.rekey_at = None;
             let group = self.suite.map(|s| s.dh).unwrap_or(DhGroup::Ecp256);
-            self.queue.push_back(Request::RekeyIke { spi: crypto::random_spi64(), nonce: nonce(), dh: None, group });
+            self.queue.push_back(Request::RekeyIke {
+                spi: crypto::random_spi64(),
+                nonce: nonce(),
+                dh: None,
+                group,
+            });
         }
-        let due: Vec<u32> = self.children.iter().filter(|c| !c.retiring && now >= c.rekey_at).map(|c| c.inbound_spi).collect();
+        let due: Vec<u32> = self
+            .children
+            .iter()
+            .filter(|c| !c.retiring && now >= c.rekey_at)
+            .map(|c| c.inbound_spi)
+            .collect();
         for spi in due {
             if let Some(c) = self.children.iter_mut().find(|c| c.inbound_spi == spi) {
                 c.rekey_at = now + config.child_lifetime;
@@ -1233,7 +2385,10 @@ impl IkeSa {
         }
         // Liveness (§1.4): probe a peer that has been silent for a third of the DPD timeout.
         let idle = config.dpd_timeout / 3;
-        if self.pending.is_none() && self.queue.is_empty() && now.saturating_duration_since(self.last_heard) >= idle {
+        if self.pending.is_none()
+            && self.queue.is_empty()
+            && now.saturating_duration_since(self.last_heard) >= idle
+        {
             self.queue.push_back(Request::Liveness);
         }
         self.send_queued(config, now);
@@ -1262,7 +2417,12 @@ impl IkeSa {
 
     /// Starts the Child SA rekey for testing and operator-triggered rekeys.
     pub fn rekey_children(&mut self, config: &Config, now: Instant) {
-        let spis: Vec<(u32, usize)> = self.children.iter().filter(|c| !c.retiring).map(|c| (c.inbound_spi, c.config_index)).collect();
+        let spis: Vec<(u32, usize)> = self
+            .children
+            .iter()
+            .filter(|c| !c.retiring)
+            .map(|c| (c.inbound_spi, c.config_index))
+            .collect();
         for (spi, index) in spis {
             self.queue_create_child(config, index, Some(spi), now);
         }

@@ -25,7 +25,10 @@ fn config(local: &str, remote: &str, psk: &str, mode: Mode) -> Config {
         esp: default_esp(true),
         pfs: None,
         mode,
-        children: vec![ChildConfig { local: vec![TrafficSelector::any_v4()], remote: vec![TrafficSelector::any_v4()] }],
+        children: vec![ChildConfig {
+            local: vec![TrafficSelector::any_v4()],
+            remote: vec![TrafficSelector::any_v4()],
+        }],
         dpd_timeout: Duration::from_secs(45),
         ike_lifetime: Duration::from_secs(3600),
         child_lifetime: Duration::from_secs(600),
@@ -49,7 +52,14 @@ impl Pair {
         let mut b = Endpoint::new();
         a.set_config(1, ca, now);
         b.set_config(7, cb, now);
-        Pair { a, b, now, events_a: vec![], events_b: vec![], drop_b_to_a: false }
+        Pair {
+            a,
+            b,
+            now,
+            events_a: vec![],
+            events_b: vec![],
+            drop_b_to_a: false,
+        }
     }
 
     /// Delivers datagrams until both are quiet, then runs timers; advances time by `step` up to `total`.
@@ -63,7 +73,8 @@ impl Pair {
                 while let Some(t) = self.a.poll_transmit() {
                     moved = true;
                     let from = SocketAddr::new(A.parse().unwrap(), t.local_port);
-                    self.b.handle_datagram(self.now, t.remote.port(), from, &t.data);
+                    self.b
+                        .handle_datagram(self.now, t.remote.port(), from, &t.data);
                 }
                 while let Some(t) = self.b.poll_transmit() {
                     moved = true;
@@ -71,7 +82,8 @@ impl Pair {
                         continue;
                     }
                     let from = SocketAddr::new(B.parse().unwrap(), t.local_port);
-                    self.a.handle_datagram(self.now, t.remote.port(), from, &t.data);
+                    self.a
+                        .handle_datagram(self.now, t.remote.port(), from, &t.data);
                 }
                 if !moved {
                     break;
@@ -89,16 +101,34 @@ impl Pair {
 }
 
 fn children(events: &[Event]) -> Vec<&vgw_ike::ChildSaKeys> {
-    events.iter().filter_map(|e| if let Event::ChildSaUp { keys, .. } = e { Some(keys) } else { None }).collect()
+    events
+        .iter()
+        .filter_map(|e| {
+            if let Event::ChildSaUp { keys, .. } = e {
+                Some(keys)
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 fn down_reason(events: &[Event]) -> Option<Reason> {
-    events.iter().find_map(|e| if let Event::IkeSaDown { failure, .. } = e { Some(failure.reason) } else { None })
+    events.iter().find_map(|e| {
+        if let Event::IkeSaDown { failure, .. } = e {
+            Some(failure.reason)
+        } else {
+            None
+        }
+    })
 }
 
 #[test]
 fn establishes_with_matching_keys_and_rekeys_children() {
-    let mut p = Pair::new(config(A, B, "secret-psk", Mode::Default), config(B, A, "secret-psk", Mode::ResponderOnly));
+    let mut p = Pair::new(
+        config(A, B, "secret-psk", Mode::Default),
+        config(B, A, "secret-psk", Mode::ResponderOnly),
+    );
     p.run(Duration::from_secs(2), Duration::from_millis(100));
     let (ca, cb) = (children(&p.events_a), children(&p.events_b));
     assert_eq!(ca.len(), 1, "initiator events: {:?}", p.events_a);
@@ -113,13 +143,26 @@ fn establishes_with_matching_keys_and_rekeys_children() {
     // Child SA lifetime 600 s: the rekey happens around 540 s and the old SA is deleted on both sides.
     p.run(Duration::from_secs(600), Duration::from_secs(1));
     let (ca, cb) = (children(&p.events_a), children(&p.events_b));
-    assert!(ca.len() >= 2 && cb.len() >= 2, "no Child SA rekey: {} / {}", ca.len(), cb.len());
+    assert!(
+        ca.len() >= 2 && cb.len() >= 2,
+        "no Child SA rekey: {} / {}",
+        ca.len(),
+        cb.len()
+    );
     let last_a = ca.last().unwrap();
     let last_b = cb.last().unwrap();
     assert_eq!(*last_a.outbound_key, *last_b.inbound_key);
-    let downs = p.events_a.iter().filter(|e| matches!(e, Event::ChildSaDown { .. })).count();
+    let downs = p
+        .events_a
+        .iter()
+        .filter(|e| matches!(e, Event::ChildSaDown { .. }))
+        .count();
     assert!(downs >= 1, "old Child SA not deleted");
-    assert!(down_reason(&p.events_a).is_none(), "IKE SA went down: {:?}", p.events_a);
+    assert!(
+        down_reason(&p.events_a).is_none(),
+        "IKE SA went down: {:?}",
+        p.events_a
+    );
     // Liveness checks kept the SA up across 10 idle minutes.
     assert!(p.a.is_established(1) && p.b.is_established(7));
 }
@@ -130,10 +173,26 @@ fn ike_sa_rekey_keeps_the_tunnel() {
     ca.ike_lifetime = Duration::from_secs(120);
     let mut p = Pair::new(ca, config(B, A, "k", Mode::ResponderOnly));
     p.run(Duration::from_secs(300), Duration::from_secs(1));
-    let ups_a = p.events_a.iter().filter(|e| matches!(e, Event::IkeSaUp { rekey: true, .. })).count();
-    let ups_b = p.events_b.iter().filter(|e| matches!(e, Event::IkeSaUp { rekey: true, .. })).count();
-    assert!(ups_a >= 1 && ups_b >= 1, "no IKE rekey: {ups_a} {ups_b}; {:?}", p.events_a);
-    assert!(down_reason(&p.events_a).is_none() && down_reason(&p.events_b).is_none(), "{:?}", p.events_b);
+    let ups_a = p
+        .events_a
+        .iter()
+        .filter(|e| matches!(e, Event::IkeSaUp { rekey: true, .. }))
+        .count();
+    let ups_b = p
+        .events_b
+        .iter()
+        .filter(|e| matches!(e, Event::IkeSaUp { rekey: true, .. }))
+        .count();
+    assert!(
+        ups_a >= 1 && ups_b >= 1,
+        "no IKE rekey: {ups_a} {ups_b}; {:?}",
+        p.events_a
+    );
+    assert!(
+        down_reason(&p.events_a).is_none() && down_reason(&p.events_b).is_none(),
+        "{:?}",
+        p.events_b
+    );
     // Child SAs survive the IKE rekey; a later Child SA rekey works on the new IKE SA.
     p.a.rekey_children(1, p.now);
     p.run(Duration::from_secs(5), Duration::from_millis(100));
@@ -143,7 +202,10 @@ fn ike_sa_rekey_keeps_the_tunnel() {
 
 #[test]
 fn wrong_psk_is_an_authorization_error_on_both_sides() {
-    let mut p = Pair::new(config(A, B, "one", Mode::Default), config(B, A, "two", Mode::ResponderOnly));
+    let mut p = Pair::new(
+        config(A, B, "one", Mode::Default),
+        config(B, A, "two", Mode::ResponderOnly),
+    );
     p.run(Duration::from_secs(1), Duration::from_millis(100));
     assert_eq!(down_reason(&p.events_b), Some(Reason::AuthorizationError));
     assert_eq!(down_reason(&p.events_a), Some(Reason::AuthorizationError));
@@ -152,14 +214,38 @@ fn wrong_psk_is_an_authorization_error_on_both_sides() {
 #[test]
 fn disjoint_proposals_name_both_sides() {
     let mut ca = config(A, B, "k", Mode::Default);
-    ca.ike = vec![ProposalSpec { encryption: vec![Encryption::AesCbc(128)], integrity: vec![Integrity::HmacSha1_96], prf: vec![Prf::HmacSha1], dh: vec![DhGroup::Modp2048] }];
+    ca.ike = vec![ProposalSpec {
+        encryption: vec![Encryption::AesCbc(128)],
+        integrity: vec![Integrity::HmacSha1_96],
+        prf: vec![Prf::HmacSha1],
+        dh: vec![DhGroup::Modp2048],
+    }];
     let mut cb = config(B, A, "k", Mode::ResponderOnly);
-    cb.ike = vec![ProposalSpec { encryption: vec![Encryption::AesGcm16(256)], integrity: vec![], prf: vec![Prf::HmacSha256], dh: vec![DhGroup::Ecp256] }];
+    cb.ike = vec![ProposalSpec {
+        encryption: vec![Encryption::AesGcm16(256)],
+        integrity: vec![],
+        prf: vec![Prf::HmacSha256],
+        dh: vec![DhGroup::Ecp256],
+    }];
     let mut p = Pair::new(ca, cb);
     p.run(Duration::from_secs(1), Duration::from_millis(100));
-    let failure_b = p.events_b.iter().find_map(|e| if let Event::IkeSaDown { failure, .. } = e { Some(failure.clone()) } else { None }).unwrap();
+    let failure_b = p
+        .events_b
+        .iter()
+        .find_map(|e| {
+            if let Event::IkeSaDown { failure, .. } = e {
+                Some(failure.clone())
+            } else {
+                None
+            }
+        })
+        .unwrap();
     assert_eq!(failure_b.reason, Reason::NegotiationFailure);
-    assert!(failure_b.message.contains("AES_CBC_128") && failure_b.message.contains("AES_GCM_16_256"), "{}", failure_b.message);
+    assert!(
+        failure_b.message.contains("AES_CBC_128") && failure_b.message.contains("AES_GCM_16_256"),
+        "{}",
+        failure_b.message
+    );
     assert_eq!(down_reason(&p.events_a), Some(Reason::NegotiationFailure));
 }
 
@@ -199,15 +285,40 @@ fn dead_peer_is_detected_within_the_timeout() {
     // And it comes back when the peer answers again.
     p.drop_b_to_a = false;
     p.run(Duration::from_secs(40), Duration::from_secs(1));
-    assert!(p.a.is_established(1), "did not re-establish: {:?}", &p.events_a[p.events_a.len().saturating_sub(5)..]);
+    assert!(
+        p.a.is_established(1),
+        "did not re-establish: {:?}",
+        &p.events_a[p.events_a.len().saturating_sub(5)..]
+    );
 }
 
 #[test]
 fn policy_based_selectors_give_one_child_per_pair() {
     let pairs = |swap: bool| {
-        let p1 = (TrafficSelector::from_prefix("10.2.1.0".parse().unwrap(), 24), TrafficSelector::from_prefix("10.1.1.0".parse().unwrap(), 24));
-        let p2 = (TrafficSelector::from_prefix("10.2.2.0".parse().unwrap(), 24), TrafficSelector::from_prefix("10.1.2.0".parse().unwrap(), 24));
-        [p1, p2].iter().map(|(l, r)| if swap { ChildConfig { local: vec![*r], remote: vec![*l] } } else { ChildConfig { local: vec![*l], remote: vec![*r] } }).collect::<Vec<_>>()
+        let p1 = (
+            TrafficSelector::from_prefix("10.2.1.0".parse().unwrap(), 24),
+            TrafficSelector::from_prefix("10.1.1.0".parse().unwrap(), 24),
+        );
+        let p2 = (
+            TrafficSelector::from_prefix("10.2.2.0".parse().unwrap(), 24),
+            TrafficSelector::from_prefix("10.1.2.0".parse().unwrap(), 24),
+        );
+        [p1, p2]
+            .iter()
+            .map(|(l, r)| {
+                if swap {
+                    ChildConfig {
+                        local: vec![*r],
+                        remote: vec![*l],
+                    }
+                } else {
+                    ChildConfig {
+                        local: vec![*l],
+                        remote: vec![*r],
+                    }
+                }
+            })
+            .collect::<Vec<_>>()
     };
     let mut ca = config(A, B, "k", Mode::Default);
     ca.children = pairs(false);

@@ -16,6 +16,15 @@ pub struct ServeArgs {
     /// Also serve the API on this TCP address (requires --api-token-file).
     #[arg(long)]
     pub api_listen: Option<SocketAddr>,
+    /// Run the data plane and tunnels (`off` serves only the API, for testing or a config-only host).
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub dataplane: String,
+    /// Name of the TUN device that carries the tunnels' inner packets.
+    #[arg(long, default_value = "vgw0")]
+    pub tun_name: String,
+    /// TCP MSS clamp applied to SYNs through the tunnels (Azure recommends 1350).
+    #[arg(long, default_value_t = 1350)]
+    pub tcp_mss_clamp: u16,
     /// Log filter (tracing's env-filter syntax), also RUST_LOG.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log_level: String,
@@ -35,6 +44,11 @@ pub async fn run(args: &ServeArgs, api_socket: &Path, api_token_file: Option<&Pa
         api_socket: api_socket.to_path_buf(),
         api_listen: args.api_listen,
         api_token_file: api_token_file.map(Path::to_path_buf),
+        dataplane: (args.dataplane == "on").then(|| vgw_dataplane::DataPlaneConfig {
+            tun_name: args.tun_name.clone(),
+            mss_clamp: args.tcp_mss_clamp,
+            ..Default::default()
+        }),
     })
     .await
     .map_err(|e| anyhow::anyhow!(e))

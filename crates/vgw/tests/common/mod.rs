@@ -53,6 +53,7 @@ impl Daemon {
             .arg(&self.state_dir)
             .arg("--api-socket")
             .arg(&self.socket)
+            .args(["--dataplane", "off"])
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(log)

@@ -1,0 +1,823 @@
+//! The reconciler for site-to-site tunnels: drives the IKE engine and the data plane toward the
+//! desired state, and keeps the live status (with reasons) the API shows.
+//!
+//! One tokio task owns the sans-IO [`vgw_ike::Endpoint`]. It wakes on a desired-state change, an IKE
+//! datagram from the data plane, the engine's next timer, or a one-second tick that reads the data
+//! plane's counters (ESP arriving counts as peer liveness, RFC 7296 §1.4). Engine events become data
+//! plane commands (install/remove Child SAs), status changes and diagnostic log lines.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ipnet::IpNet;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use vgw_dataplane::{
+    AddrRange, DataPlane, DataPlaneConfig, IkeDatagram, Selectors, routes::KernelRoutes,
+};
+use vgw_esp::{Lifetime, SaParams, Spi};
+use vgw_ike::crypto::{DhGroup, Encryption, Integrity, Prf};
+use vgw_ike::message::{Identity, TrafficSelector};
+use vgw_ike::proposal::{ProposalSpec, default_esp, default_ike};
+use vgw_ike::{ChildConfig, ChildSaKeys, Config, ConnId, Endpoint, Event, Failure, Mode};
+use zeroize::Zeroizing;
+
+use crate::controller::Controller;
+use crate::diaglog::{Category, DiagLog};
+use crate::model::{self, ConnectionSpec, IpsecPolicy, LocalGatewaySpec, VnetGatewaySpec};
+use crate::state::DesiredState;
+use crate::status::{ConnectionState, ConnectionStatus, StatusSource, TunnelStatus};
+
+/// Live status of every connection, shared with the API.
+#[derive(Default)]
+pub struct LiveStatus {
+    connections: RwLock<HashMap<String, Live>>,
+}
+
+#[derive(Default, Clone)]
+struct Live {
+    state: ConnectionState,
+    reason: Option<String>,
+    last_error: Option<Value>,
+    tunnel: String,
+    established_utc: Option<String>,
+    child_sas: usize,
+    ike_rekeys: u64,
+    child_rekeys: u64,
+    counters: Option<Arc<vgw_dataplane::TunnelCounters>>,
+}
+
+impl StatusSource for LiveStatus {
+    fn connection_status(&self, name: &str) -> ConnectionStatus {
+        let map = self.connections.read().unwrap_or_else(|p| p.into_inner());
+        let Some(live) = map.get(name) else {
+            return ConnectionStatus::default();
+        };
+        let (ingress, egress) = live
+            .counters
+            .as_ref()
+            .map(|c| {
+                (
+                    c.ingress_bytes.load(Ordering::Relaxed),
+                    c.egress_bytes.load(Ordering::Relaxed),
+                )
+            })
+            .unwrap_or((0, 0));
+        ConnectionStatus {
+            connection_status: live.state,
+            connection_status_reason: live.reason.clone(),
+            last_error: live.last_error.clone(),
+            ingress_bytes_transferred: ingress,
+            egress_bytes_transferred: egress,
+            tunnel_connection_status: vec![TunnelStatus {
+                tunnel: live.tunnel.clone(),
+                connection_status: live.state,
+                ingress_bytes_transferred: ingress,
+                egress_bytes_transferred: egress,
+                last_connection_established_utc_time: live.established_utc.clone(),
+            }],
+            ike_sa_rekeys: live.ike_rekeys,
+            child_sa_rekeys: live.child_rekeys,
+        }
+    }
+}
+
+/// Operator actions the API hands to the reconciler.
+#[derive(Debug)]
+pub enum TunnelCommand {
+    /// `vpn-connection reset`: tear down and re-establish one connection.
+    Reset(String),
+    /// `vnet-gateway reset`: all of them, configuration kept.
+    ResetAll,
+}
+
+/// The API's handle on the running reconciler.
+#[derive(Clone)]
+pub struct TunnelHandle {
+    commands: mpsc::Sender<TunnelCommand>,
+}
+
+impl TunnelHandle {
+    /// Queues a command; false if the reconciler is gone.
+    pub fn send(&self, command: TunnelCommand) -> bool {
+        self.commands.try_send(command).is_ok()
+    }
+}
+
+/// Starts the tunnel reconciler with its data plane. Fails if the TUN or the IKE ports cannot be opened.
+pub fn start(
+    controller: Arc<Controller>,
+    log: Arc<DiagLog>,
+    status: Arc<LiveStatus>,
+    dataplane: DataPlaneConfig,
+) -> std::io::Result<TunnelHandle> {
+    let (ike_tx, ike_rx) = mpsc::channel(4096);
+    let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let dp = Arc::new(DataPlane::start(dataplane, ike_tx)?);
+    let routes = KernelRoutes::new(dp.tun_index())?;
+    let mut driver = Driver {
+        endpoint: Endpoint::new(),
+        dp,
+        routes,
+        controller,
+        log,
+        status,
+        ids: HashMap::new(),
+        next_id: 1,
+        names: HashMap::new(),
+        configs: HashMap::new(),
+        installed_routes: HashMap::new(),
+        last_ingress: HashMap::new(),
+    };
+    tokio::spawn(async move { driver.run(ike_rx, cmd_rx).await });
+    Ok(TunnelHandle { commands: cmd_tx })
+}
+
+struct Driver {
+    endpoint: Endpoint,
+    dp: Arc<DataPlane>,
+    routes: KernelRoutes,
+    controller: Arc<Controller>,
+    log: Arc<DiagLog>,
+    status: Arc<LiveStatus>,
+    ids: HashMap<String, ConnId>,
+    next_id: ConnId,
+    names: HashMap<ConnId, String>,
+    configs: HashMap<ConnId, Config>,
+    installed_routes: HashMap<ConnId, Vec<IpNet>>,
+    last_ingress: HashMap<ConnId, u64>,
+}
+
+fn conn_resource(name: &str) -> String {
+    model::resource_id(model::collection::CONNECTIONS, name)
+}
+
+fn utc_now() -> String {
+    crate::diaglog::rfc3339(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+    )
+}
+
+impl Driver {
+    async fn run(
+        &mut self,
+        mut ike_rx: mpsc::Receiver<IkeDatagram>,
+        mut commands: mpsc::Receiver<TunnelCommand>,
+    ) {
+        let mut changes = self.controller.subscribe();
+        self.reconcile().await;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let wake = self
+                .endpoint
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std)
+                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(1));
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    self.reconcile().await;
+                }
+                Some(d) = ike_rx.recv() => {
+                    self.endpoint.handle_datagram(Instant::now(), d.local_port, d.remote, &d.data);
+                }
+                _ = tokio::time::sleep_until(wake) => {
+                    self.endpoint.handle_timeout(Instant::now());
+                }
+                _ = tick.tick() => {
+                    self.note_esp_activity();
+                }
+                Some(command) = commands.recv() => self.command(command),
+            }
+            self.flush().await;
+        }
+    }
+
+    /// ESP that arrived since the last tick proves the peer alive (no liveness check needed).
+    fn note_esp_activity(&mut self) {
+        let now = Instant::now();
+        for &id in self.names.keys() {
+            let seen = self.dp.counters(id).last_ingress_ms.load(Ordering::Relaxed);
+            if seen != 0 && self.last_ingress.get(&id) != Some(&seen) {
+                self.last_ingress.insert(id, seen);
+                self.endpoint.note_activity(id, now);
+            }
+        }
+    }
+
+    async fn flush(&mut self) {
+        while let Some(t) = self.endpoint.poll_transmit() {
+            if let Err(e) = self.dp.send_ike(t.local_port, t.remote, &t.data) {
+                tracing::debug!(error = %e, remote = %t.remote, "IKE send failed");
+            }
+        }
+        while let Some(event) = self.endpoint.poll_event() {
+            self.apply(event);
+        }
+    }
+
+    fn set_live(&self, name: &str, f: impl FnOnce(&mut Live)) {
+        let mut map = self
+            .status
+            .connections
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        f(map.entry(name.to_string()).or_default());
+    }
+
+    fn apply(&mut self, event: Event) {
+        match event {
+            Event::Log {
+                conn,
+                level,
+                exchange,
+                message,
+            } => {
+                let name = conn.and_then(|c| self.names.get(&c)).cloned();
+                let resource = name
+                    .as_deref()
+                    .map(conn_resource)
+                    .unwrap_or_else(|| "/vgw".into());
+                self.log.log(
+                    Category::IkeDiagnosticLog,
+                    level,
+                    &resource,
+                    &message,
+                    json!({"exchange": exchange, "connection": name}),
+                );
+            }
+            Event::IkeSaUp {
+                conn,
+                suite,
+                remote,
+                rekey,
+            } => {
+                let Some(name) = self.names.get(&conn).cloned() else {
+                    return;
+                };
+                let local = self
+                    .configs
+                    .get(&conn)
+                    .map(|c| c.local_addr.to_string())
+                    .unwrap_or_default();
+                self.set_live(&name, |l| {
+                    l.tunnel = format!("{local}-{}", remote.ip());
+                    if rekey {
+                        l.ike_rekeys += 1;
+                    }
+                });
+                let message = if rekey {
+                    format!("IKE SA rekeyed ({suite})")
+                } else {
+                    format!("IKE SA established with {remote} ({suite})")
+                };
+                self.log.log(
+                    Category::TunnelDiagnosticLog,
+                    "info",
+                    &conn_resource(&name),
+                    &message,
+                    json!({"connection": name, "suite": suite}),
+                );
+            }
+            Event::ChildSaUp {
+                conn,
+                keys,
+                replaces,
+            } => self.install(conn, keys, replaces),
+            Event::ChildSaDown {
+                conn,
+                inbound_spi,
+                outbound_spi,
+            } => {
+                self.dp
+                    .remove_child_sa(conn, Spi(inbound_spi), Spi(outbound_spi));
+                let Some(name) = self.names.get(&conn).cloned() else {
+                    return;
+                };
+                self.set_live(&name, |l| {
+                    l.child_sas = l.child_sas.saturating_sub(1);
+                });
+            }
+            Event::IkeSaDown { conn, failure } => {
+                let Some(name) = self.names.get(&conn).cloned() else {
+                    return;
+                };
+                let error = failure_json(&failure);
+                self.set_live(&name, |l| {
+                    l.state = ConnectionState::NotConnected;
+                    l.reason = Some(failure.reason.as_str().to_string());
+                    l.last_error = Some(error.clone());
+                    l.child_sas = 0;
+                });
+                self.log.log(
+                    Category::TunnelDiagnosticLog,
+                    "error",
+                    &conn_resource(&name),
+                    &format!(
+                        "tunnel down: {}: {}",
+                        failure.reason.as_str(),
+                        failure.message
+                    ),
+                    json!({"connection": name, "lastError": error}),
+                );
+            }
+        }
+    }
+
+    fn install(&mut self, conn: ConnId, keys: ChildSaKeys, replaces: Option<(u32, u32)>) {
+        let Some(name) = self.names.get(&conn).cloned() else {
+            return;
+        };
+        let suite = match esp_suite(&keys) {
+            Some(s) => s,
+            None => {
+                self.log.log(
+                    Category::IkeDiagnosticLog,
+                    "error",
+                    &conn_resource(&name),
+                    &format!(
+                        "negotiated ESP suite {} is not supported by the data plane",
+                        keys.suite
+                    ),
+                    json!({"connection": name}),
+                );
+                return;
+            }
+        };
+        let lifetime = Lifetime {
+            soft_bytes: keys.lifetime_bytes.map(|b| b / 10 * 9),
+            hard_bytes: keys.lifetime_bytes,
+            ..Default::default()
+        };
+        let out = vgw_esp::OutboundSa::new(
+            SaParams {
+                spi: Spi(keys.outbound_spi),
+                suite,
+                esn: keys.suite.esn,
+                lifetime,
+            },
+            &keys.outbound_key,
+        );
+        let inn = vgw_esp::InboundSa::new(
+            SaParams {
+                spi: Spi(keys.inbound_spi),
+                suite,
+                esn: keys.suite.esn,
+                lifetime,
+            },
+            &keys.inbound_key,
+        );
+        let (Ok(out), Ok(inn)) = (out, inn) else {
+            self.log.log(
+                Category::IkeDiagnosticLog,
+                "error",
+                &conn_resource(&name),
+                "cannot build ESP SAs from the negotiated keys",
+                json!({"connection": name}),
+            );
+            return;
+        };
+        let selectors = Selectors {
+            local: ranges(&keys.local_ts),
+            remote: ranges(&keys.remote_ts),
+        };
+        self.dp
+            .install_child_sa(conn, keys.remote, out, inn, selectors);
+        let counters = self.dp.counters(conn);
+        let rekey = replaces.is_some();
+        self.set_live(&name, |l| {
+            l.counters = Some(counters);
+            if rekey {
+                l.child_rekeys += 1;
+            } else {
+                l.child_sas += 1;
+            }
+            if l.state != ConnectionState::Connected {
+                l.established_utc = Some(utc_now());
+            }
+            l.state = ConnectionState::Connected;
+            l.reason = None;
+        });
+        let ts = |v: &[TrafficSelector]| {
+            v.iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        self.log.log(
+            Category::TunnelDiagnosticLog,
+            "info",
+            &conn_resource(&name),
+            &format!(
+                "{} {:08x}_i {:08x}_o {} {} === {}",
+                if rekey {
+                    "Child SA rekeyed:"
+                } else {
+                    "Child SA installed:"
+                },
+                keys.inbound_spi,
+                keys.outbound_spi,
+                keys.suite,
+                ts(&keys.local_ts),
+                ts(&keys.remote_ts)
+            ),
+            json!({"connection": name}),
+        );
+    }
+
+    async fn reconcile(&mut self) {
+        let (state, _) = self.controller.snapshot().await;
+        let now = Instant::now();
+        let mut wanted: HashMap<ConnId, (Config, Vec<IpNet>)> = HashMap::new();
+        for (name, c) in &state.connections {
+            let id = *self.ids.entry(name.clone()).or_insert_with(|| {
+                let id = self.next_id;
+                self.next_id += 1;
+                id
+            });
+            self.names.insert(id, name.clone());
+            match build_config(&state, c) {
+                Ok((config, prefixes)) => {
+                    wanted.insert(id, (config, prefixes));
+                }
+                Err(message) => {
+                    self.set_live(name, |l| {
+                        l.state = ConnectionState::NotConnected;
+                        l.reason = Some("CONFIGURATION_ERROR".into());
+                        l.last_error = Some(json!({"message": message}));
+                    });
+                    self.log.log(
+                        Category::TunnelDiagnosticLog,
+                        "error",
+                        &conn_resource(name),
+                        &message,
+                        json!({"connection": name}),
+                    );
+                }
+            }
+        }
+        // Removed (or now unusable) connections: DELETE to the peer, SAs and routes out.
+        let gone: Vec<ConnId> = self
+            .configs
+            .keys()
+            .filter(|id| !wanted.contains_key(id))
+            .copied()
+            .collect();
+        for id in gone {
+            self.endpoint.remove(id, now);
+            self.configs.remove(&id);
+            self.dp.remove_tunnel(id);
+            for prefix in self.installed_routes.remove(&id).unwrap_or_default() {
+                let _ = self.routes.remove(prefix).await;
+            }
+            if let Some(name) = self.names.get(&id).cloned()
+                && !state.connections.contains_key(&name)
+            {
+                self.names.remove(&id);
+                self.ids.remove(&name);
+                self.status
+                    .connections
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&name);
+            }
+        }
+        for (id, (config, prefixes)) in wanted {
+            let name = self.names.get(&id).cloned().unwrap_or_default();
+            let is_new = !self.configs.contains_key(&id);
+            let changed = self.configs.get(&id).is_some_and(|old| !same(old, &config));
+            if is_new || changed {
+                self.set_live(&name, |l| {
+                    if l.state != ConnectionState::Connected {
+                        l.state = ConnectionState::Connecting;
+                    }
+                    l.tunnel = format!("{}-{}", config.local_addr, config.remote_addr);
+                });
+                self.endpoint.set_config(id, config.clone(), now);
+                self.configs.insert(id, config);
+            }
+            let old = self.installed_routes.get(&id).cloned().unwrap_or_default();
+            for prefix in old.iter().filter(|p| !prefixes.contains(p)) {
+                self.dp.route(*prefix, None);
+                let _ = self.routes.remove(*prefix).await;
+            }
+            for prefix in prefixes.iter().filter(|p| !old.contains(p)) {
+                self.dp.route(*prefix, Some(id));
+                if let Err(e) = self.routes.add(*prefix).await {
+                    self.log.log(
+                        Category::RouteDiagnosticLog,
+                        "error",
+                        &conn_resource(&name),
+                        &format!("cannot add route {prefix} to the tunnel: {e}"),
+                        json!({"connection": name}),
+                    );
+                } else {
+                    self.log.log(
+                        Category::RouteDiagnosticLog,
+                        "info",
+                        &conn_resource(&name),
+                        &format!("route {prefix} via the tunnel installed"),
+                        json!({"connection": name}),
+                    );
+                }
+            }
+            self.installed_routes.insert(id, prefixes);
+        }
+        self.endpoint.handle_timeout(now);
+        self.flush().await;
+    }
+
+    fn command(&mut self, command: TunnelCommand) {
+        let now = Instant::now();
+        let targets: Vec<(ConnId, String)> = match &command {
+            TunnelCommand::Reset(name) => self
+                .ids
+                .get(name)
+                .map(|id| vec![(*id, name.clone())])
+                .unwrap_or_default(),
+            TunnelCommand::ResetAll => self.ids.iter().map(|(n, id)| (*id, n.clone())).collect(),
+        };
+        for (id, name) in targets {
+            self.log.log(
+                Category::TunnelDiagnosticLog,
+                "info",
+                &conn_resource(&name),
+                "reset by the operator: re-establishing",
+                json!({"connection": name}),
+            );
+            self.set_live(&name, |l| {
+                l.state = ConnectionState::Connecting;
+                l.reason = Some("ADMINISTRATIVE".into());
+            });
+            self.endpoint.reset(id, now);
+        }
+    }
+}
+
+fn same(a: &Config, b: &Config) -> bool {
+    a.local_addr == b.local_addr
+        && a.remote_addr == b.remote_addr
+        && *a.psk == *b.psk
+        && a.ike == b.ike
+        && a.esp == b.esp
+        && a.pfs == b.pfs
+        && a.children == b.children
+        && a.mode == b.mode
+        && a.dpd_timeout == b.dpd_timeout
+}
+
+fn failure_json(f: &Failure) -> Value {
+    json!({
+        "reason": f.reason.as_str(),
+        "exchange": f.exchange,
+        "notify": f.notify,
+        "direction": f.direction,
+        "message": f.message,
+        "ourProposals": f.our_proposals,
+        "peerProposals": f.peer_proposals,
+        "time": utc_now(),
+    })
+}
+
+fn ranges(ts: &[TrafficSelector]) -> Vec<AddrRange> {
+    ts.iter()
+        .map(|t| AddrRange {
+            start: t.start,
+            end: t.end,
+        })
+        .collect()
+}
+
+fn esp_suite(keys: &ChildSaKeys) -> Option<vgw_esp::Suite> {
+    use vgw_esp::{Encryption as E, Integrity as I};
+    let enc = match keys.suite.encryption {
+        Encryption::AesGcm16(128) => E::AesGcm128,
+        Encryption::AesGcm16(256) => E::AesGcm256,
+        Encryption::ChaCha20Poly1305 => E::ChaCha20Poly1305,
+        Encryption::AesCbc(128) => E::AesCbc128,
+        Encryption::AesCbc(256) => E::AesCbc256,
+        _ => return None,
+    };
+    let integ = match keys.suite.integrity {
+        None => None,
+        Some(Integrity::HmacSha1_96) => Some(I::HmacSha1),
+        Some(Integrity::HmacSha256_128) => Some(I::HmacSha256),
+        Some(Integrity::HmacSha384_192) => Some(I::HmacSha384),
+        Some(Integrity::HmacSha512_256) => Some(I::HmacSha512),
+    };
+    vgw_esp::Suite::new(enc, integ).ok()
+}
+
+/// Azure's policy names to IKE transforms.
+fn policy_specs(p: &IpsecPolicy) -> Result<(ProposalSpec, ProposalSpec, Option<DhGroup>), String> {
+    use model::{
+        DhGroup as AzDh, IkeEncryption as AzIkeEnc, IkeIntegrity as AzIkeInt,
+        IpsecEncryption as AzEnc, IpsecIntegrity as AzInt, PfsGroup as AzPfs,
+    };
+    let unsupported = |what: &str, v: &dyn std::fmt::Display| {
+        format!("{what} {v} is not supported by vgw's engine")
+    };
+    let ike_enc = match p.ike_encryption {
+        AzIkeEnc::Aes128 => Encryption::AesCbc(128),
+        AzIkeEnc::Aes256 => Encryption::AesCbc(256),
+        AzIkeEnc::GcmAes128 => Encryption::AesGcm16(128),
+        AzIkeEnc::GcmAes256 => Encryption::AesGcm16(256),
+        AzIkeEnc::ChaCha20Poly1305 => Encryption::ChaCha20Poly1305,
+        other => return Err(unsupported("ikeEncryption", &other)),
+    };
+    let (ike_integ, prf) = match p.ike_integrity {
+        AzIkeInt::Sha1 => (Integrity::HmacSha1_96, Prf::HmacSha1),
+        AzIkeInt::Sha256 => (Integrity::HmacSha256_128, Prf::HmacSha256),
+        AzIkeInt::Sha384 => (Integrity::HmacSha384_192, Prf::HmacSha384),
+        AzIkeInt::Sha512 => (Integrity::HmacSha512_256, Prf::HmacSha512),
+        AzIkeInt::GcmAes128 | AzIkeInt::GcmAes256 => (Integrity::HmacSha256_128, Prf::HmacSha256),
+        other => return Err(unsupported("ikeIntegrity", &other)),
+    };
+    let dh = match p.dh_group {
+        AzDh::DhGroup14 | AzDh::DhGroup2048 => DhGroup::Modp2048,
+        AzDh::Ecp256 => DhGroup::Ecp256,
+        AzDh::Ecp384 => DhGroup::Ecp384,
+        AzDh::Curve25519 => DhGroup::Curve25519,
+        AzDh::DhGroup2 => DhGroup::Modp1024,
+        other => return Err(unsupported("dhGroup", &other)),
+    };
+    let ike = ProposalSpec {
+        encryption: vec![ike_enc],
+        integrity: if ike_enc.is_aead() {
+            vec![]
+        } else {
+            vec![ike_integ]
+        },
+        prf: vec![prf],
+        dh: vec![dh],
+    };
+    let esp_enc = match p.ipsec_encryption {
+        AzEnc::Aes128 => Encryption::AesCbc(128),
+        AzEnc::Aes256 => Encryption::AesCbc(256),
+        AzEnc::GcmAes128 => Encryption::AesGcm16(128),
+        AzEnc::GcmAes256 => Encryption::AesGcm16(256),
+        AzEnc::ChaCha20Poly1305 => Encryption::ChaCha20Poly1305,
+        other => return Err(unsupported("ipsecEncryption", &other)),
+    };
+    let esp_integ = match p.ipsec_integrity {
+        AzInt::Sha1 => vec![Integrity::HmacSha1_96],
+        AzInt::Sha256 => vec![Integrity::HmacSha256_128],
+        AzInt::GcmAes128 | AzInt::GcmAes192 | AzInt::GcmAes256 | AzInt::ChaCha20Poly1305 => vec![],
+        other => return Err(unsupported("ipsecIntegrity", &other)),
+    };
+    let pfs = match p.pfs_group {
+        AzPfs::None => None,
+        AzPfs::Pfs2048 | AzPfs::Pfs14 => Some(DhGroup::Modp2048),
+        AzPfs::Ecp256 => Some(DhGroup::Ecp256),
+        AzPfs::Ecp384 => Some(DhGroup::Ecp384),
+        AzPfs::Curve25519 => Some(DhGroup::Curve25519),
+        AzPfs::Pfs2 => Some(DhGroup::Modp1024),
+        AzPfs::PfsMm => Some(dh),
+        other => return Err(unsupported("pfsGroup", &other)),
+    };
+    let esp = ProposalSpec {
+        encryption: vec![esp_enc],
+        integrity: esp_integ,
+        prf: vec![],
+        dh: pfs.into_iter().collect(),
+    };
+    Ok((ike, esp, pfs))
+}
+
+fn prefix_ts(p: &IpNet) -> TrafficSelector {
+    TrafficSelector::from_prefix(p.addr(), p.prefix_len())
+}
+
+/// The engine configuration of one connection, and the prefixes routed into it.
+fn build_config(state: &DesiredState, c: &ConnectionSpec) -> Result<(Config, Vec<IpNet>), String> {
+    let gw: &VnetGatewaySpec = state.gateway.as_ref().ok_or("no vnet-gateway")?;
+    let lg: &LocalGatewaySpec = state
+        .local_gateways
+        .get(&c.local_network_gateway2.name)
+        .ok_or("local gateway missing")?;
+    let local_addr: IpAddr = gw
+        .ip_configurations
+        .first()
+        .and_then(|i| i.public_ip_address.parse().ok())
+        .ok_or("the gateway has no public address")?;
+    let remote_addr: IpAddr = match (&lg.gateway_ip_address, &lg.fqdn) {
+        (Some(ip), _) => ip
+            .parse()
+            .map_err(|_| format!("local gateway {}: bad address {ip}", lg.name))?,
+        (None, Some(fqdn)) => {
+            return Err(format!(
+                "local gateway {}: FQDN {fqdn} resolution is not supported yet; use --gateway-ip-address",
+                lg.name
+            ));
+        }
+        _ => return Err(format!("local gateway {} has no address", lg.name)),
+    };
+    let psk = c.shared_key.clone().ok_or("no shared key")?;
+    let (ike, esp, pfs) = if c.ipsec_policies.is_empty() {
+        (default_ike(), default_esp(true), None)
+    } else {
+        let mut ike = Vec::new();
+        let mut esp = Vec::new();
+        let mut pfs = None;
+        for p in &c.ipsec_policies {
+            let (i, e, f) = policy_specs(p)?;
+            ike.push(i);
+            esp.push(e);
+            pfs = pfs.or(f);
+        }
+        (ike, esp, pfs)
+    };
+    let parse =
+        |list: &[String]| -> Vec<IpNet> { list.iter().filter_map(|p| p.parse().ok()).collect() };
+    let ours = parse(&gw.address_space.address_prefixes);
+    let theirs = parse(&lg.local_network_address_space.address_prefixes);
+    let children = if !c.traffic_selector_policies.is_empty() {
+        c.traffic_selector_policies
+            .iter()
+            .map(|t| ChildConfig {
+                local: parse(&t.local_address_ranges)
+                    .iter()
+                    .map(prefix_ts)
+                    .collect(),
+                remote: parse(&t.remote_address_ranges)
+                    .iter()
+                    .map(prefix_ts)
+                    .collect(),
+            })
+            .collect()
+    } else if c.use_policy_based_traffic_selectors {
+        let mut v = Vec::new();
+        for l in &ours {
+            for r in &theirs {
+                v.push(ChildConfig {
+                    local: vec![prefix_ts(l)],
+                    remote: vec![prefix_ts(r)],
+                });
+            }
+        }
+        v
+    } else {
+        // Route-based (Azure's default): any-to-any selectors; routing decides what enters the tunnel.
+        vec![ChildConfig {
+            local: vec![TrafficSelector::any_v4(), TrafficSelector::any_v6()],
+            remote: vec![TrafficSelector::any_v4(), TrafficSelector::any_v6()],
+        }]
+    };
+    if children.is_empty() {
+        return Err("policy-based selectors need address prefixes on both sides".into());
+    }
+    let child_lifetime = c
+        .ipsec_policies
+        .first()
+        .map_or(27_000, |p| p.sa_life_time_seconds);
+    let child_bytes = c
+        .ipsec_policies
+        .first()
+        .map(|p| p.sa_data_size_kilobytes.saturating_mul(1024));
+    let mode = match c.connection_mode {
+        model::ConnectionMode::Default => Mode::Default,
+        model::ConnectionMode::InitiatorOnly => Mode::InitiatorOnly,
+        model::ConnectionMode::ResponderOnly => Mode::ResponderOnly,
+    };
+    let mut routed = theirs.clone();
+    if let Some(bgp) = lg
+        .bgp_settings
+        .as_ref()
+        .and_then(|b| b.bgp_peering_address.as_ref())
+        .and_then(|a| a.parse::<IpAddr>().ok())
+    {
+        let host =
+            IpNet::new(bgp, if bgp.is_ipv4() { 32 } else { 128 }).map_err(|e| e.to_string())?;
+        if !routed.iter().any(|p| p.contains(&host)) {
+            routed.push(host);
+        }
+    }
+    Ok((
+        Config {
+            local_addr,
+            remote_addr,
+            remote_port: 500,
+            local_id: Identity::from_ip(local_addr),
+            remote_id: Identity::from_ip(remote_addr),
+            psk: Zeroizing::new(psk.into_bytes()),
+            ike,
+            esp,
+            pfs,
+            mode,
+            children,
+            dpd_timeout: Duration::from_secs(u64::from(c.dpd_timeout_seconds)),
+            ike_lifetime: Duration::from_secs(28_800),
+            child_lifetime: Duration::from_secs(child_lifetime),
+            child_lifetime_bytes: child_bytes,
+        },
+        routed,
+    ))
+}

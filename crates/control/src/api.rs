@@ -187,6 +187,12 @@ fn strip_read_only(value: &mut Value) {
         for k in READ_ONLY {
             obj.shift_remove(*k);
         }
+        // Every status field is read-only, whatever the engines add to it.
+        if let Ok(Value::Object(status)) = serde_json::to_value(crate::status::ConnectionStatus::default()) {
+            for k in status.keys() {
+                obj.shift_remove(k);
+            }
+        }
         if let Some(Value::Array(rules)) = obj.get_mut("natRules") {
             rules.iter_mut().for_each(strip_item_meta);
         }
@@ -246,7 +252,9 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8], strip: bool) -> Result<T, ApiEr
             .strip_prefix("unknown field `")
             .and_then(|r| r.split('`').next())
         {
-            Some(field) if path == "." => field.to_string(),
+            Some(field) if path == "." || path == field || path.ends_with(&format!(".{field}")) => {
+                if path == "." { field.to_string() } else { path.clone() }
+            }
             Some(field) => format!("{path}.{field}"),
             None => path.clone(),
         };

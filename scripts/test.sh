@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: formatting, lints, unit tests, sans-IO simulations and the
-# integration tests (real daemons; interop tests in network namespaces when run as root).
+# The whole test suite, as CI runs it: formatting, lints, unit tests, sans-IO simulations, the
+# control-plane integration tests and, as root, the interop tests with strongSwan in network namespaces
+# and the demo. Prints one "N passed, N failed" summary per suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,3 +18,18 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== cargo test"
 cargo test --workspace --locked
+
+if [ "$(id -u)" != 0 ]; then
+    echo "== interop tests skipped: they need root (network namespaces, TUN)"
+    exit 0
+fi
+
+echo "== test dependencies"
+bash scripts/install-deps.sh
+
+export VGW="$PWD/target/debug/vgw"
+echo "== vgw demo (vgw <-> vgw in namespaces)"
+"$VGW" demo
+
+echo "== interop: strongSwan"
+bash tests/interop/strongswan.sh

@@ -325,10 +325,6 @@ impl IkeSa {
         });
         payloads.push(Payload::Nonce(self.ni.clone()));
         payloads.extend(self.nat_detection(config));
-        payloads.push(Payload::Notify(Notify::new(
-            notify::IKEV2_FRAGMENTATION_SUPPORTED,
-            vec![],
-        )));
         let header = Header {
             spi_i: self.spi_i,
             spi_r: 0,
@@ -876,10 +872,6 @@ impl IkeSa {
             Payload::Nonce(ike.nr.clone()),
         ];
         payloads.extend(ike.nat_detection(config));
-        payloads.push(Payload::Notify(Notify::new(
-            notify::IKEV2_FRAGMENTATION_SUPPORTED,
-            vec![],
-        )));
         let header = Header {
             spi_i: ike.spi_i,
             spi_r: ike.spi_r,
@@ -1825,7 +1817,9 @@ impl IkeSa {
         }) {
             let failure = Self::esp_failure(config, exchange_name, n, "received", &[]);
             self.log("error", exchange_name, failure.message.clone());
-            if rekey_of.is_none() {
+            // Only a connection left without any Child SA is down; a refused extra or rekeyed SA
+            // is logged.
+            if rekey_of.is_none() && self.children.is_empty() {
                 self.events.push_back(Event::IkeSaDown {
                     conn: self.conn,
                     failure,
@@ -2231,13 +2225,10 @@ impl IkeSa {
                 );
             }
             Request::Liveness => {
-                self.send_request(
-                    exchange::INFORMATIONAL,
-                    vec![],
-                    Request::Liveness,
-                    now,
-                    config.dpd_timeout,
-                );
+                // Probed after a third of the timeout of silence; the rest of it is the probe's
+                // deadline, so a dead peer is reported dpdTimeoutSeconds after it fell silent.
+                let deadline = config.dpd_timeout - config.dpd_timeout / 3;
+                self.send_request(exchange::INFORMATIONAL, vec![], Request::Liveness, now, deadline);
             }
             Request::Auth => {}
         }

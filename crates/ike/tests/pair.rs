@@ -280,8 +280,9 @@ fn dead_peer_is_detected_within_the_timeout() {
         }
     }
     let took = detected.expect("peer death not detected");
+    eprintln!("dead after {took:?}");
     // Probe after 10 s of silence, give up 30 s later.
-    assert!(took <= Duration::from_secs(45), "took {took:?}");
+    assert!(took <= Duration::from_secs(31), "took {took:?}");
     // And it comes back when the peer answers again.
     p.drop_b_to_a = false;
     p.run(Duration::from_secs(40), Duration::from_secs(1));

@@ -188,7 +188,9 @@ fn strip_read_only(value: &mut Value) {
             obj.shift_remove(*k);
         }
         // Every status field is read-only, whatever the engines add to it.
-        if let Ok(Value::Object(status)) = serde_json::to_value(crate::status::ConnectionStatus::default()) {
+        if let Ok(Value::Object(status)) =
+            serde_json::to_value(crate::status::ConnectionStatus::default())
+        {
             for k in status.keys() {
                 obj.shift_remove(k);
             }
@@ -253,7 +255,11 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8], strip: bool) -> Result<T, ApiEr
             .and_then(|r| r.split('`').next())
         {
             Some(field) if path == "." || path == field || path.ends_with(&format!(".{field}")) => {
-                if path == "." { field.to_string() } else { path.clone() }
+                if path == "." {
+                    field.to_string()
+                } else {
+                    path.clone()
+                }
             }
             Some(field) => format!("{path}.{field}"),
             None => path.clone(),

@@ -226,7 +226,7 @@ impl Prf {
     }
 
     /// Output (and preferred key) length in bytes.
-    pub fn len(self) -> usize {
+    pub fn output_len(self) -> usize {
         match self {
             Prf::HmacSha1 => 20,
             Prf::HmacSha256 => 32,
@@ -247,7 +247,7 @@ impl Prf {
 
     /// prf+ (§2.13): T1 | T2 | ... truncated to `len` bytes.
     pub fn plus(self, key: &[u8], seed: &[u8], len: usize) -> Secret {
-        let mut out = Zeroizing::new(Vec::with_capacity(len + self.len()));
+        let mut out = Zeroizing::new(Vec::with_capacity(len + self.output_len()));
         let mut last: Secret = Zeroizing::new(Vec::new());
         let mut counter = 1u8;
         while out.len() < len {
@@ -639,7 +639,7 @@ impl IkeKeys {
         let prf = suite.prf;
         let integ = suite.integrity.map_or(0, Integrity::key_len);
         let encr = suite.encryption.key_material_len();
-        let p = prf.len();
+        let p = prf.output_len();
         let seed = [ni, nr, &spi_i.to_be_bytes(), &spi_r.to_be_bytes()].concat();
         let total = p + 2 * integ + 2 * encr + 2 * p;
         let km = prf.plus(skeyseed, &seed, total);

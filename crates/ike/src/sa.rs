@@ -2228,7 +2228,13 @@ impl IkeSa {
                 // Probed after a third of the timeout of silence; the rest of it is the probe's
                 // deadline, so a dead peer is reported dpdTimeoutSeconds after it fell silent.
                 let deadline = config.dpd_timeout - config.dpd_timeout / 3;
-                self.send_request(exchange::INFORMATIONAL, vec![], Request::Liveness, now, deadline);
+                self.send_request(
+                    exchange::INFORMATIONAL,
+                    vec![],
+                    Request::Liveness,
+                    now,
+                    deadline,
+                );
             }
             Request::Auth => {}
         }

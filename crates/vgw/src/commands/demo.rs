@@ -6,7 +6,7 @@
 //!  sitelan 10.1.0.10 ── site (vgw, 198.18.0.1) ══ internet 198.18.0.0/24 ══ hub (vgw, 198.18.0.2) ── hublan 10.2.0.10
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -87,7 +87,7 @@ pub async fn run_demo(args: DemoArgs) -> Result<()> {
         .context("binary path is not UTF-8")?
         .to_string();
     let mut topo = Topology::new("vgwdemo");
-    let work = PathBuf::from(std::env::temp_dir()).join(format!("vgw-demo-{}", std::process::id()));
+    let work = std::env::temp_dir().join(format!("vgw-demo-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
 
     println!(

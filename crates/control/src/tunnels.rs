@@ -131,6 +131,8 @@ pub fn start(
         configs: HashMap::new(),
         installed_routes: HashMap::new(),
         last_ingress: HashMap::new(),
+        peers: HashMap::new(),
+        ticks: 0,
     };
     tokio::spawn(async move { driver.run(ike_rx, cmd_rx).await });
     Ok(TunnelHandle { commands: cmd_tx })
@@ -149,6 +151,9 @@ struct Driver {
     configs: HashMap<ConnId, Config>,
     installed_routes: HashMap<ConnId, Vec<IpNet>>,
     last_ingress: HashMap<ConnId, u64>,
+    /// Where each connection's ESP goes, for NAT keepalives.
+    peers: HashMap<ConnId, std::net::SocketAddr>,
+    ticks: u64,
 }
 
 fn conn_resource(name: &str) -> String {
@@ -204,6 +209,14 @@ impl Driver {
     /// ESP that arrived since the last tick proves the peer alive (no liveness check needed).
     fn note_esp_activity(&mut self) {
         let now = Instant::now();
+        // vgw always asks for UDP encapsulation as if behind a NAT, so it keeps the path's NAT mappings
+        // alive: a keepalive every 20 s (RFC 3948 §2.3).
+        self.ticks += 1;
+        if self.ticks.is_multiple_of(20) {
+            for remote in self.peers.values() {
+                let _ = self.dp.send_keepalive(*remote);
+            }
+        }
         for &id in self.names.keys() {
             let seen = self.dp.counters(id).last_ingress_ms.load(Ordering::Relaxed);
             if seen != 0 && self.last_ingress.get(&id) != Some(&seen) {
@@ -307,6 +320,7 @@ impl Driver {
                 });
             }
             Event::IkeSaDown { conn, failure } => {
+                self.peers.remove(&conn);
                 let Some(name) = self.names.get(&conn).cloned() else {
                     return;
                 };
@@ -391,6 +405,7 @@ impl Driver {
         };
         self.dp
             .install_child_sa(conn, keys.remote, out, inn, selectors);
+        self.peers.insert(conn, keys.remote);
         let counters = self.dp.counters(conn);
         let rekey = replaces.is_some();
         self.set_live(&name, |l| {
@@ -817,6 +832,7 @@ fn build_config(state: &DesiredState, c: &ConnectionSpec) -> Result<(Config, Vec
             ike_lifetime: Duration::from_secs(28_800),
             child_lifetime: Duration::from_secs(child_lifetime),
             child_lifetime_bytes: child_bytes,
+            fragment_size: 1200,
         },
         routed,
     ))

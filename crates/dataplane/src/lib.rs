@@ -385,6 +385,14 @@ impl DataPlane {
         Ok(())
     }
 
+    /// Sends a NAT-keepalive (RFC 3948 §2.3: one 0xFF byte) to `remote` from the NAT-T port, keeping a
+    /// NAT's mapping alive while the tunnel is idle.
+    pub fn send_keepalive(&self, remote: SocketAddr) -> io::Result<()> {
+        self.natt_socket
+            .send_to(&[vgw_esp::udp::NAT_KEEPALIVE], remote)
+            .map(|_| ())
+    }
+
     /// The counters of `tunnel` (created on first use).
     pub fn counters(&self, tunnel: TunnelId) -> Arc<TunnelCounters> {
         let mut map = self.counters.lock().unwrap_or_else(|p| p.into_inner());

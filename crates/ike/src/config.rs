@@ -65,6 +65,9 @@ pub struct Config {
     pub child_lifetime: Duration,
     /// Child SA volume limit in bytes.
     pub child_lifetime_bytes: Option<u64>,
+    /// Largest IKE message sent whole; larger protected messages are fragmented (RFC 7383) when the peer
+    /// supports it. 1200 fits a 1280-byte IPv6 minimum MTU with IP, UDP and the non-ESP marker.
+    pub fragment_size: usize,
 }
 
 impl std::fmt::Debug for Config {

@@ -370,59 +370,54 @@ impl Endpoint {
     /// schedules re-initiation after failures.
     fn collect(&mut self, now: Instant) {
         let mut successors = Vec::new();
-        let mut failed = Vec::new();
-        let mut established = Vec::new();
+        let mut events = Vec::new();
         for sa in self.sas.values_mut() {
             self.transmits.extend(sa.transmits.drain(..));
             let spi = sa.local_spi();
-            for e in sa.events.drain(..) {
-                match &e {
-                    Event::IkeSaDown { conn, failure }
-                        if failure.reason != Reason::Administrative =>
-                    {
-                        failed.push(*conn)
-                    }
-                    Event::IkeSaUp { conn, .. } => established.push((*conn, spi)),
-                    _ => {}
-                }
-                self.events.push_back(e);
-            }
+            events.extend(sa.events.drain(..).map(|e| (spi, e)));
             if let Some(next) = sa.successor.take() {
                 successors.push(*next);
             }
         }
         for mut s in successors {
             self.transmits.extend(s.transmits.drain(..));
-            self.events.extend(s.events.drain(..));
-            self.sas.insert(s.local_spi(), s);
+            let spi = s.local_spi();
+            events.extend(s.events.drain(..).map(|e| (spi, e)));
+            self.sas.insert(spi, s);
         }
-        // INITIAL_CONTACT semantics: one IKE SA per connection; a newly established one replaces older
-        // ones (after a peer restart, or when both sides initiated at once).
-        for (conn, spi) in established {
-            for sa in self
-                .sas
-                .values_mut()
-                .filter(|s| s.conn == conn && s.local_spi() != spi && !s.dead && s.is_established())
-            {
-                if sa.successor.is_none() && sa.established_at.is_some() {
-                    let replaced_by_rekey = false;
-                    if !replaced_by_rekey {
-                        sa.dead = true;
-                        for c in sa.children.drain(..) {
-                            self.events.push_back(Event::ChildSaDown {
-                                conn,
-                                inbound_spi: c.inbound_spi,
-                                outbound_spi: c.outbound_spi,
-                            });
-                        }
+        let mut failed = Vec::new();
+        for (spi, e) in events {
+            match &e {
+                Event::IkeSaDown { conn, failure } => {
+                    // A connection is down only when no other established IKE SA carries it (duplicate SAs
+                    // from simultaneous initiation, a stale SA after a peer restart).
+                    let other = self.sas.values().any(|s| {
+                        s.conn == *conn && s.local_spi() != spi && !s.dead && s.is_established()
+                    });
+                    if other {
+                        self.events.push_back(Event::Log {
+                            conn: Some(*conn),
+                            level: "info",
+                            exchange: failure.exchange,
+                            message: format!("duplicate IKE SA {spi:016x} closed ({}); another IKE SA carries the connection", failure.reason.as_str()),
+                        });
+                        continue;
+                    }
+                    if failure.reason != Reason::Administrative {
+                        failed.push(*conn);
                     }
                 }
+                Event::IkeSaUp { conn, .. } => {
+                    if let Some(c) = self.connections.get_mut(conn) {
+                        c.retry_at = None;
+                        c.retry_interval = RETRY_BASE;
+                    }
+                }
+                _ => {}
             }
-            if let Some(c) = self.connections.get_mut(&conn) {
-                c.retry_at = None;
-                c.retry_interval = RETRY_BASE;
-            }
+            self.events.push_back(e);
         }
+        self.resolve_duplicates(now);
         self.sas.retain(|_, s| !s.dead);
         self.half_open
             .retain(|_, spi| self.sas.get(spi).is_some_and(|s| !s.is_established()));
@@ -435,6 +430,41 @@ impl Endpoint {
             {
                 c.retry_at = Some(now + c.retry_interval);
                 c.retry_interval = (c.retry_interval * 2).min(RETRY_MAX);
+            }
+        }
+    }
+
+    /// Both sides initiated at once, so a connection has two established IKE SAs. Both ends apply the same
+    /// rule (in the spirit of §2.8.1): the SA whose exchange had the lowest nonce is redundant, and the
+    /// end that initiated it deletes it. A stale SA the peer no longer knows dies by liveness check.
+    fn resolve_duplicates(&mut self, now: Instant) {
+        let mut by_conn: HashMap<ConnId, Vec<(Vec<u8>, u64)>> = HashMap::new();
+        for sa in self
+            .sas
+            .values()
+            .filter(|s| !s.dead && s.is_established() && !s.is_replaced())
+        {
+            by_conn
+                .entry(sa.conn)
+                .or_default()
+                .push((sa.lowest_nonce(), sa.local_spi()));
+        }
+        for (conn, mut sas) in by_conn {
+            if sas.len() < 2 {
+                continue;
+            }
+            sas.sort();
+            let Some(config) = self.connections.get(&conn).map(|c| c.config.clone()) else {
+                continue;
+            };
+            for (_, spi) in &sas[..sas.len() - 1] {
+                if let Some(sa) = self.sas.get_mut(spi)
+                    && sa.initiator
+                {
+                    sa.delete_duplicate(&config, now);
+                    self.transmits.extend(sa.transmits.drain(..));
+                    self.events.extend(sa.events.drain(..));
+                }
             }
         }
     }

@@ -66,11 +66,14 @@ impl ProposalSpec {
             key_len: None,
         }));
         if protocol_id == protocol::ESP {
-            transforms.push(Transform {
-                kind: transform_type::ESN,
-                id: 0,
-                key_len: None,
-            });
+            // Both sequence-number modes (RFC 4303 §2.2.1), 32-bit first: the peer picks.
+            for id in [0, 1] {
+                transforms.push(Transform {
+                    kind: transform_type::ESN,
+                    id,
+                    key_len: None,
+                });
+            }
         }
         Proposal {
             number,
@@ -272,18 +275,18 @@ pub fn choose_esp<'a>(
                     None
                 }
             };
-            // We do not use ESN (our peers' libipsec does not); accept a proposal that allows "no ESN".
-            let esn_ok = transforms_of(p, transform_type::ESN).next().is_none()
-                || transforms_of(p, transform_type::ESN).any(|t| t.id == 0);
-            if !esn_ok {
-                continue;
-            }
+            // ESN (RFC 4303 §2.2.1): the peer's first mode, both are supported; none listed means 32-bit.
+            let esn = match transforms_of(p, transform_type::ESN).find(|t| t.id <= 1) {
+                Some(t) => t.id == 1,
+                None if transforms_of(p, transform_type::ESN).next().is_none() => false,
+                None => continue,
+            };
             return Some((
                 EspSuite {
                     encryption,
                     integrity,
                     dh,
-                    esn: false,
+                    esn,
                 },
                 p,
             ));

@@ -74,12 +74,20 @@ enum Request {
 struct Pending {
     message_id: u32,
     exchange: u8,
-    bytes: Vec<u8>,
+    /// The request's datagrams (several when fragmented, RFC 7383).
+    bytes: Vec<Vec<u8>>,
     request: Request,
     next_retransmit: Instant,
     interval: Duration,
     deadline: Instant,
 }
+
+/// A message being reassembled from fragments (RFC 7383 §2.6): message ID, response flag, type of the
+/// first inner payload, and the decrypted fragments by number.
+type Reassembly = (u32, bool, u8, Vec<Option<Vec<u8>>>);
+
+/// Our and the peer's rekey of one Child SA: (new inbound SPI, lowest nonce of the exchange).
+type RekeyPair = (Option<(u32, Vec<u8>)>, Option<(u32, Vec<u8>)>);
 
 /// A Child SA as the IKE SA tracks it.
 #[derive(Debug, Clone)]
@@ -124,7 +132,15 @@ pub struct IkeSa {
     pending: Option<Pending>,
     queue: VecDeque<Request>,
     peer_next_message_id: u32,
-    last_response: Option<(u32, Vec<u8>)>,
+    last_response: Option<(u32, Vec<Vec<u8>>)>,
+    /// Both sides announced IKE fragmentation (RFC 7383 §2.3).
+    fragmentation: bool,
+    /// Largest IKE message we send before fragmenting.
+    fragment_size: usize,
+    /// Rekeys per old inbound SPI, (ours, the peer's): new inbound SPI and lowest nonce (§2.8.1).
+    collisions: std::collections::HashMap<u32, RekeyPair>,
+    /// Fragments of the message being reassembled: (message ID, response?, first payload, fragments).
+    reassembly: Option<Reassembly>,
     /// Child SAs.
     pub children: Vec<ChildSa>,
     /// When the SA was established.
@@ -193,6 +209,10 @@ impl IkeSa {
             queue: VecDeque::new(),
             peer_next_message_id: 0,
             last_response: None,
+            fragmentation: false,
+            fragment_size: 1200,
+            collisions: std::collections::HashMap::new(),
+            reassembly: None,
             children: Vec::new(),
             established_at: None,
             last_heard: now,
@@ -285,6 +305,7 @@ impl IkeSa {
         let mut sa = IkeSa::blank(conn, true, remote, now);
         sa.spi_i = crypto::random_spi64();
         sa.cookie = cookie;
+        sa.fragment_size = config.fragment_size;
         let group = group
             .or_else(|| config.ike.first().and_then(|p| p.dh.first().copied()))
             .unwrap_or(DhGroup::Ecp256);
@@ -325,6 +346,10 @@ impl IkeSa {
         });
         payloads.push(Payload::Nonce(self.ni.clone()));
         payloads.extend(self.nat_detection(config));
+        payloads.push(Payload::Notify(Notify::new(
+            notify::IKEV2_FRAGMENTATION_SUPPORTED,
+            vec![],
+        )));
         let header = Header {
             spi_i: self.spi_i,
             spi_r: 0,
@@ -348,7 +373,7 @@ impl IkeSa {
         self.pending = Some(Pending {
             message_id: 0,
             exchange: exchange::IKE_SA_INIT,
-            bytes: bytes.clone(),
+            bytes: vec![bytes.clone()],
             request: Request::Auth,
             next_retransmit: now + RETRANSMIT_BASE,
             interval: RETRANSMIT_BASE,
@@ -516,6 +541,8 @@ impl IkeSa {
         ));
         self.suite = Some(suite);
         self.init_response = raw.to_vec();
+        // RFC 7383 §2.3: fragmentation is on when both sides announced it.
+        self.fragmentation = msg.notify(notify::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
         self.log(
             "info",
             "IKE_SA_INIT",
@@ -607,14 +634,15 @@ impl IkeSa {
         Some(if self.initiator { (i, r) } else { (r, i) })
     }
 
-    /// Builds a protected message (§3.14).
+    /// Builds a protected message (§3.14): one datagram, or RFC 7383 fragments (each its own Encrypted
+    /// Fragment payload) when both sides support fragmentation and the message exceeds the fragment size.
     fn protect(
         &self,
         exchange: u8,
         response: bool,
         message_id: u32,
         payloads: &[Payload],
-    ) -> Option<Vec<u8>> {
+    ) -> Option<Vec<Vec<u8>>> {
         let (out, _) = self.ciphers()?;
         let mut plain = Vec::new();
         let first = emit_payloads(&mut plain, payloads);
@@ -622,36 +650,109 @@ impl IkeSa {
         if response {
             flags_value |= flags::RESPONSE;
         }
-        let sk_len = 4 + out.overhead(plain.len()) + plain.len();
-        let header = Header {
+        let header = |next: u8, length: usize| Header {
             spi_i: self.spi_i,
             spi_r: self.spi_r,
-            next_payload: payload_type::SK,
+            next_payload: next,
             exchange,
             flags: flags_value,
             message_id,
-            length: (HEADER_LEN + sk_len) as u32,
+            length: length as u32,
         };
-        let mut msg = Vec::with_capacity(HEADER_LEN + sk_len);
-        header.emit(&mut msg);
-        msg.push(first);
-        msg.push(0);
-        msg.extend_from_slice(&(sk_len as u16).to_be_bytes());
-        out.seal(msg, &plain).ok()
+        let sk_len = 4 + out.overhead(plain.len()) + plain.len();
+        if !self.fragmentation || HEADER_LEN + sk_len <= self.fragment_size {
+            let mut msg = Vec::with_capacity(HEADER_LEN + sk_len);
+            header(payload_type::SK, HEADER_LEN + sk_len).emit(&mut msg);
+            msg.push(first);
+            msg.push(0);
+            msg.extend_from_slice(&(sk_len as u16).to_be_bytes());
+            return out.seal(msg, &plain).ok().map(|m| vec![m]);
+        }
+        // RFC 7383 §2.5: split the plaintext; every fragment is protected on its own.
+        let chunk = self
+            .fragment_size
+            .saturating_sub(HEADER_LEN + 8 + 64)
+            .max(64);
+        let total = plain.len().div_ceil(chunk);
+        let mut datagrams = Vec::with_capacity(total);
+        for (i, part) in plain.chunks(chunk).enumerate() {
+            let skf_len = 8 + out.overhead(part.len()) + part.len();
+            let mut msg = Vec::with_capacity(HEADER_LEN + skf_len);
+            header(payload_type::SKF, HEADER_LEN + skf_len).emit(&mut msg);
+            msg.push(if i == 0 { first } else { payload_type::NONE });
+            msg.push(0);
+            msg.extend_from_slice(&(skf_len as u16).to_be_bytes());
+            msg.extend_from_slice(&(i as u16 + 1).to_be_bytes());
+            msg.extend_from_slice(&(total as u16).to_be_bytes());
+            datagrams.push(out.seal(msg, part).ok()?);
+        }
+        Some(datagrams)
     }
 
-    /// Decrypts the SK payload of `raw`; returns the inner payloads.
-    fn unprotect(&self, msg: &Message, raw: &[u8]) -> Result<Vec<Payload>, &'static str> {
+    /// Decrypts the SK payload of `raw` (§3.14), or collects an RFC 7383 fragment; returns the inner
+    /// payloads once the message is whole (`Ok(None)` while fragments are missing).
+    fn unprotect(
+        &mut self,
+        msg: &Message,
+        raw: &[u8],
+    ) -> Result<Option<Vec<Payload>>, &'static str> {
         let (_, inbound) = self.ciphers().ok_or("no keys yet")?;
-        let Some(Payload::Sk { first, body }) = msg.payloads.last() else {
-            return Err("no encrypted payload");
-        };
-        let total = msg.header.length as usize;
-        let sk_start = total.checked_sub(body.len() + 4).ok_or("bad SK length")?;
-        let plain = inbound
-            .open(&raw[..sk_start + 4], body)
-            .map_err(|_| "integrity check failed")?;
-        parse_payloads(*first, &plain).map_err(|_| "malformed encrypted payloads")
+        let total_len = msg.header.length as usize;
+        match msg.payloads.last() {
+            Some(Payload::Sk { first, body }) => {
+                let sk_start = total_len
+                    .checked_sub(body.len() + 4)
+                    .ok_or("bad SK length")?;
+                let plain = inbound
+                    .open(&raw[..sk_start + 4], body)
+                    .map_err(|_| "integrity check failed")?;
+                parse_payloads(*first, &plain)
+                    .map(Some)
+                    .map_err(|_| "malformed encrypted payloads")
+            }
+            Some(Payload::Skf {
+                first,
+                number,
+                total,
+                body,
+            }) => {
+                if !self.fragmentation {
+                    return Err("fragment received, but fragmentation was not negotiated");
+                }
+                if *total > 64 {
+                    return Err("too many fragments");
+                }
+                let skf_start = total_len
+                    .checked_sub(body.len() + 8)
+                    .ok_or("bad SKF length")?;
+                let plain = inbound
+                    .open(&raw[..skf_start + 8], body)
+                    .map_err(|_| "fragment integrity check failed")?;
+                let key = (msg.header.message_id, msg.header.is_response());
+                let fresh = !matches!(&self.reassembly, Some((id, resp, _, parts)) if (*id, *resp) == key && parts.len() == usize::from(*total));
+                if fresh {
+                    self.reassembly = Some((key.0, key.1, 0, vec![None; usize::from(*total)]));
+                }
+                let Some((_, _, first_type, parts)) = self.reassembly.as_mut() else {
+                    return Ok(None);
+                };
+                if *number == 1 {
+                    *first_type = *first;
+                }
+                parts[usize::from(*number) - 1] = Some(plain);
+                if parts.iter().any(Option::is_none) {
+                    return Ok(None);
+                }
+                let Some((_, _, first_type, parts)) = self.reassembly.take() else {
+                    return Ok(None);
+                };
+                let whole: Vec<u8> = parts.into_iter().flatten().flatten().collect();
+                parse_payloads(first_type, &whole)
+                    .map(Some)
+                    .map_err(|_| "malformed reassembled payloads")
+            }
+            _ => Err("no encrypted payload"),
+        }
     }
 
     fn send_request(
@@ -667,11 +768,13 @@ impl IkeSa {
             return;
         };
         self.next_message_id += 1;
-        self.transmits.push_back(Transmit {
-            local_port: self.local_port,
-            remote: self.remote,
-            data: bytes.clone(),
-        });
+        for data in &bytes {
+            self.transmits.push_back(Transmit {
+                local_port: self.local_port,
+                remote: self.remote,
+                data: data.clone(),
+            });
+        }
         self.pending = Some(Pending {
             message_id,
             exchange,
@@ -685,11 +788,13 @@ impl IkeSa {
 
     fn send_response(&mut self, exchange: u8, message_id: u32, payloads: Vec<Payload>) {
         if let Some(bytes) = self.protect(exchange, true, message_id, &payloads) {
-            self.transmits.push_back(Transmit {
-                local_port: self.local_port,
-                remote: self.remote,
-                data: bytes.clone(),
-            });
+            for data in &bytes {
+                self.transmits.push_back(Transmit {
+                    local_port: self.local_port,
+                    remote: self.remote,
+                    data: data.clone(),
+                });
+            }
             self.last_response = Some((message_id, bytes));
             self.peer_next_message_id = message_id + 1;
         }
@@ -845,6 +950,8 @@ impl IkeSa {
         let mut ike = IkeSa::blank(conn, false, remote, now);
         ike.spi_i = msg.header.spi_i;
         ike.spi_r = crypto::random_spi64();
+        ike.fragment_size = config.fragment_size;
+        ike.fragmentation = msg.notify(notify::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
         ike.ni = ni.clone();
         ike.nr = nonce();
         let (dh, public) = DhPrivate::generate(suite.dh)
@@ -872,6 +979,12 @@ impl IkeSa {
             Payload::Nonce(ike.nr.clone()),
         ];
         payloads.extend(ike.nat_detection(config));
+        if ike.fragmentation {
+            payloads.push(Payload::Notify(Notify::new(
+                notify::IKEV2_FRAGMENTATION_SUPPORTED,
+                vec![],
+            )));
+        }
         let header = Header {
             spi_i: ike.spi_i,
             spi_r: ike.spi_r,
@@ -884,7 +997,7 @@ impl IkeSa {
         ike.init_response = bytes.clone();
         ike.peer_next_message_id = 1;
         ike.next_message_id = 0;
-        ike.last_response = Some((0, bytes.clone()));
+        ike.last_response = Some((0, vec![bytes.clone()]));
         ike.log(
             "info",
             "IKE_SA_INIT",
@@ -1038,15 +1151,14 @@ impl IkeSa {
     ) {
         let id = msg.header.message_id;
         if id + 1 == self.peer_next_message_id {
-            // A retransmission: answer with the cached response (§2.1).
-            if let Some((cached_id, bytes)) = &self.last_response
-                && *cached_id == id
-            {
-                self.transmits.push_back(Transmit {
-                    local_port: self.local_port,
-                    remote: self.remote,
-                    data: bytes.clone(),
-                });
+            // A retransmission: answer with the cached response (§2.1); for a fragmented request only
+            // on its first fragment (RFC 7383 §2.6.1), not once per fragment.
+            let first_fragment = match msg.payloads.last() {
+                Some(Payload::Skf { number, .. }) => *number == 1,
+                _ => true,
+            };
+            if first_fragment {
+                self.resend_last_response();
             }
             return;
         }
@@ -1062,7 +1174,8 @@ impl IkeSa {
             return;
         }
         let payloads = match self.unprotect(msg, raw) {
-            Ok(p) => p,
+            Ok(Some(p)) => p,
+            Ok(None) => return,
             Err(e) => {
                 self.log(
                     "warning",
@@ -1337,7 +1450,7 @@ impl IkeSa {
             .retain(|t| t.kind != transform_type::ESN);
         proposal_out.transforms.push(Transform {
             kind: transform_type::ESN,
-            id: 0,
+            id: u16::from(suite.esn),
             key_len: None,
         });
         response.insert(0, Payload::Sa(vec![proposal_out]));
@@ -1361,7 +1474,35 @@ impl IkeSa {
             replaces,
             now,
         );
+        if let Some((old_in, _)) = replaces {
+            self.note_rekey(old_in, false, inbound_spi, &nonces.0, &nonces.1);
+        }
         Ok(response)
+    }
+
+    /// Simultaneous Child SA rekeys (§2.8.1): when both sides rekeyed the same SA, the new SA created
+    /// with the lowest of the four nonces is redundant and its creator deletes it.
+    fn note_rekey(&mut self, old_in: u32, ours: bool, new_in: u32, ni: &[u8], nr: &[u8]) {
+        let lowest = ni.min(nr).to_vec();
+        let entry = self.collisions.entry(old_in).or_default();
+        if ours {
+            entry.0 = Some((new_in, lowest));
+        } else {
+            entry.1 = Some((new_in, lowest));
+        }
+        if let (Some((our_new, our_nonce)), Some((_, peer_nonce))) = entry.clone() {
+            self.collisions.remove(&old_in);
+            if our_nonce < peer_nonce {
+                self.log(
+                    "info",
+                    "CREATE_CHILD_SA",
+                    format!(
+                        "rekey collision: deleting our redundant Child SA {our_new:08x}_i (§2.8.1)"
+                    ),
+                );
+                self.queue.push_back(Request::DeleteChildren(vec![our_new]));
+            }
+        }
     }
 
     fn respond_informational(&mut self, id: u32, payloads: &[Payload]) {
@@ -1382,6 +1523,7 @@ impl IkeSa {
                             self.children.iter().position(|c| c.outbound_spi == out_spi)
                         {
                             let c = self.children.remove(pos);
+                            self.collisions.remove(&c.inbound_spi);
                             ours.push(c.inbound_spi.to_be_bytes().to_vec());
                             self.events.push_back(Event::ChildSaDown {
                                 conn: self.conn,
@@ -1600,6 +1742,8 @@ impl IkeSa {
         new.ni = ni;
         new.nr = nr;
         new.is_rekey = true;
+        new.fragmentation = self.fragmentation;
+        new.fragment_size = self.fragment_size;
         new.children = std::mem::take(&mut self.children);
         new.establish(config, now);
         self.log(
@@ -1625,7 +1769,8 @@ impl IkeSa {
             return;
         }
         let payloads = match self.unprotect(msg, raw) {
-            Ok(p) => p,
+            Ok(Some(p)) => p,
+            Ok(None) => return,
             Err(e) => {
                 self.log(
                     "warning",
@@ -1680,6 +1825,7 @@ impl IkeSa {
                 for spi in spis {
                     if let Some(pos) = self.children.iter().position(|c| c.inbound_spi == spi) {
                         let c = self.children.remove(pos);
+                        self.collisions.remove(&c.inbound_spi);
                         self.events.push_back(Event::ChildSaDown {
                             conn: self.conn,
                             inbound_spi: c.inbound_spi,
@@ -1901,6 +2047,7 @@ impl IkeSa {
         );
         if let Some((old_in, _)) = replaces {
             self.queue.push_back(Request::DeleteChildren(vec![old_in]));
+            self.note_rekey(old_in, true, spi, &nonces.0, &nonces.1);
         }
     }
 
@@ -2038,6 +2185,8 @@ impl IkeSa {
         new.ni = ni.to_vec();
         new.nr = nr;
         new.is_rekey = true;
+        new.fragmentation = self.fragmentation;
+        new.fragment_size = self.fragment_size;
         new.children = std::mem::take(&mut self.children);
         new.establish(config, now);
         self.log(
@@ -2260,6 +2409,42 @@ impl IkeSa {
         }
     }
 
+    /// Closes this SA as a redundant duplicate: DELETE to the peer, Child SAs out, but no IkeSaDown (the
+    /// connection stays up on the other SA).
+    pub fn delete_duplicate(&mut self, config: &Config, now: Instant) {
+        self.replaced = true;
+        for c in self.children.drain(..) {
+            self.events.push_back(Event::ChildSaDown {
+                conn: self.conn,
+                inbound_spi: c.inbound_spi,
+                outbound_spi: c.outbound_spi,
+            });
+        }
+        self.log(
+            "info",
+            "INFORMATIONAL",
+            format!(
+                "closing duplicate IKE SA {:016x} (both sides initiated)",
+                self.local_spi()
+            ),
+        );
+        self.state = State::Closing;
+        self.pending = None;
+        self.queue.clear();
+        self.queue.push_back(Request::DeleteIke);
+        self.send_queued(config, now);
+    }
+
+    /// The lowest nonce of the exchange that created this SA (ties broken by the duplicate rule).
+    pub fn lowest_nonce(&self) -> Vec<u8> {
+        self.ni.as_slice().min(self.nr.as_slice()).to_vec()
+    }
+
+    /// True once a rekey or duplicate resolution replaced this SA.
+    pub fn is_replaced(&self) -> bool {
+        self.replaced
+    }
+
     /// Handles a datagram filed under this SA.
     pub fn handle(
         &mut self,
@@ -2287,11 +2472,13 @@ impl IkeSa {
     pub fn resend_last_response(&mut self) {
         if let Some((id, bytes)) = &self.last_response {
             let port = if *id == 0 { IKE_PORT } else { self.local_port };
-            self.transmits.push_back(Transmit {
-                local_port: port,
-                remote: self.remote,
-                data: bytes.clone(),
-            });
+            for data in bytes {
+                self.transmits.push_back(Transmit {
+                    local_port: port,
+                    remote: self.remote,
+                    data: data.clone(),
+                });
+            }
         }
     }
 
@@ -2341,12 +2528,13 @@ impl IkeSa {
                 } else {
                     self.local_port
                 };
-                let data = p.bytes.clone();
-                self.transmits.push_back(Transmit {
-                    local_port: port,
-                    remote: self.remote,
-                    data,
-                });
+                for data in p.bytes.clone() {
+                    self.transmits.push_back(Transmit {
+                        local_port: port,
+                        remote: self.remote,
+                        data,
+                    });
+                }
             }
         }
         if self.state != State::Established {

@@ -33,6 +33,7 @@ fn config(local: &str, remote: &str, psk: &str, mode: Mode) -> Config {
         ike_lifetime: Duration::from_secs(3600),
         child_lifetime: Duration::from_secs(600),
         child_lifetime_bytes: None,
+        fragment_size: 1200,
     }
 }
 
@@ -330,4 +331,60 @@ fn policy_based_selectors_give_one_child_per_pair() {
     let ca = children(&p.events_a);
     assert_eq!(ca.len(), 2, "{:?}", p.events_a);
     assert_ne!(ca[0].local_ts, ca[1].local_ts);
+}
+
+#[test]
+fn fragmented_messages_are_reassembled() {
+    // A tiny fragment size forces IKE_AUTH and later exchanges into RFC 7383 fragments.
+    let mut ca = config(A, B, "k", Mode::Default);
+    ca.fragment_size = 160;
+    let mut cb = config(B, A, "k", Mode::ResponderOnly);
+    cb.fragment_size = 160;
+    let mut p = Pair::new(ca, cb);
+    p.run(Duration::from_secs(2), Duration::from_millis(100));
+    let (ca, cb) = (children(&p.events_a), children(&p.events_b));
+    assert_eq!(ca.len(), 1, "{:?}", p.events_a);
+    assert_eq!(*ca[0].outbound_key, *cb[0].inbound_key);
+    p.a.rekey_children(1, p.now);
+    p.run(Duration::from_secs(3), Duration::from_millis(100));
+    assert!(children(&p.events_a).len() >= 2);
+    assert!(p.a.is_established(1) && p.b.is_established(7));
+}
+
+#[test]
+fn simultaneous_child_rekeys_leave_one_sa() {
+    let mut p = Pair::new(
+        config(A, B, "k", Mode::Default),
+        config(B, A, "k", Mode::Default),
+    );
+    p.run(Duration::from_secs(2), Duration::from_millis(100));
+    assert!(p.a.is_established(1) && p.b.is_established(7));
+    let now = p.now;
+    p.a.rekey_children(1, now);
+    p.b.rekey_children(7, now);
+    p.run(Duration::from_secs(5), Duration::from_millis(100));
+    // Count live Child SAs on each side: ups minus downs.
+    let live = |events: &[Event]| {
+        let mut spis = std::collections::HashSet::new();
+        for e in events {
+            match e {
+                Event::ChildSaUp { keys, .. } => {
+                    spis.insert(keys.inbound_spi);
+                }
+                Event::ChildSaDown { inbound_spi, .. } => {
+                    spis.remove(inbound_spi);
+                }
+                _ => {}
+            }
+        }
+        spis
+    };
+    let (la, lb) = (live(&p.events_a), live(&p.events_b));
+    assert_eq!(la.len(), 1, "side A keeps {la:?}");
+    assert_eq!(lb.len(), 1, "side B keeps {lb:?}");
+    let a_up = children(&p.events_a)
+        .into_iter()
+        .find(|k| la.contains(&k.inbound_spi))
+        .unwrap();
+    assert!(lb.contains(&a_up.outbound_spi), "the surviving SAs pair up");
 }

@@ -34,6 +34,7 @@ fuzz_target!(|data: &[u8]| {
             ike_lifetime: Duration::from_secs(3600),
             child_lifetime: Duration::from_secs(600),
             child_lifetime_bytes: None,
+            fragment_size: 1200,
         },
         now,
     );

@@ -171,11 +171,8 @@ pub async fn run_demo(args: DemoArgs) -> Result<()> {
                 other.lan,
             ],
         )?;
-        let mode = if i == 0 {
-            "InitiatorOnly"
-        } else {
-            "ResponderOnly"
-        };
+        // Both ends initiate (Azure's Default mode); the engines settle on one IKE SA between them.
+        let mode = "Default";
         cli(
             &socket,
             &[
@@ -232,6 +229,9 @@ pub async fn run_demo(args: DemoArgs) -> Result<()> {
         "hub",
         &["vpn-connection", "list", "-o", "table"],
     )?;
+    // The responder of an exchange installs its Child SA before the initiator has the keys; give the
+    // first packets a moment so the demo shows the steady state.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     println!("\n[sitelan] $ ping -c 3 10.2.0.10");
     let ping = topo.exec("sitelan", &["ping", "-c", "3", "-W", "1", "10.2.0.10"]);
     match &ping {

@@ -258,6 +258,34 @@ PY
     lab_cleanup
 }
 
-all="a b c d nat wrong_psk proposal_mismatch policy_based dead_peer rekey"
+scenario_operations() {
+    local name="operations: vpn-connection reset re-establishes, vnet-gateway reset keeps config, delete sends DELETE"
+    lab_topology
+    lab_vgw hub hub || { fail "$name: setup failed"; lab_cleanup; return; }
+    site_conf aes256gcm16-prfsha256-ecp256 aes256gcm16 none
+    lab_charon site site || { fail "$name: setup failed"; lab_cleanup; return; }
+    hub_conf Default
+    wait_for 10 is_connected hub to-site || { fail "$name: not Connected"; lab_cleanup; return; }
+    local first; first=$(swan site --list-sas | grep -o '[0-9a-f]\{16\}_i' | head -1)
+    vgwc hub vpn-connection reset -n to-site -o none
+    if ! wait_for 10 sh -c "swanctl --list-sas --uri unix://$LAB_WORK/site/charon.vici | grep -q ESTABLISHED && ! swanctl --list-sas --uri unix://$LAB_WORK/site/charon.vici | grep -q $first" \
+        || ! wait_for 10 is_connected hub to-site || ! wait_for 5 traffic_ok; then
+        fail "$name: reset did not re-establish a new IKE SA"; lab_cleanup; return
+    fi
+    vgwc hub vnet-gateway reset -o none
+    if ! wait_for 10 is_connected hub to-site || ! wait_for 5 traffic_ok; then
+        fail "$name: vnet-gateway reset did not come back"; lab_cleanup; return
+    fi
+    [ "$(vgwc hub local-gateway list --query 'length(@)' -o tsv)" = 1 ] || { fail "$name: configuration changed"; lab_cleanup; return; }
+    vgwc hub vpn-connection delete -n to-site
+    if wait_for 5 sh -c "! swanctl --list-sas --uri unix://$LAB_WORK/site/charon.vici | grep -q ESTABLISHED"; then
+        pass "$name"
+    else
+        fail "$name: strongSwan still has the IKE SA after the delete"
+    fi
+    lab_cleanup
+}
+
+all="a b c d nat wrong_psk proposal_mismatch policy_based operations dead_peer rekey"
 for s in ${*:-$all}; do "scenario_$s"; done
 summary

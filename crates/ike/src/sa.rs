@@ -161,6 +161,10 @@ pub struct IkeSa {
     is_rekey: bool,
     /// This SA was replaced by a rekey: its end is not a connection failure.
     replaced: bool,
+    /// Our KE public value, kept so a COOKIE retry repeats the same request.
+    ke_public: Vec<u8>,
+    /// COOKIE round trips so far.
+    cookie_rounds: u8,
 }
 
 fn nonce() -> Vec<u8> {
@@ -224,6 +228,8 @@ impl IkeSa {
             cookie: None,
             is_rekey: false,
             replaced: false,
+            ke_public: Vec::new(),
+            cookie_rounds: 0,
         }
     }
 
@@ -314,21 +320,26 @@ impl IkeSa {
     }
 
     fn send_init(&mut self, config: &Config, group: DhGroup, now: Instant) {
-        let (dh, public) = match DhPrivate::generate(group) {
-            Ok(v) => v,
-            Err(e) => {
-                self.fail(Self::simple_failure(
-                    Reason::NegotiationFailure,
-                    "IKE_SA_INIT",
-                    None,
-                    "sent",
-                    format!("cannot generate {}: {e}", group.name()),
-                ));
-                return;
-            }
-        };
-        self.ni = nonce();
-        self.dh = Some(dh);
+        // A retry with a COOKIE repeats the same request (§2.6): same SPI, nonce and KE.
+        if self.dh.is_none() || self.ni.is_empty() {
+            let (dh, public) = match DhPrivate::generate(group) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.fail(Self::simple_failure(
+                        Reason::NegotiationFailure,
+                        "IKE_SA_INIT",
+                        None,
+                        "sent",
+                        format!("cannot generate {}: {e}", group.name()),
+                    ));
+                    return;
+                }
+            };
+            self.ni = nonce();
+            self.dh = Some(dh);
+            self.ke_public = public;
+        }
+        let public = self.ke_public.clone();
         let proposals: Vec<Proposal> = config
             .ike
             .iter()
@@ -410,13 +421,30 @@ impl IkeSa {
     ) -> Option<(Option<DhGroup>, Option<Vec<u8>>)> {
         self.pending = None;
         if let Some(c) = msg.notify(notify::COOKIE) {
+            self.cookie_rounds += 1;
+            if self.cookie_rounds > 3 {
+                self.fail(Self::simple_failure(
+                    Reason::NegotiationFailure,
+                    "IKE_SA_INIT",
+                    Some(notify::COOKIE),
+                    "received",
+                    "the responder keeps asking for a new COOKIE".into(),
+                ));
+                return None;
+            }
             self.log(
                 "info",
                 "IKE_SA_INIT",
                 "responder asked for a COOKIE; retrying with it".into(),
             );
-            self.dead = true;
-            return Some((self.dh.as_ref().map(DhPrivate::group), Some(c.data.clone())));
+            self.cookie = Some(c.data.clone());
+            let group = self
+                .dh
+                .as_ref()
+                .map(DhPrivate::group)
+                .unwrap_or(DhGroup::Ecp256);
+            self.send_init(config, group, now);
+            return None;
         }
         if let Some(n) = msg.notify(notify::INVALID_KE_PAYLOAD) {
             let wanted = n
@@ -2489,6 +2517,14 @@ impl IkeSa {
 
     /// Timers: retransmission, request deadlines, rekeys, liveness checks.
     pub fn handle_timeout(&mut self, config: &Config, now: Instant) {
+        // A half-open responder SA whose initiator never sent IKE_AUTH is forgotten (§2.6 pressure).
+        if !self.initiator
+            && self.state == State::InitDone
+            && now >= self.last_heard + SETUP_TIMEOUT
+        {
+            self.dead = true;
+            return;
+        }
         if let Some(p) = self.pending.as_mut() {
             if now >= p.deadline {
                 let exchange_name = ike_exchange_name(p.exchange);
@@ -2585,6 +2621,9 @@ impl IkeSa {
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
         if let Some(p) = &self.pending {
             consider(p.next_retransmit.min(p.deadline));
+        }
+        if !self.initiator && self.state == State::InitDone {
+            consider(self.last_heard + SETUP_TIMEOUT);
         }
         if self.state == State::Established {
             if let Some(t) = self.rekey_at {

@@ -388,3 +388,32 @@ fn simultaneous_child_rekeys_leave_one_sa() {
         .unwrap();
     assert!(lb.contains(&a_up.outbound_spi), "the surviving SAs pair up");
 }
+
+#[test]
+fn cookies_under_half_open_pressure() {
+    // 64 half-open IKE SAs (initiators that never continue) make the responder ask for a COOKIE (§2.6);
+    // a real initiator echoes it and gets through.
+    let mut p = Pair::new(
+        config(A, B, "k", Mode::ResponderOnly),
+        config(B, A, "k", Mode::ResponderOnly),
+    );
+    let from: SocketAddr = format!("{A}:500").parse().unwrap();
+    for _ in 0..64 {
+        let mut flood = Endpoint::new();
+        flood.set_config(99, config(A, B, "k", Mode::Default), p.now);
+        flood.handle_timeout(p.now);
+        while let Some(t) = flood.poll_transmit() {
+            p.b.handle_datagram(p.now, 500, from, &t.data);
+        }
+    }
+    while p.b.poll_transmit().is_some() {}
+    p.a.set_config(1, config(A, B, "k", Mode::Default), p.now);
+    p.a.initiate(1, p.now);
+    p.run(Duration::from_secs(2), Duration::from_millis(100));
+    let asked = p
+        .events_a
+        .iter()
+        .any(|e| matches!(e, Event::Log { message, .. } if message.contains("COOKIE")));
+    assert!(asked, "no COOKIE was requested: {:?}", p.events_a);
+    assert!(p.a.is_established(1), "{:?}", p.events_a);
+}

@@ -103,20 +103,21 @@ lab_charon hub hub && lab_charon site site
 up_or_skip "strongSwan<->strongSwan" true && measure "strongSwan<->strongSwan (libipsec)"
 lab_cleanup
 
-# 3. wireguard-go <-> wireguard-go.
+# 3. wireguard-go <-> wireguard-go. Each side's device gets its own name: wireguard-go's control socket
+# (/var/run/wireguard/NAME.sock) lives in the file system that all namespaces share.
 lab_topology
 k1=$(wg genkey); k2=$(wg genkey)
+echo "$k1" >"$LAB_WORK/k1"; echo "$k2" >"$LAB_WORK/k2"
 for side in site hub; do
-    in_ns "$side" env WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 wireguard-go -f wg0 >/dev/null 2>&1 &
+    in_ns "$side" env WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 wireguard-go -f "wg$side" >/dev/null 2>&1 &
     LAB_PIDS+=($!)
 done
-wait_for 5 in_ns site ip link show wg0
-wait_for 5 in_ns hub ip link show wg0
-echo "$k1" >"$LAB_WORK/k1"; echo "$k2" >"$LAB_WORK/k2"
-in_ns site wg set wg0 private-key "$LAB_WORK/k1" listen-port 51820 peer "$(echo "$k2" | wg pubkey)" allowed-ips 10.2.0.0/16 endpoint 198.18.0.2:51820
-in_ns hub wg set wg0 private-key "$LAB_WORK/k2" listen-port 51820 peer "$(echo "$k1" | wg pubkey)" allowed-ips 10.1.0.0/16 endpoint 198.18.0.1:51820
-in_ns site ip link set wg0 up mtu 1420; in_ns hub ip link set wg0 up mtu 1420
-in_ns site ip route add 10.2.0.0/16 dev wg0; in_ns hub ip route add 10.1.0.0/16 dev wg0
+wait_for 5 in_ns site ip link show wgsite
+wait_for 5 in_ns hub ip link show wghub
+in_ns site wg set wgsite private-key "$LAB_WORK/k1" listen-port 51820 peer "$(echo "$k2" | wg pubkey)" allowed-ips 10.2.0.0/16 endpoint 198.18.0.2:51820
+in_ns hub wg set wghub private-key "$LAB_WORK/k2" listen-port 51820 peer "$(echo "$k1" | wg pubkey)" allowed-ips 10.1.0.0/16 endpoint 198.18.0.1:51820
+in_ns site ip link set wgsite up mtu 1420; in_ns hub ip link set wghub up mtu 1420
+in_ns site ip route add 10.2.0.0/16 dev wgsite; in_ns hub ip route add 10.1.0.0/16 dev wghub
 up_or_skip "wireguard-go" true && measure "wireguard-go<->wireguard-go"
 lab_cleanup
 

@@ -386,6 +386,7 @@ impl Endpoint {
             self.sas.insert(spi, s);
         }
         let mut failed = Vec::new();
+        let mut initial_contacts = Vec::new();
         for (spi, e) in events {
             match &e {
                 Event::IkeSaDown { conn, failure } => {
@@ -408,6 +409,11 @@ impl Endpoint {
                     }
                 }
                 Event::IkeSaUp { conn, .. } => {
+                    if let Some(sa) = self.sas.get(&spi)
+                        && sa.peer_initial_contact
+                    {
+                        initial_contacts.push((*conn, spi, sa.created_at));
+                    }
                     if let Some(c) = self.connections.get_mut(conn) {
                         c.retry_at = None;
                         c.retry_interval = RETRY_BASE;
@@ -417,6 +423,7 @@ impl Endpoint {
             }
             self.events.push_back(e);
         }
+        self.forget_stale(&initial_contacts);
         self.resolve_duplicates(now);
         self.sas.retain(|_, s| !s.dead);
         self.half_open
@@ -430,6 +437,37 @@ impl Endpoint {
             {
                 c.retry_at = Some(now + c.retry_interval);
                 c.retry_interval = (c.retry_interval * 2).min(RETRY_MAX);
+            }
+        }
+    }
+
+    /// INITIAL_CONTACT (§2.4): the peer has no other SA with us, so IKE SAs of the connection that were
+    /// established before the new one began are stale (a peer restart) and are dropped without DELETE.
+    fn forget_stale(&mut self, contacts: &[(ConnId, u64, Instant)]) {
+        for &(conn, spi, began) in contacts {
+            for sa in self.sas.values_mut().filter(|s| {
+                s.conn == conn
+                    && s.local_spi() != spi
+                    && !s.dead
+                    && s.established_at.is_some_and(|t| t < began)
+            }) {
+                sa.dead = true;
+                for c in sa.children.drain(..) {
+                    self.events.push_back(Event::ChildSaDown {
+                        conn,
+                        inbound_spi: c.inbound_spi,
+                        outbound_spi: c.outbound_spi,
+                    });
+                }
+                self.events.push_back(Event::Log {
+                    conn: Some(conn),
+                    level: "info",
+                    exchange: "IKE_AUTH",
+                    message: format!(
+                        "peer sent INITIAL_CONTACT: dropped stale IKE SA {:016x}",
+                        sa.local_spi()
+                    ),
+                });
             }
         }
     }
@@ -484,7 +522,8 @@ impl Endpoint {
             if let Some(c) = self.connections.get_mut(&conn) {
                 c.retry_at = None;
                 let config = c.config.clone();
-                let sa = IkeSa::initiate(conn, &config, now, None, None);
+                let mut sa = IkeSa::initiate(conn, &config, now, None, None);
+                sa.send_initial_contact = !self.sas.values().any(|s| s.conn == conn && !s.dead);
                 self.sas.insert(sa.local_spi(), sa);
             }
         }

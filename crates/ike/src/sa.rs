@@ -165,6 +165,12 @@ pub struct IkeSa {
     ke_public: Vec<u8>,
     /// COOKIE round trips so far.
     cookie_rounds: u8,
+    /// We send INITIAL_CONTACT in IKE_AUTH (set by the endpoint when no other SA with the peer exists).
+    pub send_initial_contact: bool,
+    /// The peer sent INITIAL_CONTACT: older SAs with it are stale (§2.4).
+    pub peer_initial_contact: bool,
+    /// When this SA was created.
+    pub created_at: Instant,
 }
 
 fn nonce() -> Vec<u8> {
@@ -230,6 +236,9 @@ impl IkeSa {
             replaced: false,
             ke_public: Vec::new(),
             cookie_rounds: 0,
+            send_initial_contact: false,
+            peer_initial_contact: false,
+            created_at: now,
         }
     }
 
@@ -881,9 +890,15 @@ impl IkeSa {
                 )
             })
             .collect();
-        let payloads = vec![
-            Payload::IdI(config.local_id.clone()),
-            Payload::Notify(Notify::new(notify::INITIAL_CONTACT, vec![])),
+        let mut payloads = vec![Payload::IdI(config.local_id.clone())];
+        // §2.4: only when we hold no other IKE SA with this peer.
+        if self.send_initial_contact {
+            payloads.push(Payload::Notify(Notify::new(
+                notify::INITIAL_CONTACT,
+                vec![],
+            )));
+        }
+        payloads.extend([
             Payload::IdR(config.remote_id.clone()),
             Payload::Auth {
                 method: 2,
@@ -892,7 +907,7 @@ impl IkeSa {
             Payload::Sa(proposals),
             Payload::TsI(child.local.clone()),
             Payload::TsR(child.remote.clone()),
-        ];
+        ]);
         self.state = State::AuthSent;
         self.log(
             "info",
@@ -1317,6 +1332,7 @@ impl IkeSa {
                 data: my_auth.to_vec(),
             },
         ];
+        self.peer_initial_contact = find_notify(payloads, notify::INITIAL_CONTACT).is_some();
         self.establish(config, now);
         self.log(
             "info",

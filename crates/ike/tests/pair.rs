@@ -417,3 +417,27 @@ fn cookies_under_half_open_pressure() {
     assert!(asked, "no COOKIE was requested: {:?}", p.events_a);
     assert!(p.a.is_established(1), "{:?}", p.events_a);
 }
+
+#[test]
+fn initial_contact_after_a_peer_restart_drops_the_stale_sa() {
+    let mut p = Pair::new(
+        config(A, B, "k", Mode::ResponderOnly),
+        config(B, A, "k", Mode::Default),
+    );
+    p.run(Duration::from_secs(2), Duration::from_millis(100));
+    assert!(p.a.is_established(1));
+    // B restarts: a fresh engine with no memory of the old IKE SA initiates again.
+    p.b = Endpoint::new();
+    p.b.set_config(7, config(B, A, "k", Mode::Default), p.now);
+    let before = p.events_a.len();
+    p.run(Duration::from_secs(2), Duration::from_millis(100));
+    let dropped = p.events_a[before..]
+        .iter()
+        .any(|e| matches!(e, Event::Log { message, .. } if message.contains("INITIAL_CONTACT")));
+    assert!(dropped, "{:?}", &p.events_a[before..]);
+    assert!(p.a.is_established(1) && p.b.is_established(7));
+    assert!(
+        down_reason(&p.events_a[before..]).is_none(),
+        "the connection never went down"
+    );
+}

@@ -133,7 +133,8 @@ scenario_proposal_mismatch() {
     site_conf aes128-sha1-modp2048 aes128-sha1 start
     lab_charon site site || { fail "$name: setup failed"; lab_cleanup; return; }
     if wait_for 10 sh -c "VGW_API_SOCKET=$LAB_WORK/hub.sock $VGW vpn-connection show -n to-site --query lastError.message -o tsv | grep -q 'AES_CBC_128.*AES_GCM_16_256'" \
-        && [ "$(vgwc hub vpn-connection show -n to-site --query connectionStatusReason -o tsv)" = NEGOTIATION_FAILURE ]; then
+        && [ "$(vgwc hub vpn-connection show -n to-site --query connectionStatusReason -o tsv)" = NEGOTIATION_FAILURE ] \
+        && vgwc hub logs --category IKEDiagnosticLog | grep -q NO_PROPOSAL_CHOSEN; then
         pass "$name: $(vgwc hub vpn-connection show -n to-site --query lastError.message -o tsv)"
     else
         fail "$name: $(vgwc hub vpn-connection show -n to-site --query '{s:connectionStatus,r:connectionStatusReason,e:lastError}' -o json | tr -d '\n')"

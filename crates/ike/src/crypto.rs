@@ -400,56 +400,12 @@ mod modp {
     modp_impl!(Modp2048, U2048, P2048, 256);
     modp_impl!(Modp1024, U1024, P1024, 128);
 
-    /// Validates a public value and computes g^x for our own public value (base 2 is always valid).
+    /// Our public value g^x (base 2 always passes the range check).
     pub fn public(group_bytes: usize, secret: &[u8]) -> Option<Vec<u8>> {
         match group_bytes {
-            256 => power_generator::<256>(secret, Modp2048::generator(), |b, e| {
-                Modp2048::pow_unchecked(b, e)
-            }),
-            128 => power_generator::<128>(secret, Modp1024::generator(), |b, e| {
-                Modp1024::pow_unchecked(b, e)
-            }),
+            256 => Modp2048::pow(&Modp2048::generator(), secret),
+            128 => Modp1024::pow(&Modp1024::generator(), secret),
             _ => None,
-        }
-    }
-
-    fn power_generator<const N: usize>(
-        secret: &[u8],
-        g: Vec<u8>,
-        f: impl Fn(&[u8], &[u8]) -> Vec<u8>,
-    ) -> Option<Vec<u8>> {
-        Some(f(&g, secret))
-    }
-
-    impl Modp2048 {
-        fn pow_unchecked(base: &[u8], exp: &[u8]) -> Vec<u8> {
-            let params = Self::params();
-            let b = U2048::from_be_slice(base);
-            let mut e = [0u8; 256];
-            e[256 - exp.len()..].copy_from_slice(exp);
-            let x = U2048::from_be_slice(&e);
-            FixedMontyForm::new(&b, &params)
-                .pow(&x)
-                .retrieve()
-                .to_be_bytes()
-                .as_ref()
-                .to_vec()
-        }
-    }
-
-    impl Modp1024 {
-        fn pow_unchecked(base: &[u8], exp: &[u8]) -> Vec<u8> {
-            let params = Self::params();
-            let b = U1024::from_be_slice(base);
-            let mut e = [0u8; 128];
-            e[128 - exp.len()..].copy_from_slice(exp);
-            let x = U1024::from_be_slice(&e);
-            FixedMontyForm::new(&b, &params)
-                .pow(&x)
-                .retrieve()
-                .to_be_bytes()
-                .as_ref()
-                .to_vec()
         }
     }
 }

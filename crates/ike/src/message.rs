@@ -983,6 +983,102 @@ impl Message {
     }
 }
 
+/// The SA payload's proposals.
+pub fn find_sa(payloads: &[Payload]) -> Option<&Vec<Proposal>> {
+    payloads.iter().find_map(|p| {
+        if let Payload::Sa(s) = p {
+            Some(s)
+        } else {
+            None
+        }
+    })
+}
+
+/// The KE payload: DH group and public value.
+pub fn find_ke(payloads: &[Payload]) -> Option<(u16, &Vec<u8>)> {
+    payloads.iter().find_map(|p| {
+        if let Payload::Ke { group, data } = p {
+            Some((*group, data))
+        } else {
+            None
+        }
+    })
+}
+
+/// The nonce.
+pub fn find_nonce(payloads: &[Payload]) -> Option<&Vec<u8>> {
+    payloads.iter().find_map(|p| {
+        if let Payload::Nonce(n) = p {
+            Some(n)
+        } else {
+            None
+        }
+    })
+}
+
+/// IDi.
+pub fn find_idi(payloads: &[Payload]) -> Option<&Identity> {
+    payloads.iter().find_map(|p| {
+        if let Payload::IdI(i) = p {
+            Some(i)
+        } else {
+            None
+        }
+    })
+}
+
+/// IDr.
+pub fn find_idr(payloads: &[Payload]) -> Option<&Identity> {
+    payloads.iter().find_map(|p| {
+        if let Payload::IdR(i) = p {
+            Some(i)
+        } else {
+            None
+        }
+    })
+}
+
+/// The AUTH payload: method and data.
+pub fn find_auth(payloads: &[Payload]) -> Option<(u8, &Vec<u8>)> {
+    payloads.iter().find_map(|p| {
+        if let Payload::Auth { method, data } = p {
+            Some((*method, data))
+        } else {
+            None
+        }
+    })
+}
+
+/// TSi.
+pub fn find_tsi(payloads: &[Payload]) -> Option<&Vec<TrafficSelector>> {
+    payloads.iter().find_map(|p| {
+        if let Payload::TsI(t) = p {
+            Some(t)
+        } else {
+            None
+        }
+    })
+}
+
+/// TSr.
+pub fn find_tsr(payloads: &[Payload]) -> Option<&Vec<TrafficSelector>> {
+    payloads.iter().find_map(|p| {
+        if let Payload::TsR(t) = p {
+            Some(t)
+        } else {
+            None
+        }
+    })
+}
+
+/// The first error notify (§3.10.1: types below 16384).
+pub fn find_error_notify(payloads: &[Payload]) -> Option<u16> {
+    payloads.iter().find_map(|p| match p {
+        Payload::Notify(n) if notify::is_error(n.kind) => Some(n.kind),
+        _ => None,
+    })
+}
+
 /// The first notify of type `kind` in `payloads`.
 pub fn find_notify(payloads: &[Payload], kind: u16) -> Option<&Notify> {
     payloads.iter().find_map(|p| match p {

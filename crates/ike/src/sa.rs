@@ -483,10 +483,7 @@ impl IkeSa {
             ));
             return None;
         }
-        if let Some(n) = msg.payloads.iter().find_map(|p| match p {
-            Payload::Notify(n) if notify::is_error(n.kind) => Some(n.kind),
-            _ => None,
-        }) {
+        if let Some(n) = find_error_notify(&msg.payloads) {
             let failure = if n == notify::NO_PROPOSAL_CHOSEN {
                 Self::proposal_failure(config, "IKE_SA_INIT", n, "received", &[])
             } else {
@@ -501,27 +498,9 @@ impl IkeSa {
             self.fail(failure);
             return None;
         }
-        let sa = msg.payloads.iter().find_map(|p| {
-            if let Payload::Sa(s) = p {
-                Some(s.clone())
-            } else {
-                None
-            }
-        });
-        let ke = msg.payloads.iter().find_map(|p| {
-            if let Payload::Ke { group, data } = p {
-                Some((*group, data.clone()))
-            } else {
-                None
-            }
-        });
-        let nr = msg.payloads.iter().find_map(|p| {
-            if let Payload::Nonce(n) = p {
-                Some(n.clone())
-            } else {
-                None
-            }
-        });
+        let sa = find_sa(&msg.payloads).cloned();
+        let ke = find_ke(&msg.payloads).map(|(g, d)| (g, d.clone()));
+        let nr = find_nonce(&msg.payloads).cloned();
         let (Some(sa), Some((group, ke)), Some(nr)) = (sa, ke, nr) else {
             self.fail(Self::simple_failure(
                 Reason::ProtocolError,
@@ -957,27 +936,9 @@ impl IkeSa {
                 .emit(),
             }
         };
-        let sa = msg.payloads.iter().find_map(|p| {
-            if let Payload::Sa(s) = p {
-                Some(s)
-            } else {
-                None
-            }
-        });
-        let ke = msg.payloads.iter().find_map(|p| {
-            if let Payload::Ke { group, data } = p {
-                Some((*group, data))
-            } else {
-                None
-            }
-        });
-        let ni = msg.payloads.iter().find_map(|p| {
-            if let Payload::Nonce(n) = p {
-                Some(n)
-            } else {
-                None
-            }
-        });
+        let sa = find_sa(&msg.payloads);
+        let ke = find_ke(&msg.payloads);
+        let ni = find_nonce(&msg.payloads);
         let (Some(sa), Some((group, ke)), Some(ni)) = (sa, ke, ni) else {
             return Err(refuse(notify::INVALID_SYNTAX, vec![]));
         };
@@ -1249,20 +1210,8 @@ impl IkeSa {
         if self.state != State::InitDone || self.initiator {
             return;
         }
-        let idi = payloads.iter().find_map(|p| {
-            if let Payload::IdI(i) = p {
-                Some(i.clone())
-            } else {
-                None
-            }
-        });
-        let auth = payloads.iter().find_map(|p| {
-            if let Payload::Auth { method, data } = p {
-                Some((*method, data.clone()))
-            } else {
-                None
-            }
-        });
+        let idi = find_idi(payloads).cloned();
+        let auth = find_auth(payloads).map(|(m, d)| (m, d.clone()));
         let (Some(idi), Some((method, auth))) = (idi, auth) else {
             self.send_response(
                 exchange::IKE_AUTH,
@@ -1357,37 +1306,13 @@ impl IkeSa {
         exchange_name: &'static str,
         now: Instant,
     ) -> Result<Vec<Payload>, u16> {
-        let sa = payloads.iter().find_map(|p| {
-            if let Payload::Sa(s) = p {
-                Some(s)
-            } else {
-                None
-            }
-        });
-        let tsi = payloads.iter().find_map(|p| {
-            if let Payload::TsI(t) = p {
-                Some(t)
-            } else {
-                None
-            }
-        });
-        let tsr = payloads.iter().find_map(|p| {
-            if let Payload::TsR(t) = p {
-                Some(t)
-            } else {
-                None
-            }
-        });
+        let sa = find_sa(payloads);
+        let tsi = find_tsi(payloads);
+        let tsr = find_tsr(payloads);
         let (Some(sa), Some(tsi), Some(tsr)) = (sa, tsi, tsr) else {
             return Err(notify::INVALID_SYNTAX);
         };
-        let ke = payloads.iter().find_map(|p| {
-            if let Payload::Ke { group, data } = p {
-                Some((*group, data))
-            } else {
-                None
-            }
-        });
+        let ke = find_ke(payloads);
         let ke_group = ke.and_then(|(g, _)| DhGroup::from_id(g));
         let Some((suite, peer_proposal)) = proposal::choose_esp(sa, &config.esp, ke_group) else {
             let peer: Vec<String> = sa.iter().map(describe_proposal).collect();
@@ -1630,13 +1555,7 @@ impl IkeSa {
             );
             return;
         }
-        let sa = payloads.iter().find_map(|p| {
-            if let Payload::Sa(s) = p {
-                Some(s)
-            } else {
-                None
-            }
-        });
+        let sa = find_sa(payloads);
         if sa.is_some_and(|s| s.iter().any(|p| p.protocol == protocol::IKE)) {
             self.respond_rekey_ike(config, id, payloads, now);
             return;
@@ -1668,27 +1587,9 @@ impl IkeSa {
     }
 
     fn respond_rekey_ike(&mut self, config: &Config, id: u32, payloads: &[Payload], now: Instant) {
-        let sa = payloads.iter().find_map(|p| {
-            if let Payload::Sa(s) = p {
-                Some(s)
-            } else {
-                None
-            }
-        });
-        let ke = payloads.iter().find_map(|p| {
-            if let Payload::Ke { group, data } = p {
-                Some((*group, data))
-            } else {
-                None
-            }
-        });
-        let ni = payloads.iter().find_map(|p| {
-            if let Payload::Nonce(n) = p {
-                Some(n.clone())
-            } else {
-                None
-            }
-        });
+        let sa = find_sa(payloads);
+        let ke = find_ke(payloads);
+        let ni = find_nonce(payloads).cloned();
         let (Some(sa), Some((group, ke)), Some(ni)) = (sa, ke, ni) else {
             self.send_response(
                 exchange::CREATE_CHILD_SA,
@@ -1900,25 +1801,10 @@ impl IkeSa {
             ));
             return;
         }
-        let idr = payloads.iter().find_map(|p| {
-            if let Payload::IdR(i) = p {
-                Some(i.clone())
-            } else {
-                None
-            }
-        });
-        let auth = payloads.iter().find_map(|p| {
-            if let Payload::Auth { method, data } = p {
-                Some((*method, data.clone()))
-            } else {
-                None
-            }
-        });
+        let idr = find_idr(payloads).cloned();
+        let auth = find_auth(payloads).map(|(m, d)| (m, d.clone()));
         let (Some(idr), Some((method, auth))) = (idr, auth) else {
-            let n = payloads.iter().find_map(|p| match p {
-                Payload::Notify(n) if notify::is_error(n.kind) => Some(n.kind),
-                _ => None,
-            });
+            let n = find_error_notify(payloads);
             self.fail(Self::simple_failure(
                 Reason::NegotiationFailure,
                 "IKE_AUTH",
@@ -2001,10 +1887,7 @@ impl IkeSa {
         exchange_name: &'static str,
         now: Instant,
     ) {
-        if let Some(n) = payloads.iter().find_map(|p| match p {
-            Payload::Notify(n) if notify::is_error(n.kind) => Some(n.kind),
-            _ => None,
-        }) {
+        if let Some(n) = find_error_notify(payloads) {
             let failure = Self::esp_failure(config, exchange_name, n, "received", &[]);
             self.log("error", exchange_name, failure.message.clone());
             // Only a connection left without any Child SA is down; a refused extra or rekeyed SA
@@ -2017,38 +1900,14 @@ impl IkeSa {
             }
             return;
         }
-        let sa = payloads.iter().find_map(|p| {
-            if let Payload::Sa(s) = p {
-                Some(s)
-            } else {
-                None
-            }
-        });
-        let tsi = payloads.iter().find_map(|p| {
-            if let Payload::TsI(t) = p {
-                Some(t.clone())
-            } else {
-                None
-            }
-        });
-        let tsr = payloads.iter().find_map(|p| {
-            if let Payload::TsR(t) = p {
-                Some(t.clone())
-            } else {
-                None
-            }
-        });
+        let sa = find_sa(payloads);
+        let tsi = find_tsi(payloads).cloned();
+        let tsr = find_tsr(payloads).cloned();
         let (Some(sa), Some(tsi), Some(tsr)) = (sa, tsi, tsr) else {
             self.log("error", exchange_name, "response lacks SA or TS".into());
             return;
         };
-        let ke_group = payloads.iter().find_map(|p| {
-            if let Payload::Ke { group, .. } = p {
-                DhGroup::from_id(*group)
-            } else {
-                None
-            }
-        });
+        let ke_group = find_ke(payloads).and_then(|(g, _)| DhGroup::from_id(g));
         let Some((suite, proposal)) =
             proposal::choose_esp(sa, &config.esp, ke_group).filter(|_| sa.len() == 1)
         else {
@@ -2107,20 +1966,8 @@ impl IkeSa {
         dh: Option<DhPrivate>,
         now: Instant,
     ) {
-        let nr = payloads.iter().find_map(|p| {
-            if let Payload::Nonce(n) = p {
-                Some(n.clone())
-            } else {
-                None
-            }
-        });
-        let ke = payloads.iter().find_map(|p| {
-            if let Payload::Ke { data, .. } = p {
-                Some(data.clone())
-            } else {
-                None
-            }
-        });
+        let nr = find_nonce(payloads).cloned();
+        let ke = find_ke(payloads).map(|(_, d)| d.clone());
         let shared = match (dh, ke) {
             (Some(dh), Some(ke)) => match dh.agree(&ke) {
                 Ok(s) => Some(s),
@@ -2164,27 +2011,9 @@ impl IkeSa {
         dh: DhPrivate,
         now: Instant,
     ) {
-        let sa = payloads.iter().find_map(|p| {
-            if let Payload::Sa(s) = p {
-                Some(s)
-            } else {
-                None
-            }
-        });
-        let ke = payloads.iter().find_map(|p| {
-            if let Payload::Ke { data, .. } = p {
-                Some(data.clone())
-            } else {
-                None
-            }
-        });
-        let nr = payloads.iter().find_map(|p| {
-            if let Payload::Nonce(n) = p {
-                Some(n.clone())
-            } else {
-                None
-            }
-        });
+        let sa = find_sa(payloads);
+        let ke = find_ke(payloads).map(|(_, d)| d.clone());
+        let nr = find_nonce(payloads).cloned();
         let (Some(sa), Some(ke), Some(nr)) = (sa, ke, nr) else {
             self.log(
                 "warning",

@@ -6,6 +6,7 @@ pub mod api;
 pub mod controller;
 pub mod diaglog;
 pub mod error;
+pub mod metrics;
 pub mod model;
 pub mod openapi;
 pub mod server;

@@ -36,6 +36,8 @@ pub struct ServeConfig {
     pub api_token_file: Option<PathBuf>,
     /// The data plane (TUN, UDP 500/4500) and the tunnel engines; None serves the API only.
     pub dataplane: Option<vgw_dataplane::DataPlaneConfig>,
+    /// Serve Prometheus metrics on this TCP address (no authentication: use loopback).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -59,16 +61,26 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
         })?,
     );
     let controller = Arc::new(Controller::load(Box::new(store), log.clone())?);
-    let (status, tunnels): (Arc<dyn StatusSource>, _) = match config.dataplane.clone() {
+    let started = std::time::SystemTime::now();
+    let (status, tunnels, live): (Arc<dyn StatusSource>, _, _) = match config.dataplane.clone() {
         Some(dp) => {
             let live = Arc::new(crate::tunnels::LiveStatus::default());
             let handle = crate::tunnels::start(controller.clone(), log.clone(), live.clone(), dp).map_err(|e| {
                 format!("cannot start the data plane: {e}; run vgw serve as root (it needs /dev/net/tun and UDP 500/4500), or pass --dataplane off to serve only the API")
             })?;
-            (live as Arc<dyn StatusSource>, Some(handle))
+            (
+                live.clone() as Arc<dyn StatusSource>,
+                Some(handle),
+                Some(live),
+            )
         }
-        None => (Arc::new(NoEngines) as Arc<dyn StatusSource>, None),
+        None => (Arc::new(NoEngines) as Arc<dyn StatusSource>, None, None),
     };
+    let metrics_app = crate::metrics::router(crate::metrics::MetricsState {
+        controller: controller.clone(),
+        live,
+        started,
+    });
     log.log(
         Category::GatewayDiagnosticLog,
         "info",
@@ -86,6 +98,18 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
     let unix = bind_unix(&config.api_socket)?;
     tracing::info!(socket = %config.api_socket.display(), state_dir = %config.state_dir.display(), "vgw API serving");
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(addr) = config.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?;
+        tracing::info!(%addr, "Prometheus metrics at /metrics");
+        tasks.spawn(async move {
+            axum::serve(listener, metrics_app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+                .map_err(|e| e.to_string())
+        });
+    }
     {
         let app = app.clone();
         tasks.spawn(async move {

@@ -35,6 +35,120 @@ use crate::status::{ConnectionState, ConnectionStatus, StatusSource, TunnelStatu
 #[derive(Default)]
 pub struct LiveStatus {
     connections: RwLock<HashMap<String, Live>>,
+    /// IKE SAs lost or refused, by typed reason (for metrics).
+    failures: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// The data plane, for its drop counters.
+    dataplane: std::sync::OnceLock<Arc<DataPlane>>,
+}
+
+/// One connection's numbers for the metrics endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionMetrics {
+    /// Connection name.
+    pub name: String,
+    /// The peer's address.
+    pub remote_ip: String,
+    /// connectionStatus.
+    pub state: String,
+    /// Installed Child SAs.
+    pub child_sas: usize,
+    /// IKE SA rekeys.
+    pub ike_rekeys: u64,
+    /// Child SA rekeys.
+    pub child_rekeys: u64,
+    /// Inner bytes received.
+    pub ingress_bytes: u64,
+    /// Inner bytes sent.
+    pub egress_bytes: u64,
+    /// Packets received.
+    pub ingress_packets: u64,
+    /// Packets sent.
+    pub egress_packets: u64,
+    /// Inbound selector mismatches.
+    pub ingress_drop_ts: u64,
+    /// Outbound selector mismatches.
+    pub egress_drop_ts: u64,
+    /// Other inbound drops.
+    pub ingress_drop: u64,
+    /// Other outbound drops.
+    pub egress_drop: u64,
+}
+
+impl ConnectionMetrics {
+    /// A connection with no live state (the data plane is off or it never ran).
+    pub fn idle(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            state: "Unknown".into(),
+            ..Default::default()
+        }
+    }
+}
+
+impl LiveStatus {
+    /// Metrics rows for `names` (the configured connections).
+    pub fn metrics<'a>(&self, names: impl Iterator<Item = &'a str>) -> Vec<ConnectionMetrics> {
+        let map = self.connections.read().unwrap_or_else(|p| p.into_inner());
+        names
+            .map(|name| {
+                let Some(live) = map.get(name) else {
+                    return ConnectionMetrics::idle(name);
+                };
+                let load =
+                    |f: fn(&vgw_dataplane::TunnelCounters) -> &std::sync::atomic::AtomicU64| {
+                        live.counters
+                            .as_ref()
+                            .map_or(0, |c| f(c).load(Ordering::Relaxed))
+                    };
+                ConnectionMetrics {
+                    name: name.to_string(),
+                    remote_ip: live
+                        .tunnel
+                        .rsplit('-')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string(),
+                    state: format!("{:?}", live.state),
+                    child_sas: live.child_sas,
+                    ike_rekeys: live.ike_rekeys,
+                    child_rekeys: live.child_rekeys,
+                    ingress_bytes: load(|c| &c.ingress_bytes),
+                    egress_bytes: load(|c| &c.egress_bytes),
+                    ingress_packets: load(|c| &c.ingress_packets),
+                    egress_packets: load(|c| &c.egress_packets),
+                    ingress_drop_ts: load(|c| &c.ingress_drop_ts_mismatch),
+                    egress_drop_ts: load(|c| &c.egress_drop_ts_mismatch),
+                    ingress_drop: load(|c| &c.ingress_drop),
+                    egress_drop: load(|c| &c.egress_drop),
+                }
+            })
+            .collect()
+    }
+
+    /// Failure counts by reason.
+    pub fn failures(&self) -> Vec<(String, u64)> {
+        let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
+    /// Data-plane drop counters by cause.
+    pub fn dataplane_drops(&self) -> Vec<(&'static str, u64)> {
+        let Some(dp) = self.dataplane.get() else {
+            return Vec::new();
+        };
+        let d = dp.drops();
+        [
+            ("no_route", &d.no_route),
+            ("unknown_spi", &d.unknown_spi),
+            ("auth_failed", &d.auth_failed),
+            ("replayed", &d.replayed),
+            ("malformed", &d.malformed),
+            ("ike_queue_full", &d.ike_queue_full),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k, v.load(Ordering::Relaxed)))
+        .collect()
+    }
 }
 
 #[derive(Default, Clone)]
@@ -117,6 +231,7 @@ pub fn start(
     let (ike_tx, ike_rx) = mpsc::channel(4096);
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let dp = Arc::new(DataPlane::start(dataplane, ike_tx)?);
+    let _ = status.dataplane.set(dp.clone());
     let routes = KernelRoutes::new(dp.tun_index())?;
     let mut driver = Driver {
         endpoint: Endpoint::new(),
@@ -325,6 +440,16 @@ impl Driver {
                     return;
                 };
                 let error = failure_json(&failure);
+                if failure.reason != vgw_ike::Reason::Administrative {
+                    let mut failures = self
+                        .status
+                        .failures
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    *failures
+                        .entry(failure.reason.as_str().to_string())
+                        .or_insert(0) += 1;
+                }
                 self.set_live(&name, |l| {
                     l.state = ConnectionState::NotConnected;
                     l.reason = Some(failure.reason.as_str().to_string());

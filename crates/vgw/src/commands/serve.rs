@@ -19,6 +19,9 @@ pub struct ServeArgs {
     /// Run the data plane and tunnels (`off` serves only the API, for testing or a config-only host).
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     pub dataplane: String,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default; no authentication, so use loopback).
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
     /// Name of the TUN device that carries the tunnels' inner packets.
     #[arg(long, default_value = "vgw0")]
     pub tun_name: String,
@@ -44,6 +47,7 @@ pub async fn run(args: &ServeArgs, api_socket: &Path, api_token_file: Option<&Pa
         api_socket: api_socket.to_path_buf(),
         api_listen: args.api_listen,
         api_token_file: api_token_file.map(Path::to_path_buf),
+        metrics_listen: args.metrics_listen,
         dataplane: (args.dataplane == "on").then(|| vgw_dataplane::DataPlaneConfig {
             tun_name: args.tun_name.clone(),
             mss_clamp: args.tcp_mss_clamp,

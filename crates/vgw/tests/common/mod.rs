@@ -179,18 +179,21 @@ pub fn http_exchange<S: Read + Write>(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, decode_chunked(&body))
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    (
+        status,
+        if chunked {
+            decode_chunked(body)
+        } else {
+            body.to_string()
+        },
+    )
 }
 
 fn decode_chunked(body: &str) -> String {
-    // axum answers with Content-Length for JSON; chunked only for streaming bodies. Be tolerant anyway.
-    if body.trim_start().starts_with('{') || body.trim_start().starts_with('[') || body.is_empty() {
-        return body.to_string();
-    }
     let mut out = String::new();
     let mut rest = body;
     while let Some((size, tail)) = rest.split_once("\r\n") {

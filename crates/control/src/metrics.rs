@@ -1,0 +1,322 @@
+//! Prometheus metrics on `vgw serve --metrics-listen ADDR` (text exposition format 0.0.4).
+//!
+//! Names follow Azure's metrics in Prometheus style (`TunnelIngressBytes` becomes
+//! `vgw_tunnel_ingress_bytes_total{connection_name,remote_ip}`), plus IKE SA and Child SA counts,
+//! rekeys, negotiation failures by reason, data-plane drops by cause and the process's own health.
+//! Off by default; the listener has no authentication, so bind it to loopback or a management network.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::controller::Controller;
+use crate::tunnels::LiveStatus;
+
+/// What the metrics endpoint reads.
+#[derive(Clone)]
+pub struct MetricsState {
+    /// Desired state: the connections to report.
+    pub controller: Arc<Controller>,
+    /// Live tunnel status, when the data plane runs.
+    pub live: Option<Arc<LiveStatus>>,
+    /// When the daemon started.
+    pub started: SystemTime,
+}
+
+/// The metrics router: `GET /metrics`.
+pub fn router(state: MetricsState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<MetricsState>) -> impl IntoResponse {
+    let body = render(&state).await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+}
+
+/// Escapes a label value (backslash, quote, newline).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+struct Family<'a> {
+    out: &'a mut String,
+}
+
+impl Family<'_> {
+    fn header(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        let labels: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", label(v)))
+            .collect();
+        if labels.is_empty() {
+            let _ = writeln!(self.out, "{name} {value}");
+        } else {
+            let _ = writeln!(self.out, "{name}{{{}}} {value}", labels.join(","));
+        }
+    }
+}
+
+/// Resident memory and CPU seconds of this process, from /proc.
+fn process_stats() -> (f64, f64) {
+    let page = 4096.0;
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map_or(0.0, |pages| pages * page);
+    // Fields 14 and 15 of /proc/self/stat are utime and stime in clock ticks (100 Hz on Linux).
+    let cpu = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let after = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / 100.0)
+        })
+        .unwrap_or(0.0);
+    (rss, cpu)
+}
+
+/// The whole exposition.
+pub async fn render(state: &MetricsState) -> String {
+    let (desired, _) = state.controller.snapshot().await;
+    let mut out = String::new();
+    let mut f = Family { out: &mut out };
+
+    f.header(
+        "vgw_build_info",
+        "gauge",
+        "vgw build; the value is always 1.",
+    );
+    f.sample(
+        "vgw_build_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1.0,
+    );
+    let started = state
+        .started
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    f.header(
+        "vgw_process_start_time_seconds",
+        "gauge",
+        "Start time of the daemon since the Unix epoch.",
+    );
+    f.sample("vgw_process_start_time_seconds", &[], started);
+    let (rss, cpu) = process_stats();
+    f.header(
+        "vgw_process_resident_memory_bytes",
+        "gauge",
+        "Resident memory of the daemon.",
+    );
+    f.sample("vgw_process_resident_memory_bytes", &[], rss);
+    f.header(
+        "vgw_process_cpu_seconds_total",
+        "counter",
+        "CPU time of the daemon (user and system).",
+    );
+    f.sample("vgw_process_cpu_seconds_total", &[], cpu);
+    f.header(
+        "vgw_dataplane_running",
+        "gauge",
+        "1 when the data plane and tunnel engines run.",
+    );
+    f.sample(
+        "vgw_dataplane_running",
+        &[],
+        if state.live.is_some() { 1.0 } else { 0.0 },
+    );
+
+    let rows = match &state.live {
+        Some(live) => live.metrics(desired.connections.keys().map(String::as_str)),
+        None => desired
+            .connections
+            .keys()
+            .map(|n| crate::tunnels::ConnectionMetrics::idle(n))
+            .collect(),
+    };
+    type Getter = fn(&crate::tunnels::ConnectionMetrics) -> f64;
+    let per_tunnel: [(&str, &str, &str, Getter); 8] = [
+        (
+            "vgw_tunnel_ingress_bytes_total",
+            "counter",
+            "Inner bytes received from the site (Azure TunnelIngressBytes).",
+            |m| m.ingress_bytes as f64,
+        ),
+        (
+            "vgw_tunnel_egress_bytes_total",
+            "counter",
+            "Inner bytes sent to the site (Azure TunnelEgressBytes).",
+            |m| m.egress_bytes as f64,
+        ),
+        (
+            "vgw_tunnel_ingress_packets_total",
+            "counter",
+            "Packets received from the site (Azure TunnelIngressPackets).",
+            |m| m.ingress_packets as f64,
+        ),
+        (
+            "vgw_tunnel_egress_packets_total",
+            "counter",
+            "Packets sent to the site (Azure TunnelEgressPackets).",
+            |m| m.egress_packets as f64,
+        ),
+        (
+            "vgw_tunnel_ingress_packet_drop_ts_mismatch_total",
+            "counter",
+            "Inbound packets outside the SA's traffic selectors (Azure TunnelIngressPacketDropTSMismatch).",
+            |m| m.ingress_drop_ts as f64,
+        ),
+        (
+            "vgw_tunnel_egress_packet_drop_ts_mismatch_total",
+            "counter",
+            "Outbound packets no SA's selectors cover (Azure TunnelEgressPacketDropTSMismatch).",
+            |m| m.egress_drop_ts as f64,
+        ),
+        (
+            "vgw_tunnel_ingress_packet_drop_total",
+            "counter",
+            "Inbound packets dropped (Azure TunnelIngressPacketDropCount).",
+            |m| m.ingress_drop as f64,
+        ),
+        (
+            "vgw_tunnel_egress_packet_drop_total",
+            "counter",
+            "Outbound packets dropped (Azure TunnelEgressPacketDropCount).",
+            |m| m.egress_drop as f64,
+        ),
+    ];
+    for (name, kind, help, get) in per_tunnel {
+        f.header(name, kind, help);
+        for m in &rows {
+            f.sample(
+                name,
+                &[("connection_name", &m.name), ("remote_ip", &m.remote_ip)],
+                get(m),
+            );
+        }
+    }
+    f.header(
+        "vgw_connection_up",
+        "gauge",
+        "1 when the connection has an installed Child SA.",
+    );
+    for m in &rows {
+        f.sample(
+            "vgw_connection_up",
+            &[("connection_name", &m.name)],
+            if m.state == "Connected" { 1.0 } else { 0.0 },
+        );
+    }
+    f.header(
+        "vgw_connection_status",
+        "gauge",
+        "The connection's connectionStatus (1 for the current value).",
+    );
+    for m in &rows {
+        f.sample(
+            "vgw_connection_status",
+            &[("connection_name", &m.name), ("status", &m.state)],
+            1.0,
+        );
+    }
+    f.header(
+        "vgw_child_sa_count",
+        "gauge",
+        "Installed Child SAs per connection (Azure QmsaCount).",
+    );
+    for m in &rows {
+        f.sample(
+            "vgw_child_sa_count",
+            &[("connection_name", &m.name)],
+            m.child_sas as f64,
+        );
+    }
+    f.header(
+        "vgw_ike_sa_rekeys_total",
+        "counter",
+        "IKE SA rekeys since the daemon started.",
+    );
+    for m in &rows {
+        f.sample(
+            "vgw_ike_sa_rekeys_total",
+            &[("connection_name", &m.name)],
+            m.ike_rekeys as f64,
+        );
+    }
+    f.header(
+        "vgw_child_sa_rekeys_total",
+        "counter",
+        "Child SA rekeys since the daemon started.",
+    );
+    for m in &rows {
+        f.sample(
+            "vgw_child_sa_rekeys_total",
+            &[("connection_name", &m.name)],
+            m.child_rekeys as f64,
+        );
+    }
+    f.header(
+        "vgw_ike_sa_count",
+        "gauge",
+        "Established IKE SAs (Azure MmsaCount).",
+    );
+    f.sample(
+        "vgw_ike_sa_count",
+        &[],
+        rows.iter().filter(|m| m.state == "Connected").count() as f64,
+    );
+    if let Some(live) = &state.live {
+        f.header(
+            "vgw_negotiation_failures_total",
+            "counter",
+            "Failed or lost IKE SAs by typed reason.",
+        );
+        for (reason, count) in live.failures() {
+            f.sample(
+                "vgw_negotiation_failures_total",
+                &[("reason", &reason)],
+                count as f64,
+            );
+        }
+        f.header(
+            "vgw_dataplane_drops_total",
+            "counter",
+            "Data-plane drops by cause.",
+        );
+        for (cause, count) in live.dataplane_drops() {
+            f.sample(
+                "vgw_dataplane_drops_total",
+                &[("cause", cause)],
+                count as f64,
+            );
+        }
+    }
+    out
+}

@@ -2,9 +2,14 @@
 # Installs what the interop tests, the demo and the benchmark need from Debian's packages. Idempotent:
 # does nothing when everything is present. Needs root.
 set -euo pipefail
-PACKAGES=(iproute2 iputils-ping iperf3 nftables netcat-openbsd python3
-    strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins libstrongswan-extra-plugins
-    wireguard-go wireguard-tools)
+# `install-deps.sh demo` installs only what `vgw demo` needs.
+if [ "${1:-}" = demo ]; then
+    PACKAGES=(iproute2 iputils-ping)
+else
+    PACKAGES=(iproute2 iputils-ping iperf3 nftables netcat-openbsd python3
+        strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins libstrongswan-extra-plugins
+        wireguard-go wireguard-tools)
+fi
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

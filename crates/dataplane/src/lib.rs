@@ -561,6 +561,11 @@ impl TxWorker {
             if ready <= 0 {
                 continue;
             }
+            // Commands that arrived while we slept apply before the first packet: a packet must never
+            // leave on an SA the control plane has already replaced or removed.
+            while let Ok(cmd) = self.commands.try_recv() {
+                self.apply(cmd);
+            }
             // Drain what is queued, then look at commands again.
             for _ in 0..256 {
                 let n = match self.tun.recv(&mut buf[HEADROOM..HEADROOM + 65536]) {
@@ -678,6 +683,10 @@ impl RxWorker {
                 Ok(r) => r,
                 Err(_) => continue,
             };
+            // An SA installed while we waited must be known before its first packet is looked up.
+            while let Ok(cmd) = self.commands.try_recv() {
+                self.apply(cmd);
+            }
             self.receive(&mut buf[..n], from);
         }
     }

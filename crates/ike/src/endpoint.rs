@@ -414,6 +414,15 @@ impl Endpoint {
                     {
                         initial_contacts.push((*conn, spi, sa.created_at));
                     }
+                    // §2.4: once an IKE SA with the peer exists, our other negotiations with it must not
+                    // claim INITIAL_CONTACT (the peer would drop the SA we just established).
+                    for other in self
+                        .sas
+                        .values_mut()
+                        .filter(|s| s.conn == *conn && s.local_spi() != spi)
+                    {
+                        other.send_initial_contact = false;
+                    }
                     if let Some(c) = self.connections.get_mut(conn) {
                         c.retry_at = None;
                         c.retry_interval = RETRY_BASE;

@@ -1781,6 +1781,7 @@ impl IkeSa {
             }
             Request::DeleteIke => {
                 self.dead = true;
+                self.children_down();
             }
             Request::Auth => {}
         }
@@ -2285,14 +2286,9 @@ impl IkeSa {
     /// Closes this SA as a redundant duplicate: DELETE to the peer, Child SAs out, but no IkeSaDown (the
     /// connection stays up on the other SA).
     pub fn delete_duplicate(&mut self, config: &Config, now: Instant) {
+        // The Child SAs stay installed until the peer has answered the DELETE: until then it may still
+        // send on them (make-before-break for the duplicate, too).
         self.replaced = true;
-        for c in self.children.drain(..) {
-            self.events.push_back(Event::ChildSaDown {
-                conn: self.conn,
-                inbound_spi: c.inbound_spi,
-                outbound_spi: c.outbound_spi,
-            });
-        }
         self.log(
             "info",
             "INFORMATIONAL",
@@ -2306,6 +2302,17 @@ impl IkeSa {
         self.queue.clear();
         self.queue.push_back(Request::DeleteIke);
         self.send_queued(config, now);
+    }
+
+    /// Reports every remaining Child SA as gone (the IKE SA has ended).
+    fn children_down(&mut self) {
+        for c in self.children.drain(..) {
+            self.events.push_back(Event::ChildSaDown {
+                conn: self.conn,
+                inbound_spi: c.inbound_spi,
+                outbound_spi: c.outbound_spi,
+            });
+        }
     }
 
     /// The lowest nonce of the exchange that created this SA (ties broken by the duplicate rule).
@@ -2381,6 +2388,7 @@ impl IkeSa {
                     (Request::DeleteIke, _) => {
                         self.dead = true;
                         self.pending = None;
+                        self.children_down();
                         return;
                     }
                     _ => (

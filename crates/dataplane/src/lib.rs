@@ -12,6 +12,7 @@
 //! kernel-libipsec peer only speaks ESP-in-UDP, and RFC 7296 §2.23 lets an endpoint claim to be behind
 //! a NAT to force it; it also survives every NAT between the sites.
 
+pub mod capture;
 pub mod fib;
 pub mod packet;
 pub mod routes;
@@ -30,6 +31,7 @@ use ipnet::IpNet;
 use tun_rs::{DeviceBuilder, SyncDevice};
 use vgw_esp::{InboundSa, OutboundSa, Spi};
 
+pub use capture::{CaptureSink, CaptureTap, Direction};
 pub use fib::{Fib, TunnelId};
 
 /// How the data plane is set up.
@@ -222,6 +224,7 @@ pub struct DataPlane {
     workers: Vec<JoinHandle<()>>,
     tun_index: u32,
     started: Instant,
+    tap: Arc<CaptureTap>,
 }
 
 fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
@@ -276,6 +279,7 @@ impl DataPlane {
         let drops = Arc::new(DropCounters::default());
         let stop = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
+        let tap = Arc::new(CaptureTap::default());
         let (tx_cmd, tx_cmds) = channel();
         let (rx_cmd, rx_cmds) = channel();
         let mut workers = Vec::new();
@@ -290,6 +294,8 @@ impl DataPlane {
                 stop: stop.clone(),
                 mss: config.mss_clamp,
                 counters: HashMap::new(),
+                tap: tap.clone(),
+                port: config.natt_port,
             };
             workers.push(
                 std::thread::Builder::new()
@@ -310,6 +316,7 @@ impl DataPlane {
                 port: config.natt_port,
                 started,
                 counters: HashMap::new(),
+                tap: tap.clone(),
             };
             workers.push(
                 std::thread::Builder::new()
@@ -318,11 +325,12 @@ impl DataPlane {
             );
         }
         {
-            let (socket, stop, drops, port) = (
+            let (socket, stop, drops, port, tap) = (
                 ike_socket.clone(),
                 stop.clone(),
                 drops.clone(),
                 config.ike_port,
+                tap.clone(),
             );
             workers.push(
                 std::thread::Builder::new()
@@ -332,6 +340,7 @@ impl DataPlane {
                         while !stop.load(Ordering::Relaxed) {
                             match socket.recv_from(&mut buf) {
                                 Ok((n, from)) => {
+                                    tap.outer(Direction::Inbound, from, port, &buf[..n]);
                                     let d = IkeDatagram {
                                         local_port: port,
                                         remote: from,
@@ -363,7 +372,13 @@ impl DataPlane {
             workers,
             tun_index,
             started,
+            tap,
         })
+    }
+
+    /// The packet-capture tap (see [`capture`]).
+    pub fn capture_tap(&self) -> &Arc<CaptureTap> {
+        &self.tap
     }
 
     /// The TUN's interface index, for kernel routes.
@@ -378,8 +393,12 @@ impl DataPlane {
             let mut framed = Vec::with_capacity(data.len() + 4);
             framed.extend_from_slice(&vgw_esp::udp::NON_ESP_MARKER);
             framed.extend_from_slice(data);
+            self.tap
+                .outer(Direction::Outbound, remote, local_port, &framed);
             self.natt_socket.send_to(&framed, remote)?;
         } else {
+            self.tap
+                .outer(Direction::Outbound, remote, local_port, data);
             self.ike_socket.send_to(data, remote)?;
         }
         Ok(())
@@ -388,6 +407,13 @@ impl DataPlane {
     /// Sends a NAT-keepalive (RFC 3948 §2.3: one 0xFF byte) to `remote` from the NAT-T port, keeping a
     /// NAT's mapping alive while the tunnel is idle.
     pub fn send_keepalive(&self, remote: SocketAddr) -> io::Result<()> {
+        let port = self.natt_socket.local_addr()?.port();
+        self.tap.outer(
+            Direction::Outbound,
+            remote,
+            port,
+            &[vgw_esp::udp::NAT_KEEPALIVE],
+        );
         self.natt_socket
             .send_to(&[vgw_esp::udp::NAT_KEEPALIVE], remote)
             .map(|_| ())
@@ -495,6 +521,9 @@ struct TxWorker {
     stop: Arc<AtomicBool>,
     mss: u16,
     counters: HashMap<TunnelId, Arc<TunnelCounters>>,
+    tap: Arc<CaptureTap>,
+    /// Our NAT-T port, for the capture's outer packets.
+    port: u16,
 }
 
 /// Room before the inner packet for the ESP header and IV, and after it for padding and ICV.
@@ -607,16 +636,26 @@ impl TxWorker {
             return;
         };
         packet::clamp_mss(&mut buf[inner.clone()], self.mss);
+        self.tap
+            .inner(tunnel, Direction::Outbound, &buf[inner.clone()]);
         match child.sa.seal_in_place(buf, inner) {
-            Ok(range) => match self.socket.send_to(&buf[range], child.peer) {
-                Ok(_) => {
-                    counters.egress_packets.fetch_add(1, Ordering::Relaxed);
-                    counters.egress_bytes.fetch_add(n as u64, Ordering::Relaxed);
+            Ok(range) => {
+                self.tap.outer(
+                    Direction::Outbound,
+                    child.peer,
+                    self.port,
+                    &buf[range.clone()],
+                );
+                match self.socket.send_to(&buf[range], child.peer) {
+                    Ok(_) => {
+                        counters.egress_packets.fetch_add(1, Ordering::Relaxed);
+                        counters.egress_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        counters.egress_drop.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
-                Err(_) => {
-                    counters.egress_drop.fetch_add(1, Ordering::Relaxed);
-                }
-            },
+            }
             Err(_) => {
                 counters.egress_drop.fetch_add(1, Ordering::Relaxed);
             }
@@ -642,6 +681,7 @@ struct RxWorker {
     port: u16,
     started: Instant,
     counters: HashMap<TunnelId, Arc<TunnelCounters>>,
+    tap: Arc<CaptureTap>,
 }
 
 impl RxWorker {
@@ -693,6 +733,8 @@ impl RxWorker {
 
     fn receive(&mut self, datagram: &mut [u8], from: SocketAddr) {
         use vgw_esp::udp::UdpKind;
+        self.tap
+            .outer(Direction::Inbound, from, self.port, datagram);
         match UdpKind::of(datagram) {
             Ok(UdpKind::Ike) => {
                 let d = IkeDatagram {
@@ -747,6 +789,7 @@ impl RxWorker {
             }
         }
         packet::clamp_mss(inner, self.mss);
+        self.tap.inner(child.tunnel, Direction::Inbound, inner);
         counters.last_ingress_ms.store(
             self.started.elapsed().as_millis().max(1) as u64,
             Ordering::Relaxed,

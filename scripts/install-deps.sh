@@ -8,7 +8,8 @@ if [ "${1:-}" = demo ]; then
 else
     PACKAGES=(iproute2 iputils-ping iperf3 nftables netcat-openbsd python3
         strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins libstrongswan-extra-plugins
-        wireguard-go wireguard-tools)
+        wireguard-go wireguard-tools
+        tshark prometheus chromium fonts-dejavu-core)
 fi
 missing=()
 for p in "${PACKAGES[@]}"; do

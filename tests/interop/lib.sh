@@ -90,8 +90,9 @@ EOF
 lab_vgw() {
     local n=$1
     local name=$2
+    # shellcheck disable=SC2086 # LAB_VGW_ARGS holds extra flags, e.g. --metrics-listen 127.0.0.1:9464
     ip netns exec "$(ns "$n")" "$VGW" serve --state-dir "$LAB_WORK/$name-state" --api-socket "$LAB_WORK/$name.sock" \
-        >/dev/null 2>"$LAB_WORK/$name.log" &
+        ${LAB_VGW_ARGS:-} >/dev/null 2>"$LAB_WORK/$name.log" &
     LAB_PIDS+=($!)
     for _ in $(seq 100); do [ -S "$LAB_WORK/$name.sock" ] && return 0; sleep 0.05; done
     echo "vgw $name did not start:"; cat "$LAB_WORK/$name.log"; return 1
@@ -122,7 +123,8 @@ charon {
             path = $dir/charon.log
             time_format = %H:%M:%S
             default = 1
-            ike = 2
+            ike = ${CHARON_IKE_LOG:-2}
+            chd = ${CHARON_CHD_LOG:-1}
             cfg = 2
             flush_line = yes
         }

@@ -41,6 +41,10 @@ pub struct AppState {
     pub log: Arc<crate::diaglog::DiagLog>,
     /// The tunnel reconciler, when the data plane runs.
     pub tunnels: Option<crate::tunnels::TunnelHandle>,
+    /// Live tunnel state (tunnel ids, the data plane), when the data plane runs.
+    pub live: Option<Arc<crate::tunnels::LiveStatus>>,
+    /// Packet captures.
+    pub captures: Arc<crate::capture::CaptureManager>,
 }
 
 type ApiResult = Result<Response, ApiError>;
@@ -75,8 +79,15 @@ pub fn router(state: AppState) -> Router {
             &format!("{gw}/getvpnclientpackageurl"),
             post(vpn_client_package),
         )
-        .route(&format!("{gw}/startPacketCapture"), post(packet_capture))
-        .route(&format!("{gw}/stopPacketCapture"), post(packet_capture))
+        .route(
+            &format!("{gw}/startPacketCapture"),
+            post(start_gateway_capture),
+        )
+        .route(
+            &format!("{gw}/stopPacketCapture"),
+            post(stop_gateway_capture),
+        )
+        .route("/api/packetCaptures/{file}", get(download_capture))
         .route(&format!("{gw}/natRules"), get(list_nat_rules))
         .route(
             &format!("{gw}/natRules/{{item}}"),
@@ -117,12 +128,16 @@ pub fn router(state: AppState) -> Router {
             post(reset_connection),
         )
         .route(
+            &format!("/api/{CONNECTIONS}/{{name}}/diagnostics"),
+            get(connection_diagnostics),
+        )
+        .route(
             &format!("/api/{CONNECTIONS}/{{name}}/startPacketCapture"),
-            post(packet_capture),
+            post(start_connection_capture),
         )
         .route(
             &format!("/api/{CONNECTIONS}/{{name}}/stopPacketCapture"),
-            post(packet_capture),
+            post(stop_connection_capture),
         )
         .route("/api/desiredState", get(export_state).post(apply_state))
         .route("/api/logs", get(read_logs))
@@ -635,8 +650,240 @@ async fn vpn_client_package(State(app): State<AppState>, Path(name): Path<String
     ))
 }
 
-async fn packet_capture() -> ApiError {
-    ApiError::not_implemented("packet capture")
+// ---- packet capture ------------------------------------------------------------------------------------
+
+/// The data plane's tap, or the error an operator sees when the daemon runs without one.
+fn capture_tap(app: &AppState) -> Result<Arc<vgw_dataplane::CaptureTap>, ApiError> {
+    app.live
+        .as_ref()
+        .and_then(|l| l.dataplane())
+        .map(|dp| dp.capture_tap().clone())
+        .ok_or_else(|| {
+            ApiError::conflict(
+                "DataPlaneNotRunning",
+                "packetCapture",
+                "packet capture needs the data plane; this daemon runs with --dataplane off",
+            )
+        })
+}
+
+/// `filterData` from an optional JSON body `{"filterData": ...}`.
+fn capture_filter(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<crate::capture::FilterData, ApiError> {
+    let bytes = body_bytes(body)?;
+    let value: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::bad_content(format!("the request body is not JSON: {e}"), None)
+        })?
+    };
+    crate::capture::FilterData::parse(&value["filterData"])
+        .map_err(|m| ApiError::invalid("filterData", m))
+}
+
+fn capture_locals(state: &DesiredState) -> crate::capture::LocalAddrs {
+    let mut local = crate::capture::LocalAddrs::default();
+    for c in state.gateway.iter().flat_map(|g| &g.ip_configurations) {
+        match c.public_ip_address.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(a)) if local.v4.is_none() => local.v4 = Some(a),
+            Ok(std::net::IpAddr::V6(a)) if local.v6.is_none() => local.v6 = Some(a),
+            _ => {}
+        }
+    }
+    local
+}
+
+fn capture_started(app: &AppState, resource: &str, summary: Value) -> Response {
+    app.log.log(
+        crate::diaglog::Category::GatewayDiagnosticLog,
+        "info",
+        resource,
+        "packet capture started",
+        summary.clone(),
+    );
+    json_response(StatusCode::OK, summary)
+}
+
+fn capture_stopped(
+    app: &AppState,
+    resource: &str,
+    result: Result<crate::capture::CaptureResult, String>,
+) -> ApiResult {
+    let result =
+        result.map_err(|m| ApiError::conflict("PacketCaptureNotRunning", "packetCapture", m))?;
+    app.log.log(
+        crate::diaglog::Category::GatewayDiagnosticLog,
+        "info",
+        resource,
+        &format!("packet capture written to {}", result.file.display()),
+        result.summary.clone(),
+    );
+    Ok(json_response(StatusCode::OK, result.summary))
+}
+
+async fn start_gateway_capture(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let (state, _) = app.controller.snapshot().await;
+    require_gateway(&state, &name)?;
+    let filter = capture_filter(body)?;
+    let tap = capture_tap(&app)?;
+    let names = app
+        .live
+        .as_ref()
+        .map(|l| l.tunnel_names())
+        .unwrap_or_default();
+    let summary = app
+        .captures
+        .start(
+            &tap,
+            crate::capture::Scope::Gateway(name.clone()),
+            filter,
+            capture_locals(&state),
+            names,
+        )
+        .map_err(|m| ApiError::conflict("PacketCaptureRunning", "packetCapture", m))?;
+    Ok(capture_started(
+        &app,
+        &resource_id(collection::GATEWAYS, &name),
+        summary,
+    ))
+}
+
+async fn stop_gateway_capture(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let (state, _) = app.controller.snapshot().await;
+    require_gateway(&state, &name)?;
+    let tap = capture_tap(&app)?;
+    let result = app
+        .captures
+        .stop(&tap, &crate::capture::Scope::Gateway(name.clone()));
+    capture_stopped(&app, &resource_id(collection::GATEWAYS, &name), result)
+}
+
+/// The capture scope of connection `name`: its tunnel id and its peer's address.
+fn connection_scope(
+    app: &AppState,
+    state: &DesiredState,
+    name: &str,
+) -> Result<crate::capture::Scope, ApiError> {
+    let conn = state
+        .connections
+        .get(name)
+        .ok_or_else(|| ApiError::not_found(kind::CONNECTION, name))?;
+    let remote = state
+        .local_gateways
+        .get(&conn.local_network_gateway2.name)
+        .and_then(|lg| lg.gateway_ip_address.as_deref())
+        .and_then(|ip| ip.parse().ok());
+    let names = app
+        .live
+        .as_ref()
+        .map(|l| l.tunnel_names())
+        .unwrap_or_default();
+    let tunnel = names
+        .iter()
+        .find(|(_, n)| n.as_str() == name)
+        .map(|(id, _)| *id)
+        .unwrap_or(0);
+    Ok(crate::capture::Scope::Connection {
+        name: name.to_string(),
+        tunnel,
+        remote,
+    })
+}
+
+async fn start_connection_capture(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let (state, _) = app.controller.snapshot().await;
+    let scope = connection_scope(&app, &state, &name)?;
+    let filter = capture_filter(body)?;
+    let tap = capture_tap(&app)?;
+    let names = app
+        .live
+        .as_ref()
+        .map(|l| l.tunnel_names())
+        .unwrap_or_default();
+    let summary = app
+        .captures
+        .start(&tap, scope, filter, capture_locals(&state), names)
+        .map_err(|m| ApiError::conflict("PacketCaptureRunning", "packetCapture", m))?;
+    Ok(capture_started(
+        &app,
+        &resource_id(collection::CONNECTIONS, &name),
+        summary,
+    ))
+}
+
+async fn stop_connection_capture(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let (state, _) = app.controller.snapshot().await;
+    let scope = connection_scope(&app, &state, &name)?;
+    let tap = capture_tap(&app)?;
+    let result = app.captures.stop(&tap, &scope);
+    capture_stopped(&app, &resource_id(collection::CONNECTIONS, &name), result)
+}
+
+/// `GET /api/connections/{name}/diagnostics` (vgw): the evidence `vgw doctor --connection` reads.
+async fn connection_diagnostics(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let (state, _) = app.controller.snapshot().await;
+    let conn = state
+        .connections
+        .get(&name)
+        .ok_or_else(|| ApiError::not_found(kind::CONNECTION, &name))?;
+    let local_gateway = state.local_gateways.get(&conn.local_network_gateway2.name);
+    let peer = local_gateway
+        .and_then(|lg| lg.gateway_ip_address.as_deref())
+        .and_then(|ip| ip.parse().ok());
+    let mut value = match &app.live {
+        Some(live) => live.diagnostics(&name, peer),
+        None => json!({ "dataplaneRunning": false }),
+    };
+    value["name"] = json!(name);
+    value["peerAddress"] = json!(peer.map(|p: std::net::IpAddr| p.to_string()));
+    value["localGateway"] = json!(conn.local_network_gateway2.name);
+    value["enableBgp"] = json!(conn.enable_bgp);
+    value["bgp"] = json!({ "state": if conn.enable_bgp { "NotImplemented" } else { "Disabled" } });
+    value["connectionMode"] = serde_json::to_value(conn.connection_mode).unwrap_or_default();
+    value["ipsecPolicies"] = serde_json::to_value(&conn.ipsec_policies).unwrap_or_default();
+    value["localAddressSpace"] = json!(
+        state
+            .gateway
+            .as_ref()
+            .map(|g| g.address_space.address_prefixes.clone())
+            .unwrap_or_default()
+    );
+    value["remoteAddressSpace"] = json!(
+        local_gateway
+            .map(|lg| lg.local_network_address_space.address_prefixes.clone())
+            .unwrap_or_default()
+    );
+    Ok(json_response(StatusCode::OK, value))
+}
+
+/// `GET /api/packetCaptures/{file}`: the pcapng bytes of a finished capture.
+async fn download_capture(State(app): State<AppState>, Path(file): Path<String>) -> ApiResult {
+    let bytes = app
+        .captures
+        .read(&file)
+        .ok_or_else(|| ApiError::not_found("packet capture", &file))?;
+    Ok((
+        StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        bytes,
+    )
+        .into_response())
 }
 
 // ---- nat rules, certificates ----------------------------------------------------------------------------

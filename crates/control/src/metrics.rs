@@ -247,13 +247,13 @@ pub async fn render(state: &MetricsState) -> String {
         );
     }
     f.header(
-        "vgw_child_sa_count",
+        "vgw_child_sas",
         "gauge",
         "Installed Child SAs per connection (Azure QmsaCount).",
     );
     for m in &rows {
         f.sample(
-            "vgw_child_sa_count",
+            "vgw_child_sas",
             &[("connection_name", &m.name)],
             m.child_sas as f64,
         );
@@ -283,12 +283,12 @@ pub async fn render(state: &MetricsState) -> String {
         );
     }
     f.header(
-        "vgw_ike_sa_count",
+        "vgw_ike_sas",
         "gauge",
         "Established IKE SAs (Azure MmsaCount).",
     );
     f.sample(
-        "vgw_ike_sa_count",
+        "vgw_ike_sas",
         &[],
         rows.iter().filter(|m| m.state == "Connected").count() as f64,
     );

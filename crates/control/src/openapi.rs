@@ -100,7 +100,14 @@ const OPERATIONS: &[(&str, &str, &str, Option<&str>, &str)] = &[
     (
         "post",
         "/api/virtualNetworkGateways/{gw}/stopPacketCapture",
-        "Stop it and return the file",
+        "Stop it and write the pcapng file; the answer names it",
+        None,
+        "Object",
+    ),
+    (
+        "get",
+        "/api/packetCaptures/{file}",
+        "Download a finished capture (application/octet-stream, pcapng)",
         None,
         "Object",
     ),

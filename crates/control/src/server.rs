@@ -78,7 +78,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
     };
     let metrics_app = crate::metrics::router(crate::metrics::MetricsState {
         controller: controller.clone(),
-        live,
+        live: live.clone(),
         started,
     });
     log.log(
@@ -93,6 +93,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
         status,
         log: log.clone(),
         tunnels,
+        live,
+        captures: Arc::new(crate::capture::CaptureManager::new(
+            config.state_dir.join("captures"),
+        )),
     });
 
     let unix = bind_unix(&config.api_socket)?;

@@ -39,6 +39,17 @@ pub struct LiveStatus {
     failures: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     /// The data plane, for its drop counters.
     dataplane: std::sync::OnceLock<Arc<DataPlane>>,
+    /// IKE datagrams exchanged per peer address (for `vgw doctor`: did anything arrive?).
+    ike_peers: std::sync::Mutex<HashMap<std::net::IpAddr, IkeTraffic>>,
+}
+
+/// IKE datagrams exchanged with one peer address.
+#[derive(Debug, Default, Clone, Copy)]
+struct IkeTraffic {
+    received: u64,
+    sent: u64,
+    last_received_ms: u64,
+    last_sent_ms: u64,
 }
 
 /// One connection's numbers for the metrics endpoint.
@@ -125,6 +136,89 @@ impl LiveStatus {
             .collect()
     }
 
+    /// The running data plane, if any.
+    pub fn dataplane(&self) -> Option<&Arc<DataPlane>> {
+        self.dataplane.get()
+    }
+
+    fn note_ike(&self, peer: std::net::IpAddr, received: bool) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let mut map = self.ike_peers.lock().unwrap_or_else(|p| p.into_inner());
+        let t = map.entry(peer).or_default();
+        if received {
+            t.received += 1;
+            t.last_received_ms = now;
+        } else {
+            t.sent += 1;
+            t.last_sent_ms = now;
+        }
+    }
+
+    /// What `vgw doctor --connection` walks through: live state, IKE traffic with the peer, data-plane
+    /// counters and the routes into the tunnel (vgw's `diagnostics` extension of the API).
+    pub fn diagnostics(&self, name: &str, peer: Option<std::net::IpAddr>) -> Value {
+        let status = self.connection_status(name);
+        let row = self
+            .metrics(std::iter::once(name))
+            .pop()
+            .unwrap_or_else(|| ConnectionMetrics::idle(name));
+        let (routes, tunnel_id) = {
+            let map = self.connections.read().unwrap_or_else(|p| p.into_inner());
+            map.get(name)
+                .map(|l| (l.routes.clone(), l.tunnel_id))
+                .unwrap_or_default()
+        };
+        let ike = peer.map(|ip| {
+            let t = self
+                .ike_peers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&ip)
+                .copied()
+                .unwrap_or_default();
+            let at = |ms: u64| (ms > 0).then(|| crate::diaglog::rfc3339(ms));
+            json!({
+                "peer": ip.to_string(),
+                "packetsReceived": t.received,
+                "packetsSent": t.sent,
+                "lastReceivedUtc": at(t.last_received_ms),
+                "lastSentUtc": at(t.last_sent_ms),
+            })
+        });
+        json!({
+            "connectionStatus": status.connection_status,
+            "connectionStatusReason": status.connection_status_reason,
+            "lastError": status.last_error,
+            "tunnelId": tunnel_id,
+            "childSas": row.child_sas,
+            "ike": ike,
+            "dataplane": {
+                "ingressPackets": row.ingress_packets,
+                "egressPackets": row.egress_packets,
+                "ingressBytes": row.ingress_bytes,
+                "egressBytes": row.egress_bytes,
+                "ingressPacketDropTSMismatch": row.ingress_drop_ts,
+                "egressPacketDropTSMismatch": row.egress_drop_ts,
+                "ingressPacketDrop": row.ingress_drop,
+                "egressPacketDrop": row.egress_drop,
+            },
+            "routes": routes,
+            "dataplaneRunning": self.dataplane.get().is_some(),
+        })
+    }
+
+    /// Connection names by their data-plane tunnel id.
+    pub fn tunnel_names(&self) -> HashMap<vgw_dataplane::TunnelId, String> {
+        let map = self.connections.read().unwrap_or_else(|p| p.into_inner());
+        map.iter()
+            .filter(|(_, l)| l.tunnel_id != 0)
+            .map(|(name, l)| (l.tunnel_id, name.clone()))
+            .collect()
+    }
+
     /// Failure counts by reason.
     pub fn failures(&self) -> Vec<(String, u64)> {
         let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
@@ -162,6 +256,10 @@ struct Live {
     ike_rekeys: u64,
     child_rekeys: u64,
     counters: Option<Arc<vgw_dataplane::TunnelCounters>>,
+    /// The connection's tunnel in the data plane (0 until first reconciled).
+    tunnel_id: vgw_dataplane::TunnelId,
+    /// Prefixes routed into the tunnel.
+    routes: Vec<String>,
 }
 
 impl StatusSource for LiveStatus {
@@ -307,6 +405,7 @@ impl Driver {
                     self.reconcile().await;
                 }
                 Some(d) = ike_rx.recv() => {
+                    self.status.note_ike(d.remote.ip(), true);
                     self.endpoint.handle_datagram(Instant::now(), d.local_port, d.remote, &d.data);
                 }
                 _ = tokio::time::sleep_until(wake) => {
@@ -343,6 +442,7 @@ impl Driver {
 
     async fn flush(&mut self) {
         while let Some(t) = self.endpoint.poll_transmit() {
+            self.status.note_ike(t.remote.ip(), false);
             if let Err(e) = self.dp.send_ike(t.local_port, t.remote, &t.data) {
                 tracing::debug!(error = %e, remote = %t.remote, "IKE send failed");
             }
@@ -632,6 +732,7 @@ impl Driver {
         }
         for (id, (config, prefixes)) in wanted {
             let name = self.names.get(&id).cloned().unwrap_or_default();
+            self.set_live(&name, |l| l.tunnel_id = id);
             let is_new = !self.configs.contains_key(&id);
             let changed = self.configs.get(&id).is_some_and(|old| !same(old, &config));
             if is_new || changed {
@@ -669,6 +770,9 @@ impl Driver {
                     );
                 }
             }
+            self.set_live(&name, |l| {
+                l.routes = prefixes.iter().map(ToString::to_string).collect();
+            });
             self.installed_routes.insert(id, prefixes);
         }
         self.endpoint.handle_timeout(now);

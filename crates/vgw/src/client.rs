@@ -68,6 +68,29 @@ impl Client {
         body: Option<&Value>,
         if_match: Option<&str>,
     ) -> Result<(u16, Value)> {
+        let (status, bytes) = self.call_raw(method, path, body, if_match).await?;
+        let value: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Ok((status, value))
+    }
+
+    /// GET returning the raw body (a packet-capture file).
+    pub async fn get_bytes(&self, path: &str) -> Result<Bytes> {
+        Ok(self.call_raw(Method::GET, path, None, None).await?.1)
+    }
+
+    /// Sends a request and returns the status and raw body; 4xx/5xx become an [`ApiFailure`].
+    async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        if_match: Option<&str>,
+    ) -> Result<(u16, Bytes)> {
         let payload = match body {
             Some(v) => Bytes::from(serde_json::to_vec(v)?),
             None => Bytes::new(),
@@ -104,13 +127,9 @@ impl Client {
             .context("the vgw daemon closed the connection")?;
         let status = resp.status().as_u16();
         let bytes = resp.into_body().collect().await?.to_bytes();
-        let value: Value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
-        };
         if status >= 400 {
+            let value: Value = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
             let err = &value["error"];
             return Err(anyhow!(ApiFailure {
                 status,
@@ -122,7 +141,7 @@ impl Client {
                 target: err["target"].as_str().map(str::to_string),
             }));
         }
-        Ok((status, value))
+        Ok((status, bytes))
     }
 
     /// GET returning the body.

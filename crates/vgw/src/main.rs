@@ -68,6 +68,8 @@ pub enum Command {
     Apply(commands::state::ApplyArgs),
     /// Read the diagnostic logs (Azure's five categories).
     Logs(commands::logs::LogsArgs),
+    /// Check the host and (with --connection) walk through one tunnel; exit 1 when something is wrong.
+    Doctor(commands::doctor::DoctorArgs),
 }
 
 /// What every command needs: the client and the output settings.
@@ -132,6 +134,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Export(args) => commands::state::export(&ctx, args).await,
         Command::Apply(args) => commands::state::apply(&ctx, args).await,
         Command::Logs(args) => commands::logs::run(&ctx, args).await,
+        Command::Doctor(args) => commands::doctor::run(&ctx, args).await,
     }
 }
 

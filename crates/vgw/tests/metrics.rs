@@ -85,7 +85,7 @@ fn metrics_exposition_is_well_formed() {
         "vgw_tunnel_ingress_bytes_total",
         "vgw_connection_up",
         "vgw_process_resident_memory_bytes",
-        "vgw_ike_sa_count",
+        "vgw_ike_sas",
     ] {
         assert!(typed.contains(family), "{family} missing");
     }

@@ -202,8 +202,19 @@ pub struct SharedKeyReset {
 pub enum PacketCaptureCommand {
     /// Start a capture on one connection.
     Start(CaptureStart),
-    /// Stop it and return the file.
-    Stop(Name),
+    /// Stop it and save the pcapng file (`--output-file`, default: its name in the current directory).
+    Stop(CaptureStop),
+}
+
+/// `packet-capture stop` flags.
+#[derive(Args, Debug)]
+pub struct CaptureStop {
+    /// Connection name.
+    #[arg(short = 'n', long)]
+    pub name: String,
+    /// Where to save the pcapng file.
+    #[arg(long = "output-file", visible_alias = "file")]
+    pub output_file: Option<std::path::PathBuf>,
 }
 
 /// `packet-capture start` flags.
@@ -382,7 +393,15 @@ pub async fn run(ctx: &Ctx, cmd: ConnectionCommand) -> Result<()> {
                         Some(json!({"filterData": filter})),
                     )
                 }
-                PacketCaptureCommand::Stop(a) => (a.name, "stopPacketCapture", None),
+                PacketCaptureCommand::Stop(a) => {
+                    let answer = ctx
+                        .client
+                        .post(&format!("{}/stopPacketCapture", path(&a.name)), None)
+                        .await?;
+                    let saved = super::gateway::save_capture(ctx, answer, a.output_file).await?;
+                    ctx.print(&saved)?;
+                    return Ok(());
+                }
             };
             ctx.print(
                 &ctx.client

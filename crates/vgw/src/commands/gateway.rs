@@ -267,8 +267,52 @@ pub enum VpnClientCommand {
 pub enum PacketCaptureCommand {
     /// Start a capture.
     Start(CaptureStartArgs),
-    /// Stop it and return the file.
-    Stop(NameArg),
+    /// Stop it and save the pcapng file (`--output`, default: its name in the current directory).
+    Stop(CaptureStopArgs),
+}
+
+/// `packet-capture stop` flags.
+#[derive(Args, Debug)]
+pub struct CaptureStopArgs {
+    /// Gateway name; defaults to the daemon's gateway.
+    #[arg(short = 'n', long)]
+    pub name: Option<String>,
+    /// Where to save the pcapng file.
+    #[arg(long = "output-file", visible_alias = "file")]
+    pub output_file: Option<std::path::PathBuf>,
+}
+
+/// Saves the file a `stopPacketCapture` answer names to `output` (or its name in the current
+/// directory) and adds `savedTo` to the answer.
+pub async fn save_capture(
+    ctx: &Ctx,
+    mut answer: Value,
+    output: Option<std::path::PathBuf>,
+) -> Result<Value> {
+    let file_name = answer["fileName"]
+        .as_str()
+        .context("the daemon did not name the capture file")?
+        .to_string();
+    let bytes = ctx
+        .client
+        .get_bytes(&format!("/api/packetCaptures/{}", seg(&file_name)))
+        .await?;
+    let target = output.unwrap_or_else(|| std::path::PathBuf::from(&file_name));
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&target)
+            .with_context(|| format!("cannot write {}", target.display()))?;
+        f.write_all(&bytes)
+            .with_context(|| format!("cannot write {}", target.display()))?;
+    }
+    answer["savedTo"] = json!(target.display().to_string());
+    Ok(answer)
 }
 
 /// `packet-capture start` flags.
@@ -454,7 +498,15 @@ pub async fn run(ctx: &Ctx, cmd: GatewayCommand) -> Result<()> {
                         Some(json!({"filterData": filter})),
                     )
                 }
-                PacketCaptureCommand::Stop(a) => (a.name, "stopPacketCapture", None),
+                PacketCaptureCommand::Stop(a) => {
+                    let name = gateway_name(ctx, a.name).await?;
+                    let answer = ctx
+                        .client
+                        .post(&format!("{}/stopPacketCapture", gw_path(&name)), None)
+                        .await?;
+                    ctx.print(&save_capture(ctx, answer, a.output_file).await?)?;
+                    return Ok(());
+                }
             };
             let name = gateway_name(ctx, name).await?;
             ctx.print(

@@ -2,6 +2,7 @@
 
 pub mod connection;
 pub mod demo;
+pub mod doctor;
 pub mod gateway;
 pub mod local_gateway;
 pub mod logs;

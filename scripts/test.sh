@@ -33,3 +33,6 @@ echo "== vgw demo (vgw <-> vgw in namespaces)"
 
 echo "== interop: strongSwan"
 bash tests/interop/strongswan.sh
+
+echo "== interop: operator evidence (metrics, logs, capture, doctor, status page)"
+bash tests/interop/evidence.sh

@@ -98,7 +98,7 @@ scenario_ike_log() {
     CHARON_IKE_LOG=4 CHARON_CHD_LOG=4 lab_up || { fail "$name: tunnel did not come up"; lab_cleanup; return; }
     local log; log=$(vgwc hub logs --category IKEDiagnosticLog)
     local missing=""
-    for step in IKE_SA_INIT IKE_AUTH "Child SA installed"; do
+    for step in "with KE" "established keys" "authenticated with PSK" "Child SA [0-9a-f]*_i"; do
         echo "$log" | grep -q "$step" || missing="$missing $step"
     done
     local windows; windows=$(charon_key_windows "$LAB_WORK/site/charon.log")

@@ -556,7 +556,7 @@ fn connection_checks(report: &mut Report, name: &str, d: &Value) {
                 last["notify"].as_str().unwrap_or("")
             ),
         );
-        if !last["peerProposals"].is_null() || !last["ourProposals"].is_null() {
+        if reason == Some("NEGOTIATION_FAILURE") {
             report.info(
                 "proposals",
                 format!(

@@ -219,7 +219,25 @@ pub struct BgpSettings {
     /// Gateway only: per-instance custom (APIPA) addresses.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bgp_peering_addresses: Vec<BgpPeeringAddress>,
+    /// vgw: BGP hold time in seconds (0, or 3-65535; default 180 as Azure). On the gateway it is the
+    /// default for every peer; on a local gateway it overrides it for that peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_time_seconds: Option<u16>,
+    /// vgw: keepalive interval in seconds (1 or more, at most a third of the hold time; default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalive_seconds: Option<u16>,
+    /// vgw: prefixes a peer may advertise before `maxPrefixAction` applies (default 100000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_prefixes: Option<u32>,
+    /// vgw: what happens above `maxPrefixes`: `Warn` (default: log and keep the session) or `Teardown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_prefix_action: Option<MaxPrefixAction>,
 }
+
+string_enum!(
+    /// `bgpSettings.maxPrefixAction` (vgw): warn and keep the session, or tear it down (RFC 4486 Cease).
+    MaxPrefixAction { Warn = "Warn", Teardown = "Teardown" } default Warn
+);
 
 /// One address mapping of a NAT rule.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -82,6 +82,46 @@ fn asn_reserved(asn: u64) -> bool {
     matches!(asn, 8074 | 8075 | 12076 | 23456 | 64496..=64511 | 65517..=65520 | 65535..=65551)
 }
 
+/// vgw's BGP timer and prefix-limit extensions: hold 0 or 3-65535 s (RFC 4271 §4.2), keepalive at
+/// least 1 s and at most a third of the hold time, a non-zero prefix limit.
+fn check_bgp_timers(bgp: &BgpSettings) -> Result {
+    if let Some(hold) = bgp.hold_time_seconds
+        && (1..3).contains(&hold)
+    {
+        return Err(ApiError::invalid(
+            "bgpSettings.holdTimeSeconds",
+            format!(
+                "hold time {hold} s is not allowed: use 0 (no keepalives) or 3-65535 (RFC 4271 §4.2)"
+            ),
+        ));
+    }
+    if let Some(keepalive) = bgp.keepalive_seconds {
+        if keepalive == 0 {
+            return Err(ApiError::invalid(
+                "bgpSettings.keepaliveSeconds",
+                "the keepalive interval must be at least 1 s",
+            ));
+        }
+        let hold = bgp.hold_time_seconds.unwrap_or(180);
+        if hold != 0 && u32::from(keepalive) * 3 > u32::from(hold) {
+            return Err(ApiError::invalid(
+                "bgpSettings.keepaliveSeconds",
+                format!(
+                    "keepalive {keepalive} s is more than a third of the hold time {hold} s; use at most {} s",
+                    hold / 3
+                ),
+            ));
+        }
+    }
+    if bgp.max_prefixes == Some(0) {
+        return Err(ApiError::invalid(
+            "bgpSettings.maxPrefixes",
+            "a prefix limit of 0 would refuse every route; omit it for the default (100000)",
+        ));
+    }
+    Ok(())
+}
+
 fn check_asn(target: &str, asn: u64, is_peer: bool) -> Result {
     if asn == 0 || asn > u32::MAX as u64 {
         return Err(ApiError::invalid(
@@ -476,6 +516,7 @@ fn check_gateway(gw: &VnetGatewaySpec) -> Result {
     )?;
     if let Some(bgp) = &gw.bgp_settings {
         check_asn("bgpSettings.asn", bgp.asn, false)?;
+        check_bgp_timers(bgp)?;
         if let Some(addr) = &bgp.bgp_peering_address {
             check_bgp_peering_address("bgpSettings.bgpPeeringAddress", addr)?;
         }
@@ -676,6 +717,7 @@ fn check_local_gateway(lg: &LocalGatewaySpec) -> Result {
     check_no_self_overlap("localNetworkAddressSpace.addressPrefixes", &prefixes)?;
     if let Some(bgp) = &lg.bgp_settings {
         check_asn("bgpSettings.asn", bgp.asn, true)?;
+        check_bgp_timers(bgp)?;
         match &bgp.bgp_peering_address {
             Some(addr) => check_bgp_peering_address("bgpSettings.bgpPeeringAddress", addr)?,
             None => {

@@ -45,6 +45,8 @@ pub struct AppState {
     pub live: Option<Arc<crate::tunnels::LiveStatus>>,
     /// Packet captures.
     pub captures: Arc<crate::capture::CaptureManager>,
+    /// What the BGP speaker publishes.
+    pub bgp: Arc<crate::bgp::BgpStatus>,
 }
 
 type ApiResult = Result<Response, ApiError>;
@@ -61,8 +63,8 @@ pub fn router(state: AppState) -> Router {
             get(get_gateway).put(put_gateway).delete(delete_gateway),
         )
         .route(&format!("{gw}/reset"), post(reset_gateway))
-        .route(&format!("{gw}/getBgpPeerStatus"), post(empty_value_list))
-        .route(&format!("{gw}/getLearnedRoutes"), post(empty_value_list))
+        .route(&format!("{gw}/getBgpPeerStatus"), post(bgp_peer_status))
+        .route(&format!("{gw}/getLearnedRoutes"), post(learned_routes))
         .route(
             &format!("{gw}/getAdvertisedRoutes"),
             post(advertised_routes),
@@ -596,10 +598,23 @@ async fn reset_gateway(
     ))
 }
 
-async fn empty_value_list(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult {
+async fn bgp_peer_status(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
     let (state, _) = app.controller.snapshot().await;
     require_gateway(&state, &name)?;
-    Ok(json_response(StatusCode::OK, json!({ "value": [] })))
+    Ok(json_response(
+        StatusCode::OK,
+        app.bgp.peer_status_json(q.get("peer").map(String::as_str)),
+    ))
+}
+
+async fn learned_routes(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult {
+    let (state, _) = app.controller.snapshot().await;
+    require_gateway(&state, &name)?;
+    Ok(json_response(StatusCode::OK, app.bgp.learned_json()))
 }
 
 async fn advertised_routes(
@@ -621,7 +636,7 @@ async fn advertised_routes(
             format!("'{peer}' is not an IP address"),
         ));
     }
-    Ok(json_response(StatusCode::OK, json!({ "value": [] })))
+    Ok(json_response(StatusCode::OK, app.bgp.advertised_json(peer)))
 }
 
 async fn client_health(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult {

@@ -3,6 +3,7 @@
 //! [`controller::Controller::subscribe`]) drives the engines toward it.
 
 pub mod api;
+pub mod bgp;
 pub mod capture;
 pub mod controller;
 pub mod diaglog;

@@ -62,10 +62,11 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
     );
     let controller = Arc::new(Controller::load(Box::new(store), log.clone())?);
     let started = std::time::SystemTime::now();
+    let bgp_status = Arc::new(crate::bgp::BgpStatus::default());
     let (status, tunnels, live): (Arc<dyn StatusSource>, _, _) = match config.dataplane.clone() {
         Some(dp) => {
             let live = Arc::new(crate::tunnels::LiveStatus::default());
-            let handle = crate::tunnels::start(controller.clone(), log.clone(), live.clone(), dp).map_err(|e| {
+            let (handle, _bgp_links) = crate::tunnels::start(controller.clone(), log.clone(), live.clone(), dp).map_err(|e| {
                 format!("cannot start the data plane: {e}; run vgw serve as root (it needs /dev/net/tun and UDP 500/4500), or pass --dataplane off to serve only the API")
             })?;
             (
@@ -97,6 +98,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
         captures: Arc::new(crate::capture::CaptureManager::new(
             config.state_dir.join("captures"),
         )),
+        bgp: bgp_status,
     });
 
     let unix = bind_unix(&config.api_socket)?;

@@ -319,14 +319,37 @@ impl TunnelHandle {
     }
 }
 
+/// A route the BGP speaker wants into the forwarding tables via a connection's tunnel (`Some`), or
+/// out of them (`None`).
+pub type BgpRouteChange = (IpNet, Option<String>);
+
+/// A connection's tunnel came up (its first Child SA) or went down (its IKE SA).
+#[derive(Debug, Clone)]
+pub struct TunnelEvent {
+    /// Connection name.
+    pub connection: String,
+    /// Up or down.
+    pub up: bool,
+}
+
+/// The BGP speaker's side of the reconciler: it sends route changes and hears tunnel events.
+pub struct BgpLinks {
+    /// Route changes for the data plane and the kernel.
+    pub routes: mpsc::UnboundedSender<Vec<BgpRouteChange>>,
+    /// Tunnel up/down.
+    pub tunnel_events: mpsc::UnboundedReceiver<TunnelEvent>,
+}
+
 /// Starts the tunnel reconciler with its data plane. Fails if the TUN or the IKE ports cannot be opened.
 pub fn start(
     controller: Arc<Controller>,
     log: Arc<DiagLog>,
     status: Arc<LiveStatus>,
     dataplane: DataPlaneConfig,
-) -> std::io::Result<TunnelHandle> {
+) -> std::io::Result<(TunnelHandle, BgpLinks)> {
     let (ike_tx, ike_rx) = mpsc::channel(4096);
+    let (bgp_routes_tx, bgp_routes_rx) = mpsc::unbounded_channel();
+    let (tunnel_events_tx, tunnel_events_rx) = mpsc::unbounded_channel();
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let dp = Arc::new(DataPlane::start(dataplane, ike_tx)?);
     let _ = status.dataplane.set(dp.clone());
@@ -346,9 +369,18 @@ pub fn start(
         last_ingress: HashMap::new(),
         peers: HashMap::new(),
         ticks: 0,
+        bgp_routes: HashMap::new(),
+        tunnel_events: tunnel_events_tx,
+        peering_address: None,
     };
-    tokio::spawn(async move { driver.run(ike_rx, cmd_rx).await });
-    Ok(TunnelHandle { commands: cmd_tx })
+    tokio::spawn(async move { driver.run(ike_rx, cmd_rx, bgp_routes_rx).await });
+    Ok((
+        TunnelHandle { commands: cmd_tx },
+        BgpLinks {
+            routes: bgp_routes_tx,
+            tunnel_events: tunnel_events_rx,
+        },
+    ))
 }
 
 struct Driver {
@@ -367,6 +399,12 @@ struct Driver {
     /// Where each connection's ESP goes, for NAT keepalives.
     peers: HashMap<ConnId, std::net::SocketAddr>,
     ticks: u64,
+    /// Routes the BGP speaker installed, by prefix. A connection's static prefixes win over them.
+    bgp_routes: HashMap<IpNet, ConnId>,
+    /// Tunnel up/down, for the BGP speaker.
+    tunnel_events: mpsc::UnboundedSender<TunnelEvent>,
+    /// The gateway's BGP peering address as assigned to the TUN.
+    peering_address: Option<IpAddr>,
 }
 
 fn conn_resource(name: &str) -> String {
@@ -387,6 +425,7 @@ impl Driver {
         &mut self,
         mut ike_rx: mpsc::Receiver<IkeDatagram>,
         mut commands: mpsc::Receiver<TunnelCommand>,
+        mut bgp_routes: mpsc::UnboundedReceiver<Vec<BgpRouteChange>>,
     ) {
         let mut changes = self.controller.subscribe();
         self.reconcile().await;
@@ -415,6 +454,7 @@ impl Driver {
                     self.note_esp_activity();
                 }
                 Some(command) = commands.recv() => self.command(command),
+                Some(changes) = bgp_routes.recv() => self.apply_bgp_routes(changes).await,
             }
             self.flush().await;
         }
@@ -449,6 +489,53 @@ impl Driver {
         }
         while let Some(event) = self.endpoint.poll_event() {
             self.apply(event);
+        }
+    }
+
+    /// Whether a connection's static configuration routes `prefix` (static wins over BGP).
+    fn is_static(&self, prefix: &IpNet) -> bool {
+        self.installed_routes.values().any(|v| v.contains(prefix))
+    }
+
+    /// Installs or removes the BGP speaker's routes: the data plane's table points the prefix at the
+    /// connection's tunnel and the kernel routes it into the TUN.
+    async fn apply_bgp_routes(&mut self, changes: Vec<BgpRouteChange>) {
+        for (prefix, connection) in changes {
+            let id = connection.as_ref().and_then(|n| self.ids.get(n)).copied();
+            match id {
+                Some(id) => {
+                    let previous = self.bgp_routes.insert(prefix, id);
+                    if self.is_static(&prefix) || previous == Some(id) {
+                        continue;
+                    }
+                    self.dp.route(prefix, Some(id));
+                    if previous.is_none()
+                        && let Err(e) = self.routes.add(prefix).await
+                    {
+                        tracing::warn!(%prefix, error = %e, "cannot add the BGP route to the kernel");
+                    }
+                }
+                None => {
+                    if self.bgp_routes.remove(&prefix).is_some() && !self.is_static(&prefix) {
+                        self.dp.route(prefix, None);
+                        let _ = self.routes.remove(prefix).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A static prefix left its connection: hand it back to BGP if the speaker has it, else remove it.
+    async fn unroute_static(&mut self, prefix: IpNet) {
+        if self.is_static(&prefix) {
+            return;
+        }
+        match self.bgp_routes.get(&prefix) {
+            Some(id) => self.dp.route(prefix, Some(*id)),
+            None => {
+                self.dp.route(prefix, None);
+                let _ = self.routes.remove(prefix).await;
+            }
         }
     }
 
@@ -519,7 +606,17 @@ impl Driver {
                 conn,
                 keys,
                 replaces,
-            } => self.install(conn, keys, replaces),
+            } => {
+                if replaces.is_none()
+                    && let Some(name) = self.names.get(&conn)
+                {
+                    let _ = self.tunnel_events.send(TunnelEvent {
+                        connection: name.clone(),
+                        up: true,
+                    });
+                }
+                self.install(conn, keys, replaces)
+            }
             Event::ChildSaDown {
                 conn,
                 inbound_spi,
@@ -539,6 +636,10 @@ impl Driver {
                 let Some(name) = self.names.get(&conn).cloned() else {
                     return;
                 };
+                let _ = self.tunnel_events.send(TunnelEvent {
+                    connection: name.clone(),
+                    up: false,
+                });
                 let error = failure_json(&failure);
                 if failure.reason != vgw_ike::Reason::Administrative {
                     let mut failures = self
@@ -676,6 +777,28 @@ impl Driver {
     async fn reconcile(&mut self) {
         let (state, _) = self.controller.snapshot().await;
         let now = Instant::now();
+        // The gateway's BGP peering address lives on the TUN, so BGP's TCP can bind to it and the
+        // peer's packets to it are delivered locally.
+        let peering = crate::bgp::local_peering_address(&state);
+        if peering != self.peering_address
+            && let Some(addr) = peering
+        {
+            match self.routes.add_address(addr).await {
+                Ok(()) => {
+                    self.peering_address = Some(addr);
+                    self.log.log(
+                        Category::RouteDiagnosticLog,
+                        "info",
+                        "/vgw",
+                        &format!("BGP peering address {addr} assigned to the tunnel interface"),
+                        Value::Null,
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(%addr, error = %e, "cannot assign the BGP peering address")
+                }
+            }
+        }
         let mut wanted: HashMap<ConnId, (Config, Vec<IpNet>)> = HashMap::new();
         for (name, c) in &state.connections {
             let id = *self.ids.entry(name.clone()).or_insert_with(|| {
@@ -716,7 +839,7 @@ impl Driver {
             self.configs.remove(&id);
             self.dp.remove_tunnel(id);
             for prefix in self.installed_routes.remove(&id).unwrap_or_default() {
-                let _ = self.routes.remove(prefix).await;
+                self.unroute_static(prefix).await;
             }
             if let Some(name) = self.names.get(&id).cloned()
                 && !state.connections.contains_key(&name)
@@ -746,9 +869,9 @@ impl Driver {
                 self.configs.insert(id, config);
             }
             let old = self.installed_routes.get(&id).cloned().unwrap_or_default();
+            self.installed_routes.insert(id, prefixes.clone());
             for prefix in old.iter().filter(|p| !prefixes.contains(p)) {
-                self.dp.route(*prefix, None);
-                let _ = self.routes.remove(*prefix).await;
+                self.unroute_static(*prefix).await;
             }
             for prefix in prefixes.iter().filter(|p| !old.contains(p)) {
                 self.dp.route(*prefix, Some(id));

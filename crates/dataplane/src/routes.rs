@@ -37,6 +37,22 @@ impl KernelRoutes {
             .await
     }
 
+    /// Assigns `addr` (as a host address) to the TUN, so local sockets can use it, e.g. the gateway's BGP
+    /// peering address. An address already present is not an error.
+    pub async fn add_address(&self, addr: IpAddr) -> Result<(), rtnetlink::Error> {
+        let len = if addr.is_ipv4() { 32 } else { 128 };
+        match self
+            .handle
+            .address()
+            .add(self.ifindex, addr, len)
+            .execute()
+            .await
+        {
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
+            other => other,
+        }
+    }
+
     /// Removes the route for `prefix` (a missing route is not an error).
     pub async fn remove(&self, prefix: IpNet) -> Result<(), rtnetlink::Error> {
         match self

@@ -1,0 +1,251 @@
+#!/usr/bin/env bash
+# BGP over the tunnels, against real routers: BIRD 2 and FRR's bgpd on the site router behind strongSwan,
+# and vgw on both ends.
+#   sitelan 10.1.0.10, sitelan2 10.11.0.10 - site (charon + BIRD/FRR, peering 10.1.255.254, AS 65010)
+#   - internet 198.18.0.0/24 - hub (vgw, peering 10.2.255.254, AS 65515) - hublan 10.2.0.10
+# Scenarios:
+#   bird, frr  - the site advertises 10.1.0.0/16, 10.11.0.0/16 and 2001:db8:1::/48; vgw learns all three
+#                (origin EBgp, asPath 65010, nextHop the site's peering address), 10.11.0.10 answers pings
+#                from the hub LAN, the router shows vgw's 10.2.0.0/16; a withdrawn prefix leaves vgw's
+#                learned routes and the kernel within 1 s; with timers 9/3, cutting the underlay removes
+#                the site's routes within 10 s and they return with the link; peer status counters grow.
+#   vgw        - the same between two vgw gateways.
+#   transit    - two sites (BIRD and FRR) learn each other's prefixes through vgw, never their own.
+#   scale      - a peer advertising 10,000 prefixes stays up (the limit warns); all are learned and
+#                installed; prints the time to converge and vgw's memory.
+# Usage: tests/interop/bgp.sh [scenario ...]   (default: all; root)
+set -u
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/swan_site.sh"
+
+HUB_PEER=10.2.255.254
+SITE_PEER=10.1.255.254
+
+# bgp_lab: the standard topology plus sitelan2 (10.11.0.0/24) behind the site and the site's peering
+# address on its loopback.
+bgp_lab() {
+    lab_topology
+    lab_add_ns sitelan2
+    lab_link sitelan2 10.11.0.10/24 site 10.11.0.1/24
+    ip -n "$(ns sitelan2)" route add default via 10.11.0.1
+    ip -n "$(ns site)" addr add "$SITE_PEER/32" dev lo
+}
+
+# The site's strongSwan: route-based selectors covering its prefixes and peering address.
+bgp_site_swan() {
+    SITE_TS="10.1.0.0/16,10.11.0.0/16,2001:db8:1::/48" HUB_TS="10.2.0.0/16,2001:db8:2::/48" \
+        site_conf aes256gcm16-prfsha256-ecp256 aes256gcm16 none
+    lab_charon site site
+}
+
+# bgp_hub [extra local-gateway flags]: vgw with BGP to the site, timers 9/3.
+bgp_hub() {
+    vgwc hub vnet-gateway create -n hub-gw --public-ip-addresses "$VGW_IP" --vnet-address-space 10.2.0.0/16 \
+        --asn 65515 --bgp-peering-address "$HUB_PEER" -o none
+    vgwc hub local-gateway create -n site --gateway-ip-address "$SITE_IP" --asn 65010 --bgp-peering-address "$SITE_PEER" \
+        --bgp-hold-time 9 --bgp-keepalive 3 "$@" -o none
+    vgwc hub vpn-connection create -n to-site --local-gateway2 site --shared-key "$PSK" --enable-bgp -o none
+}
+
+# bird_start NS NAME ASN PEER_ADDR NEIGHBOR NEIGHBOR_ASN STATIC4... : BIRD 2 in NS, control socket in $LAB_WORK/NAME.
+bird_start() {
+    local n=$1 name=$2 asn=$3 addr=$4 nbr=$5 nbr_asn=$6; shift 6
+    local dir="$LAB_WORK/$name"; mkdir -p "$dir"
+    {
+        echo "router id $addr;"
+        echo "log \"$dir/bird.log\" all;"
+        echo "protocol device { scan time 1; }"
+        echo "protocol static s4 { ipv4;"
+        for p in "$@"; do echo "  route $p unreachable;"; done
+        echo "}"
+        echo "protocol static s6 { ipv6; ${BIRD_STATIC6:-} }"
+        cat <<EOF
+protocol bgp hub {
+  local $addr as $asn;
+  neighbor $nbr as $nbr_asn;
+  multihop 4;
+  hold time 9; keepalive time 3;
+  connect retry time 2;
+  ipv4 { import all; export where proto = "s4"; next hop self; };
+  ipv6 { import all; export where proto = "s6"; next hop address 2001:db8:1::1; };
+}
+EOF
+    } >"$dir/bird.conf"
+    in_ns "$n" bird -c "$dir/bird.conf" -s "$dir/bird.ctl" -P "$dir/bird.pid" || return 1
+    LAB_PIDS+=("$(cat "$dir/bird.pid")")
+}
+birdc_() { local name=$1; shift; birdc -s "$LAB_WORK/$name/bird.ctl" "$@"; }
+
+# frr_start NS NAME ASN PEER_ADDR NEIGHBOR NEIGHBOR_ASN NETWORK4...: FRR's bgpd (no zebra) in NS.
+frr_start() {
+    local n=$1 name=$2 asn=$3 addr=$4 nbr=$5 nbr_asn=$6; shift 6
+    local dir="$LAB_WORK/$name"; mkdir -p "$dir"
+    {
+        echo "frr defaults traditional"
+        echo "log file $dir/frr.log"
+        echo "router bgp $asn"
+        echo " bgp router-id $addr"
+        echo " no bgp ebgp-requires-policy"
+        echo " no bgp network import-check"
+        echo " neighbor $nbr remote-as $nbr_asn"
+        echo " neighbor $nbr ebgp-multihop 4"
+        echo " neighbor $nbr update-source $addr"
+        echo " neighbor $nbr timers 3 9"
+        echo " neighbor $nbr timers connect 2"
+        echo " address-family ipv4 unicast"
+        for p in "$@"; do echo "  network $p"; done
+        echo " exit-address-family"
+        echo " address-family ipv6 unicast"
+        [ -n "${FRR_NETWORK6:-}" ] && echo "  network $FRR_NETWORK6"
+        echo "  neighbor $nbr activate"
+        echo " exit-address-family"
+    } >"$dir/frr.conf"
+    in_ns "$n" /usr/lib/frr/bgpd -f "$dir/frr.conf" -i "$dir/bgpd.pid" --vty_socket "$dir" -Z -S -P 0 -d \
+        >"$dir/stderr.log" 2>&1 || return 1
+    for _ in $(seq 50); do [ -s "$dir/bgpd.pid" ] && break; sleep 0.1; done
+    LAB_PIDS+=("$(cat "$dir/bgpd.pid")")
+}
+vtysh_() { local name=$1; shift; vtysh --vty_socket "$LAB_WORK/$name" "$@"; }
+
+peer_state() { vgwc "$1" vnet-gateway list-bgp-peer-status --peer "$2" --query 'value[0].state' -o tsv; }
+peer_up() { [ "$(peer_state "$1" "$2")" = Connected ]; }
+# learned NAME PREFIX: the learned route for PREFIX as "origin asPath nextHop", nothing when absent.
+learned() { vgwc "$1" vnet-gateway list-learned-routes --query "value[?network=='$2'] | [0].[origin, asPath, nextHop]" -o tsv 2>/dev/null | tr '\t' ' '; }
+has_learned() { [ -n "$(learned "$1" "$2")" ]; }
+no_learned() { [ -z "$(learned "$1" "$2")" ]; }
+kernel_has() { [ -n "$(ip -n "$(ns "$1")" route show "$2" 2>/dev/null)" ]; }
+kernel_lacks() { [ -z "$(ip -n "$(ns "$1")" route show "$2" 2>/dev/null)" ]; }
+
+# ms_until SECONDS CMD...: prints how many ms CMD took to succeed (polling every 50 ms), or fails.
+ms_until() {
+    local limit=$1; shift
+    local t0; t0=$(date +%s%N)
+    local end=$(( t0 + limit * 1000000000 ))
+    while [ "$(date +%s%N)" -lt "$end" ]; do
+        if "$@" >/dev/null 2>&1; then echo $(( ($(date +%s%N) - t0) / 1000000 )); return 0; fi
+        sleep 0.05
+    done
+    return 1
+}
+
+# check_site_routes ROUTER_DESC: the checks shared by the bird, frr and vgw scenarios.
+check_learned_three() {
+    local problems="" r
+    for p in 10.1.0.0/16 10.11.0.0/16; do
+        r=$(learned hub "$p")
+        [ "$r" = "EBgp 65010 $SITE_PEER" ] || problems="$problems $p=[$r]"
+    done
+    r=$(learned hub 2001:db8:1::/48)
+    case "$r" in "EBgp 65010 "*) ;; *) problems="$problems 2001:db8:1::/48=[$r]" ;; esac
+    echo "$problems"
+}
+
+site_prefix_gone() { no_learned hub 10.11.0.0/16 && kernel_lacks hub 10.11.0.0/16; }
+site_routes_gone() { no_learned hub 10.1.0.0/16 && kernel_lacks hub 10.11.0.0/16; }
+
+# withdraw_and_cut NAME WITHDRAW_CMD RESTORE_CMD: the withdrawal and underlay checks.
+withdraw_and_cut() {
+    local name=$1 withdraw=$2 restore=$3 ms
+    eval "$withdraw"
+    if ! ms=$(ms_until 5 site_prefix_gone); then
+        fail "$name: the withdrawn 10.11.0.0/16 is still learned or in the kernel after 5 s"; return 1
+    fi
+    if [ "$ms" -gt 1000 ]; then fail "$name: withdrawal took $ms ms (limit 1000)"; return 1; fi
+    echo "  withdrawal reached vgw's RIB and the kernel in $ms ms"
+    eval "$restore"
+    wait_for 10 has_learned hub 10.11.0.0/16 || { fail "$name: 10.11.0.0/16 did not come back after re-announcing"; return 1; }
+    # Cut the underlay (the site's internet link); the hold timer is 9 s.
+    ip -n "$(ns site)" link set e-hub down
+    if ! ms=$(ms_until 12 site_routes_gone); then
+        fail "$name: the site's routes stayed after cutting the underlay"; return 1
+    fi
+    [ "$ms" -le 10000 ] || { fail "$name: routes went only after $ms ms (limit 10000)"; return 1; }
+    echo "  underlay cut: the site's routes left vgw in $ms ms"
+    ip -n "$(ns site)" link set e-hub up
+    if ! wait_for 40 has_learned hub 10.11.0.0/16 || ! wait_for 5 kernel_has hub 10.11.0.0/16; then
+        fail "$name: routes did not return with the link ($(peer_state hub $SITE_PEER))"; return 1
+    fi
+    wait_for 10 in_ns hublan ping -c 1 -W 1 10.11.0.10 || { fail "$name: no ping after the link returned"; return 1; }
+    echo "  link restored: routes and traffic are back"
+}
+
+peer_counters_grow() {
+    local a b
+    a=$(vgwc hub vnet-gateway list-bgp-peer-status --peer "$SITE_PEER" --query 'value[0].[messagesSent, messagesReceived, routesReceived]' -o tsv | tr '\t' ' ')
+    sleep 4
+    b=$(vgwc hub vnet-gateway list-bgp-peer-status --peer "$SITE_PEER" --query 'value[0].[messagesSent, messagesReceived, routesReceived]' -o tsv | tr '\t' ' ')
+    set -- $a $b
+    [ "$4" -gt "$1" ] && [ "$5" -gt "$2" ] && [ "$6" = "${EXPECT_ROUTES:-3}" ]
+}
+
+run_site_router() { # NAME ROUTER(bird|frr)
+    local name=$1 router=$2
+    bgp_lab
+    lab_vgw hub hub || { fail "$name: vgw did not start"; lab_cleanup; return; }
+    bgp_site_swan || { fail "$name: charon did not start"; lab_cleanup; return; }
+    bgp_hub
+    wait_for 10 is_connected hub to-site || { fail "$name: tunnel not Connected"; lab_cleanup; return; }
+    if [ "$router" = bird ]; then
+        BIRD_STATIC6="route 2001:db8:1::/48 unreachable;" bird_start site bird 65010 "$SITE_PEER" "$HUB_PEER" 65515 10.1.0.0/16 10.11.0.0/16 \
+            || { fail "$name: bird did not start"; lab_cleanup; return; }
+    else
+        FRR_NETWORK6=2001:db8:1::/48 frr_start site frr 65010 "$SITE_PEER" "$HUB_PEER" 65515 10.1.0.0/16 10.11.0.0/16 \
+            || { fail "$name: bgpd did not start"; lab_cleanup; return; }
+    fi
+    if ! wait_for 30 peer_up hub "$SITE_PEER"; then
+        fail "$name: BGP not Connected: $(vgwc hub vnet-gateway list-bgp-peer-status -o json | tr -d '\n ' | head -c 600)"; lab_cleanup; return
+    fi
+    if ! wait_for 10 has_learned hub 2001:db8:1::/48 || [ -n "$(check_learned_three)" ]; then
+        fail "$name: learned routes wrong:$(check_learned_three)"; lab_cleanup; return
+    fi
+    wait_for 5 kernel_has hub 10.11.0.0/16 || { fail "$name: 10.11.0.0/16 not in the hub's kernel routes"; lab_cleanup; return; }
+    wait_for 10 in_ns hublan ping -c 1 -W 1 10.11.0.10 || { fail "$name: 10.11.0.10 unreachable from the hub LAN"; lab_cleanup; return; }
+    local seen
+    if [ "$router" = bird ]; then
+        seen=$(wait_for 10 sh -c "birdc -s $LAB_WORK/bird/bird.ctl show route 10.2.0.0/16 | grep -q 10.2.0.0/16" && echo yes)
+    else
+        seen=$(wait_for 10 sh -c "vtysh --vty_socket $LAB_WORK/frr -c 'show bgp ipv4 unicast 10.2.0.0/16' | grep -q 65515" && echo yes)
+    fi
+    [ "$seen" = yes ] || { fail "$name: the site router does not show vgw's 10.2.0.0/16"; lab_cleanup; return; }
+    peer_counters_grow || { fail "$name: peer status counters did not grow or routesReceived != 3"; lab_cleanup; return; }
+    if [ "$router" = bird ]; then
+        sed -i '/10.11.0.0\/16/d' "$LAB_WORK/bird/bird.conf"
+        withdraw_and_cut "$name" "birdc -s $LAB_WORK/bird/bird.ctl configure >/dev/null" \
+            "sed -i 's|route 10.1.0.0/16 unreachable;|route 10.1.0.0/16 unreachable; route 10.11.0.0/16 unreachable;|' $LAB_WORK/bird/bird.conf; birdc -s $LAB_WORK/bird/bird.ctl configure >/dev/null" \
+            || { lab_cleanup; return; }
+    else
+        withdraw_and_cut "$name" "vtysh --vty_socket $LAB_WORK/frr -c 'conf t' -c 'router bgp 65010' -c 'address-family ipv4 unicast' -c 'no network 10.11.0.0/16' >/dev/null" \
+            "vtysh --vty_socket $LAB_WORK/frr -c 'conf t' -c 'router bgp 65010' -c 'address-family ipv4 unicast' -c 'network 10.11.0.0/16' >/dev/null" \
+            || { lab_cleanup; return; }
+    fi
+    pass "$name"
+    lab_cleanup
+}
+
+scenario_bird() { run_site_router "BIRD 2 behind strongSwan peers with vgw over the tunnel" bird; }
+scenario_frr() { run_site_router "FRR bgpd behind strongSwan peers with vgw over the tunnel" frr; }
+
+scenario_vgw() {
+    local name="vgw <-> vgw with BGP: the site's three prefixes learned, traffic to 10.11.0.10"
+    bgp_lab
+    lab_vgw hub hub && lab_vgw site site || { fail "$name: vgw did not start"; lab_cleanup; return; }
+    bgp_hub
+    vgwc site vnet-gateway create -n site-gw --public-ip-addresses "$SITE_IP" \
+        --vnet-address-space 10.1.0.0/16 10.11.0.0/16 2001:db8:1::/48 --asn 65010 --bgp-peering-address "$SITE_PEER" -o none
+    vgwc site local-gateway create -n hub --gateway-ip-address "$VGW_IP" --asn 65515 --bgp-peering-address "$HUB_PEER" \
+        --bgp-hold-time 9 --bgp-keepalive 3 -o none
+    vgwc site vpn-connection create -n to-hub --local-gateway2 hub --shared-key "$PSK" --enable-bgp -o none
+    wait_for 10 is_connected hub to-site || { fail "$name: tunnel not Connected"; lab_cleanup; return; }
+    wait_for 30 peer_up hub "$SITE_PEER" || { fail "$name: BGP not Connected ($(peer_state hub $SITE_PEER))"; lab_cleanup; return; }
+    if ! wait_for 10 has_learned hub 2001:db8:1::/48 || [ -n "$(check_learned_three | sed 's/2001:db8:1::\/48=\[EBgp 65010 [^]]*\]//')" ]; then
+        fail "$name: learned routes wrong:$(check_learned_three)"; lab_cleanup; return
+    fi
+    wait_for 10 in_ns hublan ping -c 1 -W 1 10.11.0.10 || { fail "$name: 10.11.0.10 unreachable from the hub LAN"; lab_cleanup; return; }
+    wait_for 10 has_learned site 10.2.0.0/16 || { fail "$name: the site vgw did not learn 10.2.0.0/16"; lab_cleanup; return; }
+    pass "$name"
+    lab_cleanup
+}
+
+all="bird frr vgw"
+for s in ${*:-$all}; do "scenario_$s"; done
+summary

@@ -246,6 +246,89 @@ scenario_vgw() {
     lab_cleanup
 }
 
-all="bird frr vgw"
+# transit: two sites on one "internet" bridge, A (BIRD, AS 65010) and B (FRR, AS 65020), each behind
+# strongSwan; each learns the other's prefix through vgw (AS path 65515 <other>), never its own.
+scenario_transit() {
+    local name="transit: two sites learn each other's prefixes through vgw, never their own"
+    lab_add_ns inet
+    ip -n "$(ns inet)" link add br0 type bridge
+    ip -n "$(ns inet)" link set br0 up
+    local r
+    for r in hub site siteb; do
+        lab_add_ns "$r" router
+        ip link add "e-inet" netns "$(ns "$r")" type veth peer name "x-$r" netns "$(ns inet)"
+        ip -n "$(ns inet)" link set "x-$r" master br0 up
+        ip -n "$(ns "$r")" link set e-inet up
+    done
+    ip -n "$(ns hub)" addr add 198.18.0.2/24 dev e-inet
+    ip -n "$(ns site)" addr add 198.18.0.1/24 dev e-inet
+    ip -n "$(ns siteb)" addr add 198.18.0.3/24 dev e-inet
+    ip -n "$(ns site)" addr add "$SITE_PEER/32" dev lo
+    ip -n "$(ns siteb)" addr add 10.21.255.254/32 dev lo
+    lab_vgw hub hub || { fail "$name: vgw did not start"; lab_cleanup; return; }
+    # Site A: strongSwan + BIRD.
+    SITE_TS="10.1.0.0/16" HUB_TS="10.2.0.0/16,10.21.0.0/16" site_conf aes256gcm16-prfsha256-ecp256 aes256gcm16 none
+    lab_charon site site || { fail "$name: charon A"; lab_cleanup; return; }
+    # Site B: strongSwan + FRR (its own swanctl.conf in $LAB_WORK/siteb).
+    mkdir -p "$LAB_WORK/siteb"
+    sed -e "s/$SITE_IP/198.18.0.3/g" -e 's|local_ts = 10.1.0.0/16|local_ts = 10.21.0.0/16|'         -e 's|remote_ts = 10.2.0.0/16,10.21.0.0/16|remote_ts = 10.2.0.0/16,10.1.0.0/16|'         "$LAB_WORK/site/swanctl.conf" >"$LAB_WORK/siteb/swanctl.conf"
+    lab_charon siteb siteb || { fail "$name: charon B"; lab_cleanup; return; }
+    vgwc hub vnet-gateway create -n hub-gw --public-ip-addresses "$VGW_IP" --vnet-address-space 10.2.0.0/16 \
+        --asn 65515 --bgp-peering-address "$HUB_PEER" -o none
+    vgwc hub local-gateway create -n site --gateway-ip-address "$SITE_IP" --asn 65010 --bgp-peering-address "$SITE_PEER" \
+        --bgp-hold-time 9 --bgp-keepalive 3 -o none
+    vgwc hub local-gateway create -n siteb --gateway-ip-address 198.18.0.3 --asn 65020 --bgp-peering-address 10.21.255.254 \
+        --bgp-hold-time 9 --bgp-keepalive 3 -o none
+    vgwc hub vpn-connection create -n to-site --local-gateway2 site --shared-key "$PSK" --enable-bgp -o none
+    vgwc hub vpn-connection create -n to-siteb --local-gateway2 siteb --shared-key "$PSK" --enable-bgp -o none
+    wait_for 10 is_connected hub to-site && wait_for 10 is_connected hub to-siteb || { fail "$name: tunnels not Connected"; lab_cleanup; return; }
+    bird_start site bird 65010 "$SITE_PEER" "$HUB_PEER" 65515 10.1.0.0/16 || { fail "$name: bird"; lab_cleanup; return; }
+    frr_start siteb frr 65020 10.21.255.254 "$HUB_PEER" 65515 10.21.0.0/16 || { fail "$name: bgpd"; lab_cleanup; return; }
+    wait_for 30 peer_up hub "$SITE_PEER" && wait_for 30 peer_up hub 10.21.255.254 || { fail "$name: BGP sessions not up"; lab_cleanup; return; }
+    local a_sees b_sees a_own b_own
+    wait_for 15 sh -c "birdc -s $LAB_WORK/bird/bird.ctl show route 10.21.0.0/16 all | grep -q 'BGP.as_path: 65515 65020'"; a_sees=$?
+    wait_for 15 sh -c "vtysh --vty_socket $LAB_WORK/frr -c 'show bgp ipv4 unicast 10.1.0.0/16' | grep -q '65515 65010'"; b_sees=$?
+    birdc -s "$LAB_WORK/bird/bird.ctl" show route 10.1.0.0/16 all | grep -q 'from' && a_own=1 || a_own=0
+    vtysh --vty_socket "$LAB_WORK/frr" -c 'show bgp ipv4 unicast 10.21.0.0/16' | grep -q '65515' && b_own=1 || b_own=0
+    if [ $a_sees = 0 ] && [ $b_sees = 0 ] && [ $a_own = 0 ] && [ $b_own = 0 ]; then
+        pass "$name"
+    else
+        fail "$name: A sees B's prefix: $a_sees, B sees A's: $b_sees, A got its own back: $a_own, B got its own back: $b_own"
+    fi
+    lab_cleanup
+}
+
+# scale: BIRD advertises 10,000 /24s; vgw learns and installs all of them without tearing the session down.
+scenario_scale() {
+    local name="10,000 prefixes from one peer: all learned and installed, session stays up"
+    bgp_lab
+    lab_vgw hub hub || { fail "$name: vgw did not start"; lab_cleanup; return; }
+    bgp_site_swan || { fail "$name: charon"; lab_cleanup; return; }
+    bgp_hub --bgp-max-prefixes 5000
+    wait_for 10 is_connected hub to-site || { fail "$name: tunnel not Connected"; lab_cleanup; return; }
+    local prefixes=() i
+    for i in $(seq 0 9999); do prefixes+=("10.$((128 + i / 256)).$((i % 256)).0/24"); done
+    local t0; t0=$(date +%s%N)
+    bird_start site bird 65010 "$SITE_PEER" "$HUB_PEER" 65515 "${prefixes[@]}" || { fail "$name: bird"; lab_cleanup; return; }
+    count() { vgwc hub vnet-gateway list-bgp-peer-status --peer "$SITE_PEER" --query 'value[0].routesReceived' -o tsv; }
+    if ! wait_for 60 sh -c "[ \"\$(VGW_API_SOCKET=$LAB_WORK/hub.sock $VGW vnet-gateway list-bgp-peer-status --peer $SITE_PEER --query 'value[0].routesReceived' -o tsv)\" = 10000 ]"; then
+        fail "$name: routesReceived $(count) after 60 s"; lab_cleanup; return
+    fi
+    local learned_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+    local kernel
+    wait_for 60 sh -c "[ \$(ip -n $(ns hub) route show | grep -c '^10\.1[2-6][0-9]\.') -ge 10000 ]"
+    kernel=$(ip -n "$(ns hub)" route show | grep -c '^10\.1[2-6][0-9]\.')
+    local installed_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+    local pid; pid=$(pgrep -f "serve --state-dir $LAB_WORK/hub-state" | head -1)
+    local rss; rss=$(awk '/VmRSS/ {print $2 " " $3}' "/proc/$pid/status")
+    if [ "$kernel" -ge 10000 ] && peer_up hub "$SITE_PEER" && vgwc hub logs --category RouteDiagnosticLog | grep -q "prefix limit"; then
+        pass "$name: learned in ${learned_ms} ms, in the kernel in ${installed_ms} ms, vgw RSS $rss; the limit (5000) warned and the session stayed up"
+    else
+        fail "$name: kernel routes $kernel, state $(peer_state hub $SITE_PEER)"
+    fi
+    lab_cleanup
+}
+
+all="bird frr vgw transit scale"
 for s in ${*:-$all}; do "scenario_$s"; done
 summary

@@ -710,7 +710,25 @@ fn capture_locals(state: &DesiredState) -> crate::capture::LocalAddrs {
     local
 }
 
-fn capture_started(app: &AppState, resource: &str, summary: Value) -> Response {
+/// Starts a capture of `scope` and logs it.
+fn start_capture(
+    app: &AppState,
+    state: &DesiredState,
+    scope: crate::capture::Scope,
+    body: Result<Bytes, BytesRejection>,
+    resource: &str,
+) -> ApiResult {
+    let filter = capture_filter(body)?;
+    let tap = capture_tap(app)?;
+    let names = app
+        .live
+        .as_ref()
+        .map(|l| l.tunnel_names())
+        .unwrap_or_default();
+    let summary = app
+        .captures
+        .start(&tap, scope, filter, capture_locals(state), names)
+        .map_err(|m| ApiError::conflict("PacketCaptureRunning", "packetCapture", m))?;
     app.log.log(
         crate::diaglog::Category::GatewayDiagnosticLog,
         "info",
@@ -718,7 +736,7 @@ fn capture_started(app: &AppState, resource: &str, summary: Value) -> Response {
         "packet capture started",
         summary.clone(),
     );
-    json_response(StatusCode::OK, summary)
+    Ok(json_response(StatusCode::OK, summary))
 }
 
 fn capture_stopped(
@@ -745,28 +763,14 @@ async fn start_gateway_capture(
 ) -> ApiResult {
     let (state, _) = app.controller.snapshot().await;
     require_gateway(&state, &name)?;
-    let filter = capture_filter(body)?;
-    let tap = capture_tap(&app)?;
-    let names = app
-        .live
-        .as_ref()
-        .map(|l| l.tunnel_names())
-        .unwrap_or_default();
-    let summary = app
-        .captures
-        .start(
-            &tap,
-            crate::capture::Scope::Gateway(name.clone()),
-            filter,
-            capture_locals(&state),
-            names,
-        )
-        .map_err(|m| ApiError::conflict("PacketCaptureRunning", "packetCapture", m))?;
-    Ok(capture_started(
+    let resource = resource_id(collection::GATEWAYS, &name);
+    start_capture(
         &app,
-        &resource_id(collection::GATEWAYS, &name),
-        summary,
-    ))
+        &state,
+        crate::capture::Scope::Gateway(name),
+        body,
+        &resource,
+    )
 }
 
 async fn stop_gateway_capture(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult {
@@ -818,22 +822,8 @@ async fn start_connection_capture(
 ) -> ApiResult {
     let (state, _) = app.controller.snapshot().await;
     let scope = connection_scope(&app, &state, &name)?;
-    let filter = capture_filter(body)?;
-    let tap = capture_tap(&app)?;
-    let names = app
-        .live
-        .as_ref()
-        .map(|l| l.tunnel_names())
-        .unwrap_or_default();
-    let summary = app
-        .captures
-        .start(&tap, scope, filter, capture_locals(&state), names)
-        .map_err(|m| ApiError::conflict("PacketCaptureRunning", "packetCapture", m))?;
-    Ok(capture_started(
-        &app,
-        &resource_id(collection::CONNECTIONS, &name),
-        summary,
-    ))
+    let resource = resource_id(collection::CONNECTIONS, &name);
+    start_capture(&app, &state, scope, body, &resource)
 }
 
 async fn stop_connection_capture(

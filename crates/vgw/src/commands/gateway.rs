@@ -114,18 +114,9 @@ pub struct GatewayArgs {
     /// Weight added to routes learned over BGP.
     #[arg(long)]
     pub peer_weight: Option<u32>,
-    /// BGP hold time in seconds (vgw; default 180, 0 or 3-65535).
-    #[arg(long)]
-    pub bgp_hold_time: Option<u16>,
-    /// BGP keepalive interval in seconds (vgw; default 60, at most a third of the hold time).
-    #[arg(long)]
-    pub bgp_keepalive: Option<u16>,
-    /// Prefixes a BGP peer may advertise before --bgp-max-prefix-action applies (vgw; default 100000).
-    #[arg(long)]
-    pub bgp_max_prefixes: Option<u32>,
-    /// Warn (default) or Teardown when a peer exceeds --bgp-max-prefixes (vgw).
-    #[arg(long, value_parser = ["Warn", "Teardown"])]
-    pub bgp_max_prefix_action: Option<String>,
+    /// vgw's BGP timers and prefix limit.
+    #[command(flatten)]
+    pub bgp_tuning: super::BgpTuning,
     /// Enable or disable BGP.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = bool_flag())]
     pub enable_bgp: Option<bool>,
@@ -378,10 +369,7 @@ fn apply_flags(body: &mut Value, a: &GatewayArgs) {
     if a.asn.is_some()
         || a.bgp_peering_address.is_some()
         || a.peer_weight.is_some()
-        || a.bgp_hold_time.is_some()
-        || a.bgp_keepalive.is_some()
-        || a.bgp_max_prefixes.is_some()
-        || a.bgp_max_prefix_action.is_some()
+        || a.bgp_tuning.is_set()
     {
         if !body["bgpSettings"].is_object() {
             body["bgpSettings"] = json!({"asn": 65515});
@@ -390,10 +378,7 @@ fn apply_flags(body: &mut Value, a: &GatewayArgs) {
         set(bgp, "asn", a.asn);
         set(bgp, "bgpPeeringAddress", a.bgp_peering_address.clone());
         set(bgp, "peerWeight", a.peer_weight);
-        set(bgp, "holdTimeSeconds", a.bgp_hold_time);
-        set(bgp, "keepaliveSeconds", a.bgp_keepalive);
-        set(bgp, "maxPrefixes", a.bgp_max_prefixes);
-        set(bgp, "maxPrefixAction", a.bgp_max_prefix_action.clone());
+        a.bgp_tuning.apply(bgp);
         if a.enable_bgp.is_none() {
             body["enableBgp"] = json!(true);
         }

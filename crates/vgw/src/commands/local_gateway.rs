@@ -65,18 +65,9 @@ pub struct LocalGatewayArgs {
     /// Weight added to routes learned from this site.
     #[arg(long)]
     pub peer_weight: Option<u32>,
-    /// BGP hold time in seconds (vgw; default 180, 0 or 3-65535).
-    #[arg(long)]
-    pub bgp_hold_time: Option<u16>,
-    /// BGP keepalive interval in seconds (vgw; default 60, at most a third of the hold time).
-    #[arg(long)]
-    pub bgp_keepalive: Option<u16>,
-    /// Prefixes a BGP peer may advertise before --bgp-max-prefix-action applies (vgw; default 100000).
-    #[arg(long)]
-    pub bgp_max_prefixes: Option<u32>,
-    /// Warn (default) or Teardown when a peer exceeds --bgp-max-prefixes (vgw).
-    #[arg(long, value_parser = ["Warn", "Teardown"])]
-    pub bgp_max_prefix_action: Option<String>,
+    /// vgw's BGP timers and prefix limit.
+    #[command(flatten)]
+    pub bgp_tuning: super::BgpTuning,
     /// Do not print the result.
     #[arg(long)]
     pub no_wait: bool,
@@ -105,10 +96,7 @@ fn apply_flags(body: &mut Value, a: &LocalGatewayArgs) {
     if a.asn.is_some()
         || a.bgp_peering_address.is_some()
         || a.peer_weight.is_some()
-        || a.bgp_hold_time.is_some()
-        || a.bgp_keepalive.is_some()
-        || a.bgp_max_prefixes.is_some()
-        || a.bgp_max_prefix_action.is_some()
+        || a.bgp_tuning.is_set()
     {
         if !body["bgpSettings"].is_object() {
             body["bgpSettings"] = json!({});
@@ -117,10 +105,7 @@ fn apply_flags(body: &mut Value, a: &LocalGatewayArgs) {
         set(bgp, "asn", a.asn);
         set(bgp, "bgpPeeringAddress", a.bgp_peering_address.clone());
         set(bgp, "peerWeight", a.peer_weight);
-        set(bgp, "holdTimeSeconds", a.bgp_hold_time);
-        set(bgp, "keepaliveSeconds", a.bgp_keepalive);
-        set(bgp, "maxPrefixes", a.bgp_max_prefixes);
-        set(bgp, "maxPrefixAction", a.bgp_max_prefix_action.clone());
+        a.bgp_tuning.apply(bgp);
     }
 }
 

@@ -15,8 +15,8 @@
 #                installed; prints the time to converge and vgw's memory.
 # Usage: tests/interop/bgp.sh [scenario ...]   (default: all; root)
 set -u
-. "$(dirname "$0")/lib.sh"
-. "$(dirname "$0")/swan_site.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/swan_site.sh"
 
 HUB_PEER=10.2.255.254
 SITE_PEER=10.1.255.254
@@ -29,6 +29,8 @@ bgp_lab() {
     lab_link sitelan2 10.11.0.10/24 site 10.11.0.1/24
     ip -n "$(ns sitelan2)" route add default via 10.11.0.1
     ip -n "$(ns site)" addr add "$SITE_PEER/32" dev lo
+    # strongSwan routes each selector pair from an address of its own inside the local selector.
+    ip -n "$(ns site)" addr add 2001:db8:1::1/64 dev e-sitelan nodad
 }
 
 # The site's strongSwan: route-based selectors covering its prefixes and peering address.
@@ -66,6 +68,7 @@ protocol bgp hub {
   multihop 4;
   hold time 9; keepalive time 3;
   connect retry time 2;
+  error wait time 1, 10;
   ipv4 { import all; export where proto = "s4"; next hop self; };
   ipv6 { import all; export where proto = "s6"; next hop address 2001:db8:1::1; };
 }
@@ -110,7 +113,7 @@ vtysh_() { local name=$1; shift; vtysh --vty_socket "$LAB_WORK/$name" "$@"; }
 peer_state() { vgwc "$1" vnet-gateway list-bgp-peer-status --peer "$2" --query 'value[0].state' -o tsv; }
 peer_up() { [ "$(peer_state "$1" "$2")" = Connected ]; }
 # learned NAME PREFIX: the learned route for PREFIX as "origin asPath nextHop", nothing when absent.
-learned() { vgwc "$1" vnet-gateway list-learned-routes --query "value[?network=='$2'] | [0].[origin, asPath, nextHop]" -o tsv 2>/dev/null | tr '\t' ' '; }
+learned() { vgwc "$1" vnet-gateway list-learned-routes --query "value[?network=='$2'] | [0].[origin, asPath, nextHop]" -o tsv 2>/dev/null | tr '\t\n' '  ' | sed 's/ *$//'; }
 has_learned() { [ -n "$(learned "$1" "$2")" ]; }
 no_learned() { [ -z "$(learned "$1" "$2")" ]; }
 kernel_has() { [ -n "$(ip -n "$(ns "$1")" route show "$2" 2>/dev/null)" ]; }
@@ -171,9 +174,9 @@ withdraw_and_cut() {
 
 peer_counters_grow() {
     local a b
-    a=$(vgwc hub vnet-gateway list-bgp-peer-status --peer "$SITE_PEER" --query 'value[0].[messagesSent, messagesReceived, routesReceived]' -o tsv | tr '\t' ' ')
+    a=$(vgwc hub vnet-gateway list-bgp-peer-status --peer "$SITE_PEER" --query 'value[0].[messagesSent, messagesReceived, routesReceived]' -o tsv | tr '\t\n' '  ')
     sleep 4
-    b=$(vgwc hub vnet-gateway list-bgp-peer-status --peer "$SITE_PEER" --query 'value[0].[messagesSent, messagesReceived, routesReceived]' -o tsv | tr '\t' ' ')
+    b=$(vgwc hub vnet-gateway list-bgp-peer-status --peer "$SITE_PEER" --query 'value[0].[messagesSent, messagesReceived, routesReceived]' -o tsv | tr '\t\n' '  ')
     set -- $a $b
     [ "$4" -gt "$1" ] && [ "$5" -gt "$2" ] && [ "$6" = "${EXPECT_ROUTES:-3}" ]
 }
@@ -330,5 +333,7 @@ scenario_scale() {
 }
 
 all="bird frr vgw transit scale"
+# Sourced (for debugging): define the functions only.
+[ "${BASH_SOURCE[0]}" = "$0" ] || return 0
 for s in ${*:-$all}; do "scenario_$s"; done
 summary

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod bgp;
+pub mod bgp_speaker;
 pub mod capture;
 pub mod controller;
 pub mod diaglog;

@@ -1,0 +1,958 @@
+//! The BGP speaker's I/O: TCP port 179 on the gateway's peering address, one session per peer over
+//! its connection's tunnel, the RIB, and the routes it hands to the tunnel reconciler.
+//!
+//! The protocol lives in the sans-IO `vgw-bgp` crate; this task owns the sockets and the clock. Each
+//! TCP connection gets a reader and a writer task that only move bytes; everything else happens on the
+//! speaker task, in order. A session starts when its tunnel comes up and stops (routes withdrawn at
+//! once) when the tunnel goes down, so a dead tunnel never keeps attracting traffic while a hold timer
+//! runs. Connection collisions (both sides connecting at once, RFC 4271 §6.8) are settled before the
+//! OPENs with the rule the OPENs would give: the connection opened by the speaker with the higher
+//! peering address (our BGP identifier) survives.
+//!
+//! Decisions: the data plane sends a prefix into one tunnel, so a multipath set is installed through its
+//! first (best) path; the redundancy issue spreads traffic over all of them. Graceful restart is
+//! advertised with a 120 s restart time and the forwarding bit set, because vgw reinstalls its routes
+//! from the desired state as soon as it starts; as a receiving speaker vgw keeps a restarting peer's
+//! routes (stale) until its End-of-RIB or the restart time, unless the tunnel itself went down.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+use vgw_bgp::{Event, PeerId, PeerInfo, Rib, RibChanges, Session, SessionConfig, State};
+
+use crate::bgp::{BgpStatus, PeerSpec, PeerState, PeerStatus, RouteRow, Snapshot};
+use crate::controller::Controller;
+use crate::diaglog::{Category, DiagLog};
+use crate::model::MaxPrefixAction;
+use crate::tunnels::{BgpLinks, BgpRouteChange, TunnelEvent};
+
+/// BGP's port (RFC 4271 §8.2.1).
+const BGP_PORT: u16 = 179;
+/// How long a TCP connect may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the published status is refreshed while things change.
+const PUBLISH_EVERY: Duration = Duration::from_millis(200);
+
+/// Starts the speaker task.
+pub fn spawn(
+    controller: Arc<Controller>,
+    log: Arc<DiagLog>,
+    status: Arc<BgpStatus>,
+    links: BgpLinks,
+) {
+    let (io_tx, io_rx) = mpsc::unbounded_channel();
+    let speaker = Speaker {
+        controller,
+        log,
+        status,
+        routes: links.routes,
+        rib: Rib::new(0, 4),
+        peers: BTreeMap::new(),
+        by_id: HashMap::new(),
+        next_id: 1,
+        next_generation: 1,
+        io: io_tx,
+        tunnels_up: HashSet::new(),
+        listener: None,
+        dirty: true,
+        installed: HashMap::new(),
+    };
+    tokio::spawn(speaker.run(io_rx, links.tunnel_events));
+}
+
+/// What the socket tasks report.
+enum Io {
+    Connected {
+        peer: String,
+        generation: u64,
+        stream: TcpStream,
+    },
+    ConnectFailed {
+        peer: String,
+        generation: u64,
+        error: String,
+    },
+    Accepted {
+        stream: TcpStream,
+        remote: SocketAddr,
+    },
+    Data {
+        peer: String,
+        generation: u64,
+        bytes: Vec<u8>,
+    },
+    Closed {
+        peer: String,
+        generation: u64,
+    },
+    ListenFailed(String),
+}
+
+/// The writer task's input.
+enum Write {
+    Bytes(Vec<u8>),
+    Close,
+}
+
+struct Connection {
+    generation: u64,
+    writer: mpsc::UnboundedSender<Write>,
+}
+
+struct Peer {
+    id: PeerId,
+    spec: PeerSpec,
+    session: Session,
+    connection: Option<Connection>,
+    /// The outgoing connect in flight.
+    connecting: Option<u64>,
+    stale_until: Option<Instant>,
+    last_error: Option<String>,
+    warned_max_prefix: bool,
+}
+
+struct Speaker {
+    controller: Arc<Controller>,
+    log: Arc<DiagLog>,
+    status: Arc<BgpStatus>,
+    routes: mpsc::UnboundedSender<Vec<BgpRouteChange>>,
+    rib: Rib,
+    peers: BTreeMap<String, Peer>,
+    by_id: HashMap<PeerId, String>,
+    next_id: PeerId,
+    next_generation: u64,
+    io: mpsc::UnboundedSender<Io>,
+    tunnels_up: HashSet<String>,
+    listener: Option<(IpAddr, tokio::task::JoinHandle<()>)>,
+    dirty: bool,
+    /// Prefixes handed to the reconciler, by connection name.
+    installed: HashMap<IpNet, String>,
+}
+
+fn resource(connection: &str) -> String {
+    crate::model::resource_id(crate::model::collection::CONNECTIONS, connection)
+}
+
+fn router_id(addr: IpAddr) -> Ipv4Addr {
+    match addr {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(a) => {
+            let o = a.octets();
+            Ipv4Addr::new(o[12], o[13], o[14], o[15])
+        }
+    }
+}
+
+impl Speaker {
+    async fn run(
+        mut self,
+        mut io: mpsc::UnboundedReceiver<Io>,
+        mut tunnel_events: mpsc::UnboundedReceiver<TunnelEvent>,
+    ) {
+        let mut changes = self.controller.subscribe();
+        self.reconcile().await;
+        let mut publish = tokio::time::interval(PUBLISH_EVERY);
+        let mut listen_retry = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let wake = self
+                .next_timeout()
+                .map(tokio::time::Instant::from_std)
+                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(1));
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    self.reconcile().await;
+                }
+                Some(event) = tunnel_events.recv() => self.tunnel_event(event),
+                Some(event) = io.recv() => self.io_event(event),
+                _ = tokio::time::sleep_until(wake) => self.timeouts(),
+                _ = listen_retry.tick() => self.ensure_listener().await,
+                _ = publish.tick() => {
+                    if self.dirty {
+                        self.publish();
+                    }
+                }
+            }
+            self.connect_due();
+        }
+    }
+
+    fn next_timeout(&self) -> Option<Instant> {
+        self.peers
+            .values()
+            .flat_map(|p| [p.session.poll_timeout(), p.stale_until])
+            .flatten()
+            .min()
+    }
+
+    /// Brings the peers in line with the desired state.
+    async fn reconcile(&mut self) {
+        let (state, _) = self.controller.snapshot().await;
+        let specs = crate::bgp::peers(&state);
+        let local_asn = specs.values().next().map_or(0, |s| s.local_asn);
+        let now = Instant::now();
+        if local_asn != self.rib.local_asn() {
+            // A new ASN means new sessions everywhere.
+            let names: Vec<String> = self.peers.keys().cloned().collect();
+            for name in names {
+                self.remove_peer(&name, now);
+            }
+            self.rib = Rib::new(local_asn, 4);
+        }
+        let gone: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|(name, p)| specs.get(*name) != Some(&p.spec))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            self.remove_peer(&name, now);
+        }
+        for (name, spec) in specs {
+            if self.peers.contains_key(&name) {
+                continue;
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            self.rib.add_peer(
+                id,
+                PeerInfo {
+                    asn: spec.peer_asn,
+                    router_id: router_id(spec.peer_address),
+                    address: spec.peer_address,
+                    weight: spec.weight,
+                    local_address: spec.local_address,
+                },
+            );
+            let mut session = Session::new(SessionConfig {
+                local_asn: spec.local_asn,
+                peer_asn: spec.peer_asn,
+                router_id: router_id(spec.local_address),
+                hold_time: spec.hold_time,
+                keepalive: spec.keepalive,
+                connect_retry: Duration::from_secs(1),
+                ..SessionConfig::default()
+            });
+            if self.tunnels_up.contains(&name) {
+                session.start(now);
+            }
+            self.by_id.insert(id, name.clone());
+            self.peers.insert(
+                name,
+                Peer {
+                    id,
+                    spec,
+                    session,
+                    connection: None,
+                    connecting: None,
+                    stale_until: None,
+                    last_error: None,
+                    warned_max_prefix: false,
+                },
+            );
+        }
+        // Our networks: the gateway's address space and the point-to-site pool.
+        let mut networks: Vec<IpNet> = Vec::new();
+        if let Some(gw) = &state.gateway {
+            let lists = [
+                Some(&gw.address_space.address_prefixes),
+                gw.vpn_client_configuration
+                    .as_ref()
+                    .map(|c| &c.vpn_client_address_pool.address_prefixes),
+            ];
+            for list in lists.into_iter().flatten() {
+                networks.extend(list.iter().filter_map(|p| p.parse::<IpNet>().ok()));
+            }
+        }
+        let changes = self.rib.set_networks(networks);
+        self.apply(changes, now);
+        self.ensure_listener().await;
+        self.dirty = true;
+    }
+
+    fn remove_peer(&mut self, name: &str, now: Instant) {
+        let Some(mut peer) = self.peers.remove(name) else {
+            return;
+        };
+        peer.session.stop(now);
+        self.flush(&mut peer);
+        self.close(&mut peer);
+        self.by_id.remove(&peer.id);
+        let changes = self.rib.remove_peer(peer.id);
+        self.apply(changes, now);
+    }
+
+    /// Binds port 179 on our peering address once the reconciler has assigned it.
+    async fn ensure_listener(&mut self) {
+        let want = self.peers.values().next().map(|p| p.spec.local_address);
+        if self.listener.as_ref().map(|(a, _)| *a) == want {
+            return;
+        }
+        if let Some((_, task)) = self.listener.take() {
+            task.abort();
+        }
+        let Some(addr) = want else {
+            return;
+        };
+        match TcpListener::bind(SocketAddr::new(addr, BGP_PORT)).await {
+            Ok(listener) => {
+                let io = self.io.clone();
+                let task = tokio::spawn(async move {
+                    loop {
+                        match listener.accept().await {
+                            Ok((stream, remote)) => {
+                                if io.send(Io::Accepted { stream, remote }).is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) => {
+                                let _ = io.send(Io::ListenFailed(e.to_string()));
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                        }
+                    }
+                });
+                self.listener = Some((addr, task));
+                self.log.log(
+                    Category::RouteDiagnosticLog,
+                    "info",
+                    "/vgw",
+                    &format!("BGP listening on {addr}:{BGP_PORT}"),
+                    json!({}),
+                );
+            }
+            Err(e) => {
+                // The address may not be on the TUN yet; retried every second.
+                tracing::debug!(%addr, error = %e, "BGP listener not bound yet");
+            }
+        }
+    }
+
+    fn tunnel_event(&mut self, event: TunnelEvent) {
+        let now = Instant::now();
+        if event.up {
+            self.tunnels_up.insert(event.connection.clone());
+            if let Some(peer) = self.peers.get_mut(&event.connection)
+                && peer.session.state() == State::Idle
+            {
+                peer.session.start(now);
+            }
+        } else {
+            self.tunnels_up.remove(&event.connection);
+            let Some(mut peer) = self.peers.remove(&event.connection) else {
+                return;
+            };
+            if peer.session.state() != State::Idle {
+                peer.session.stop(now);
+                peer.last_error = Some("the tunnel went down".into());
+                self.log.log(
+                    Category::RouteDiagnosticLog,
+                    "warning",
+                    &resource(&event.connection),
+                    &format!(
+                        "BGP session with {} stopped: its tunnel went down; its routes are withdrawn",
+                        peer.spec.peer_address
+                    ),
+                    json!({"connection": event.connection}),
+                );
+            }
+            self.drive(&mut peer, now);
+            self.close(&mut peer);
+            peer.stale_until = None;
+            let changes = self.rib.peer_down(peer.id, false);
+            self.peers.insert(event.connection.clone(), peer);
+            self.apply(changes, now);
+        }
+        self.dirty = true;
+    }
+
+    /// Opens the TCP connections the sessions ask for.
+    fn connect_due(&mut self) {
+        let now = Instant::now();
+        for (name, peer) in self.peers.iter_mut() {
+            if peer.connection.is_some()
+                || peer.connecting.is_some()
+                || !self.tunnels_up.contains(name)
+            {
+                continue;
+            }
+            if !peer.session.poll_connect(now) {
+                continue;
+            }
+            let generation = self.next_generation;
+            self.next_generation += 1;
+            peer.connecting = Some(generation);
+            let (local, remote) = (peer.spec.local_address, peer.spec.peer_address);
+            let io = self.io.clone();
+            let name = name.clone();
+            tokio::spawn(async move {
+                let result = async {
+                    let socket = match local {
+                        IpAddr::V4(_) => TcpSocket::new_v4()?,
+                        IpAddr::V6(_) => TcpSocket::new_v6()?,
+                    };
+                    socket.bind(SocketAddr::new(local, 0))?;
+                    tokio::time::timeout(
+                        CONNECT_TIMEOUT,
+                        socket.connect(SocketAddr::new(remote, BGP_PORT)),
+                    )
+                    .await
+                    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))?
+                }
+                .await;
+                let _ = io.send(match result {
+                    Ok(stream) => Io::Connected {
+                        peer: name,
+                        generation,
+                        stream,
+                    },
+                    Err(e) => Io::ConnectFailed {
+                        peer: name,
+                        generation,
+                        error: describe_connect_error(&e, remote),
+                    },
+                });
+            });
+        }
+    }
+
+    fn io_event(&mut self, event: Io) {
+        let now = Instant::now();
+        match event {
+            Io::Connected {
+                peer,
+                generation,
+                stream,
+            } => {
+                let Some(mut p) = self.peers.remove(&peer) else {
+                    return;
+                };
+                if p.connecting == Some(generation) {
+                    p.connecting = None;
+                    if p.connection.is_none() && p.session.state() == State::Connect {
+                        self.attach(&peer, &mut p, stream, now);
+                    }
+                }
+                self.peers.insert(peer, p);
+            }
+            Io::ConnectFailed {
+                peer,
+                generation,
+                error,
+            } => {
+                if let Some(p) = self.peers.get_mut(&peer)
+                    && p.connecting == Some(generation)
+                {
+                    p.connecting = None;
+                    p.session.connection_failed(now);
+                    if p.last_error.as_deref() != Some(error.as_str()) {
+                        self.log.log(
+                            Category::RouteDiagnosticLog,
+                            "warning",
+                            &resource(&peer),
+                            &format!("BGP connection to {} failed: {error}", p.spec.peer_address),
+                            json!({"connection": peer}),
+                        );
+                    }
+                    p.last_error = Some(error);
+                    self.dirty = true;
+                }
+            }
+            Io::Accepted { stream, remote } => self.accepted(stream, remote, now),
+            Io::Data {
+                peer,
+                generation,
+                bytes,
+            } => {
+                let Some(mut p) = self.peers.remove(&peer) else {
+                    return;
+                };
+                if p.connection.as_ref().map(|c| c.generation) == Some(generation) {
+                    p.session.handle_bytes(now, &bytes);
+                    self.drive(&mut p, now);
+                    // Message counters moved.
+                    self.dirty = true;
+                }
+                self.peers.insert(peer, p);
+            }
+            Io::Closed { peer, generation } => {
+                let Some(mut p) = self.peers.remove(&peer) else {
+                    return;
+                };
+                if p.connection.as_ref().map(|c| c.generation) == Some(generation) {
+                    p.connection = None;
+                    p.session.connection_closed(now);
+                    self.drive(&mut p, now);
+                }
+                self.peers.insert(peer, p);
+            }
+            Io::ListenFailed(e) => tracing::debug!(error = %e, "BGP accept failed"),
+        }
+    }
+
+    /// An incoming connection: adopt it, or settle a collision (RFC 4271 §6.8).
+    fn accepted(&mut self, stream: TcpStream, remote: SocketAddr, now: Instant) {
+        let Some(name) = self
+            .peers
+            .iter()
+            .find(|(_, p)| p.spec.peer_address == remote.ip())
+            .map(|(n, _)| n.clone())
+        else {
+            tracing::debug!(%remote, "BGP connection from an unknown address refused");
+            return;
+        };
+        let Some(mut p) = self.peers.remove(&name) else {
+            return;
+        };
+        let ours_wins = router_id(p.spec.local_address) > router_id(p.spec.peer_address);
+        let adopt = match p.session.state() {
+            State::Idle | State::Established => false,
+            State::Connect => true,
+            // Our own connection is negotiating: keep the one the higher identifier opened.
+            State::OpenSent | State::OpenConfirm => !ours_wins,
+        };
+        if adopt {
+            if p.connection.is_some() {
+                self.close(&mut p);
+                p.session.connection_closed(now);
+                while p.session.poll_event().is_some() {}
+                while p.session.poll_transmit().is_some() {}
+            }
+            p.connecting = None;
+            self.attach(&name, &mut p, stream, now);
+        }
+        self.peers.insert(name, p);
+    }
+
+    /// Starts the reader and writer tasks of a connection and tells the session it is up.
+    fn attach(&mut self, name: &str, p: &mut Peer, stream: TcpStream, now: Instant) {
+        let _ = stream.set_nodelay(true);
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let (mut reader, mut writer) = stream.into_split();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Write>();
+        tokio::spawn(async move {
+            while let Some(w) = rx.recv().await {
+                match w {
+                    Write::Bytes(b) => {
+                        if writer.write_all(&b).await.is_err() {
+                            return;
+                        }
+                    }
+                    Write::Close => {
+                        let _ = writer.shutdown().await;
+                        return;
+                    }
+                }
+            }
+        });
+        let io = self.io.clone();
+        let peer = name.to_string();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                match reader.read(&mut buf).await {
+                    Ok(0) | Err(_) => {
+                        let _ = io.send(Io::Closed { peer, generation });
+                        return;
+                    }
+                    Ok(n) => {
+                        let bytes = buf[..n].to_vec();
+                        if io
+                            .send(Io::Data {
+                                peer: peer.clone(),
+                                generation,
+                                bytes,
+                            })
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        p.connection = Some(Connection {
+            generation,
+            writer: tx,
+        });
+        p.session.connection_opened(now);
+        self.drive(p, now);
+    }
+
+    fn close(&mut self, p: &mut Peer) {
+        if let Some(c) = p.connection.take() {
+            let _ = c.writer.send(Write::Close);
+        }
+    }
+
+    /// Writes what the session queued.
+    fn flush(&mut self, p: &mut Peer) {
+        while let Some(bytes) = p.session.poll_transmit() {
+            if let Some(c) = &p.connection {
+                let _ = c.writer.send(Write::Bytes(bytes));
+            }
+        }
+        if p.session.poll_close() {
+            self.close(p);
+        }
+    }
+
+    /// Moves a session's output along and handles its events.
+    fn drive(&mut self, p: &mut Peer, now: Instant) {
+        self.flush(p);
+        while let Some(event) = p.session.poll_event() {
+            self.dirty = true;
+            let name = p.spec.connection.clone();
+            match event {
+                Event::Established => {
+                    if let Some(open) = p.session.peer_open() {
+                        self.rib.set_router_id(p.id, open.bgp_id);
+                    }
+                    p.last_error = None;
+                    p.warned_max_prefix = false;
+                    let changes = self.rib.peer_established(p.id);
+                    self.log.log(
+                        Category::RouteDiagnosticLog,
+                        "info",
+                        &resource(&name),
+                        &format!(
+                            "BGP session with {} (AS {}) established; hold time {} s",
+                            p.spec.peer_address,
+                            p.spec.peer_asn,
+                            p.session.hold_time().as_secs()
+                        ),
+                        json!({"connection": name, "neighbor": p.spec.peer_address.to_string()}),
+                    );
+                    self.apply_elsewhere(changes, p, now);
+                    p.session.end_of_rib();
+                }
+                Event::Down {
+                    reason,
+                    keep_stale,
+                    restart_time,
+                } => {
+                    let text = reason.to_string();
+                    self.log.log(
+                        Category::RouteDiagnosticLog,
+                        "warning",
+                        &resource(&name),
+                        &format!(
+                            "BGP session with {} down: {text}{}",
+                            p.spec.peer_address,
+                            if keep_stale {
+                                format!("; its routes stay (graceful restart) for {restart_time} s")
+                            } else {
+                                String::new()
+                            }
+                        ),
+                        json!({"connection": name, "neighbor": p.spec.peer_address.to_string()}),
+                    );
+                    p.last_error = Some(text);
+                    p.stale_until =
+                        keep_stale.then(|| now + Duration::from_secs(u64::from(restart_time)));
+                    let changes = self.rib.peer_down(p.id, keep_stale);
+                    self.apply_elsewhere(changes, p, now);
+                }
+                Event::Update(update) => {
+                    let changes = self.rib.update(p.id, &update);
+                    let (added, removed) = (update.announced.len(), update.withdrawn.len());
+                    if added + removed > 0 && added + removed <= 16 {
+                        let mut parts = Vec::new();
+                        if added > 0 {
+                            parts.push(format!(
+                                "learned {}",
+                                update
+                                    .announced
+                                    .iter()
+                                    .map(ToString::to_string)
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ));
+                        }
+                        if removed > 0 {
+                            parts.push(format!(
+                                "withdrawn {}",
+                                update
+                                    .withdrawn
+                                    .iter()
+                                    .map(ToString::to_string)
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ));
+                        }
+                        self.log.log(
+                            Category::RouteDiagnosticLog,
+                            "info",
+                            &resource(&name),
+                            &format!("from {}: {}", p.spec.peer_address, parts.join("; ")),
+                            json!({"connection": name}),
+                        );
+                    }
+                    self.apply_elsewhere(changes, p, now);
+                    self.check_max_prefixes(p, now);
+                }
+                Event::RouteRefresh { .. } => {
+                    let rows = self.rib.advertised(p.id);
+                    let mut groups: HashMap<vgw_bgp::PathAttributes, Vec<IpNet>> = HashMap::new();
+                    for r in rows {
+                        groups
+                            .entry((*r.attributes).clone())
+                            .or_default()
+                            .push(r.prefix);
+                    }
+                    for (attrs, prefixes) in groups {
+                        p.session.announce(&attrs, &prefixes);
+                    }
+                }
+            }
+            self.flush(p);
+        }
+    }
+
+    /// RFC 4486 maximum-prefix handling: warn once, or tear the session down.
+    fn check_max_prefixes(&mut self, p: &mut Peer, now: Instant) {
+        let received = self.rib.received(p.id);
+        if received <= p.spec.max_prefixes as usize {
+            return;
+        }
+        let name = p.spec.connection.clone();
+        match p.spec.max_prefix_action {
+            MaxPrefixAction::Warn => {
+                if !p.warned_max_prefix {
+                    p.warned_max_prefix = true;
+                    self.log.log(
+                        Category::RouteDiagnosticLog,
+                        "warning",
+                        &resource(&name),
+                        &format!(
+                            "BGP peer {} exceeds its prefix limit: {received} > {} (maxPrefixAction Warn: the session stays up)",
+                            p.spec.peer_address, p.spec.max_prefixes
+                        ),
+                        json!({"connection": name}),
+                    );
+                }
+            }
+            MaxPrefixAction::Teardown => {
+                self.log.log(
+                    Category::RouteDiagnosticLog,
+                    "error",
+                    &resource(&name),
+                    &format!(
+                        "BGP peer {} exceeds its prefix limit: {received} > {}; tearing the session down (Cease / Maximum Number of Prefixes Reached)",
+                        p.spec.peer_address, p.spec.max_prefixes
+                    ),
+                    json!({"connection": name}),
+                );
+                p.session.stop_with(now, 1);
+                let changes = self.rib.peer_down(p.id, false);
+                self.flush(p);
+                self.apply_elsewhere(changes, p, now);
+                // Try again after a pause rather than never.
+                p.session.start(now + Duration::from_secs(30));
+            }
+        }
+    }
+
+    /// Applies `changes` while `p` is out of `self.peers` (the caller is driving it): its own part
+    /// goes straight to its session.
+    fn apply_elsewhere(&mut self, mut changes: RibChanges, p: &mut Peer, now: Instant) {
+        if let Some(out) = changes.outbound.remove(&p.id) {
+            p.session.withdraw(&out.withdraw);
+            for (attrs, prefixes) in &out.announce {
+                p.session.announce(attrs, prefixes);
+            }
+            self.flush(p);
+        }
+        self.apply(changes, now);
+    }
+
+    /// Sends per-peer UPDATE content and hands forwarding changes to the reconciler.
+    fn apply(&mut self, changes: RibChanges, _now: Instant) {
+        let mut routes = Vec::new();
+        for change in changes.fib {
+            let via = change
+                .next_hops
+                .first()
+                .and_then(|id| self.by_id.get(id))
+                .cloned();
+            match &via {
+                Some(name) => {
+                    self.installed.insert(change.prefix, name.clone());
+                }
+                None => {
+                    self.installed.remove(&change.prefix);
+                }
+            }
+            routes.push((change.prefix, via));
+        }
+        if !routes.is_empty() {
+            let _ = self.routes.send(routes);
+        }
+        for (id, out) in changes.outbound {
+            let Some(name) = self.by_id.get(&id).cloned() else {
+                continue;
+            };
+            let Some(mut p) = self.peers.remove(&name) else {
+                continue;
+            };
+            p.session.withdraw(&out.withdraw);
+            for (attrs, prefixes) in &out.announce {
+                p.session.announce(attrs, prefixes);
+            }
+            self.flush(&mut p);
+            self.peers.insert(name, p);
+        }
+        self.dirty = true;
+    }
+
+    fn timeouts(&mut self) {
+        let now = Instant::now();
+        let names: Vec<String> = self.peers.keys().cloned().collect();
+        for name in names {
+            let Some(mut p) = self.peers.remove(&name) else {
+                continue;
+            };
+            if p.session.poll_timeout().is_some_and(|t| t <= now) {
+                p.session.handle_timeout(now);
+                self.drive(&mut p, now);
+                self.dirty = true;
+            }
+            if p.stale_until.is_some_and(|t| t <= now) {
+                p.stale_until = None;
+                let changes = self.rib.flush_stale(p.id, None);
+                self.apply_elsewhere(changes, &mut p, now);
+            }
+            self.peers.insert(name, p);
+        }
+    }
+
+    /// Publishes the peers and routes for the API, metrics and status page.
+    fn publish(&mut self) {
+        self.dirty = false;
+        let local = |p: &Peer| p.spec.local_address.to_string();
+        let peers: Vec<PeerStatus> = self
+            .peers
+            .values()
+            .map(|p| {
+                let c = p.session.counters();
+                PeerStatus {
+                    connection: p.spec.connection.clone(),
+                    local_address: local(p),
+                    neighbor: p.spec.peer_address.to_string(),
+                    asn: p.spec.peer_asn,
+                    state: match p.session.state() {
+                        State::Established => PeerState::Connected,
+                        State::OpenSent | State::OpenConfirm => PeerState::Connecting,
+                        State::Connect if p.connecting.is_some() => PeerState::Connecting,
+                        State::Connect => PeerState::Idle,
+                        State::Idle => PeerState::Stopped,
+                    },
+                    connected_since: p.session.established_at(),
+                    routes_received: self.rib.received(p.id) as u64,
+                    routes_advertised: self.rib.advertised_count(p.id) as u64,
+                    messages_sent: c.messages_sent,
+                    messages_received: c.messages_received,
+                    last_error: p.last_error.clone(),
+                }
+            })
+            .collect();
+        let local_address = self.peers.values().next().map(local).unwrap_or_default();
+        let neighbor = |id: Option<PeerId>| -> String {
+            id.and_then(|id| self.by_id.get(&id))
+                .and_then(|n| self.peers.get(n))
+                .map(|p| p.spec.peer_address.to_string())
+                .unwrap_or_default()
+        };
+        let weight = |id: Option<PeerId>| -> u32 {
+            id.and_then(|id| self.by_id.get(&id))
+                .and_then(|n| self.peers.get(n))
+                .map_or(32768, |p| p.spec.weight)
+        };
+        let row = |r: &vgw_bgp::RouteView, origin: &str| RouteRow {
+            local_address: local_address.clone(),
+            network: r.prefix.to_string(),
+            next_hop: r
+                .attributes
+                .next_hop
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            source_peer: neighbor(r.peer),
+            origin: origin.to_string(),
+            as_path: r.attributes.as_path_string(),
+            weight: weight(r.peer),
+        };
+        let learned: Vec<RouteRow> = self
+            .rib
+            .learned()
+            .iter()
+            .map(|r| {
+                let origin = match r.peer {
+                    None => "Network",
+                    Some(id) => {
+                        let ibgp = self
+                            .by_id
+                            .get(&id)
+                            .and_then(|n| self.peers.get(n))
+                            .is_some_and(|p| p.spec.peer_asn == p.spec.local_asn);
+                        if ibgp { "IBgp" } else { "EBgp" }
+                    }
+                };
+                let mut rr = row(r, origin);
+                if r.peer.is_none() {
+                    rr.source_peer = local_address.clone();
+                }
+                rr
+            })
+            .collect();
+        let mut advertised = BTreeMap::new();
+        for p in self.peers.values() {
+            let rows: Vec<RouteRow> = self
+                .rib
+                .advertised(p.id)
+                .iter()
+                .map(|r| {
+                    let mut rr = row(r, "Network");
+                    rr.source_peer = local_address.clone();
+                    rr.weight = 0;
+                    rr
+                })
+                .collect();
+            advertised.insert(p.spec.peer_address.to_string(), rows);
+        }
+        self.status.publish(Snapshot {
+            peers,
+            learned,
+            advertised,
+        });
+    }
+}
+
+/// An operator-facing reason for a failed BGP connect.
+fn describe_connect_error(e: &std::io::Error, remote: IpAddr) -> String {
+    match e.raw_os_error() {
+        Some(libc::ENETUNREACH) | Some(libc::EHOSTUNREACH) => format!(
+            "no route to the peer address {remote}: check the local gateway's bgpPeeringAddress and that the tunnel carries it"
+        ),
+        Some(libc::ECONNREFUSED) => format!(
+            "{remote} refused the connection: BGP is not running there, or it is not configured for this gateway's peering address"
+        ),
+        Some(libc::EADDRNOTAVAIL) => {
+            "our peering address is not assigned yet (the tunnel interface is coming up)".into()
+        }
+        _ if e.kind() == std::io::ErrorKind::TimedOut => format!(
+            "no answer from {remote}:179 within {} s: the tunnel or the peer's firewall drops BGP",
+            CONNECT_TIMEOUT.as_secs()
+        ),
+        _ => format!("{remote}: {e}"),
+    }
+}

@@ -43,7 +43,7 @@ bgp_site_swan() {
 # bgp_hub [extra local-gateway flags]: vgw with BGP to the site, timers 9/3.
 bgp_hub() {
     vgwc hub vnet-gateway create -n hub-gw --public-ip-addresses "$VGW_IP" --vnet-address-space 10.2.0.0/16 \
-        --asn 65515 --bgp-peering-address "$HUB_PEER" -o none
+        --asn "${HUB_ASN:-65515}" --bgp-peering-address "$HUB_PEER" -o none
     vgwc hub local-gateway create -n site --gateway-ip-address "$SITE_IP" --asn 65010 --bgp-peering-address "$SITE_PEER" \
         --bgp-hold-time 9 --bgp-keepalive 3 "$@" -o none
     vgwc hub vpn-connection create -n to-site --local-gateway2 site --shared-key "$PSK" --enable-bgp -o none
@@ -232,10 +232,11 @@ scenario_vgw() {
     local name="vgw <-> vgw with BGP: the site's three prefixes learned, traffic to 10.11.0.10"
     bgp_lab
     lab_vgw hub hub && lab_vgw site site || { fail "$name: vgw did not start"; lab_cleanup; return; }
-    bgp_hub
+    # Azure refuses 65515 as a peer's ASN, so this hub uses another private ASN.
+    HUB_ASN=65100 bgp_hub
     vgwc site vnet-gateway create -n site-gw --public-ip-addresses "$SITE_IP" \
         --vnet-address-space 10.1.0.0/16 10.11.0.0/16 2001:db8:1::/48 --asn 65010 --bgp-peering-address "$SITE_PEER" -o none
-    vgwc site local-gateway create -n hub --gateway-ip-address "$VGW_IP" --asn 65515 --bgp-peering-address "$HUB_PEER" \
+    vgwc site local-gateway create -n hub --gateway-ip-address "$VGW_IP" --asn 65100 --bgp-peering-address "$HUB_PEER" \
         --bgp-hold-time 9 --bgp-keepalive 3 -o none
     vgwc site vpn-connection create -n to-hub --local-gateway2 hub --shared-key "$PSK" --enable-bgp -o none
     wait_for 10 is_connected hub to-site || { fail "$name: tunnel not Connected"; lab_cleanup; return; }

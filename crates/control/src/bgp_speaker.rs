@@ -352,6 +352,11 @@ impl Speaker {
                 return;
             };
             if peer.session.state() != State::Idle {
+                // No Cease: the tunnel is gone, and a reset (or our restart) should look to the peer
+                // like a dropped connection, so a graceful-restart helper keeps our routes meanwhile.
+                peer.session.connection_closed(now);
+                while peer.session.poll_event().is_some() {}
+                while peer.session.poll_transmit().is_some() {}
                 peer.session.stop(now);
                 peer.last_error = Some("the tunnel went down".into());
                 self.log.log(

@@ -54,7 +54,7 @@ pub struct StatusDocument {
     /// Failed or lost IKE SAs by typed reason (empty with the data plane off).
     pub negotiation_failures: Vec<ReasonCount>,
     /// Data-plane drops by cause (empty with the data plane off).
-    pub dataplane_drops: Vec<ReasonCount>,
+    pub dataplane_drops: Vec<CauseCount>,
     /// BGP neighbours; always empty until the BGP engine runs.
     pub bgp_peers: Vec<BgpPeer>,
     /// Routes learned over BGP; always empty until the BGP engine runs.
@@ -177,12 +177,22 @@ pub struct ConnectionRow {
     pub tunnels: Vec<TunnelStatus>,
 }
 
-/// A counter by reason or cause.
+/// A counter by typed reason (the `reason` label of `vgw_negotiation_failures_total`).
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReasonCount {
-    /// The reason or cause.
+    /// The reason, e.g. `AUTHENTICATION_FAILED`.
     pub reason: String,
+    /// How many.
+    pub count: u64,
+}
+
+/// A counter by cause (the `cause` label of `vgw_dataplane_drops_total`).
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CauseCount {
+    /// The cause, e.g. `unknown_spi`.
+    pub cause: String,
     /// How many.
     pub count: u64,
 }
@@ -336,8 +346,8 @@ pub async fn collect(state: &MetricsState) -> StatusDocument {
                 .collect(),
             live.dataplane_drops()
                 .into_iter()
-                .map(|(cause, count)| ReasonCount {
-                    reason: cause.to_string(),
+                .map(|(cause, count)| CauseCount {
+                    cause: cause.to_string(),
                     count,
                 })
                 .collect(),
@@ -691,7 +701,19 @@ fn render_connection_row(c: &ConnectionRow) -> String {
         badge_class(state),
         state_text(state)
     );
-    if state != ConnectionState::Connected {
+    if state == ConnectionState::Connected {
+        if let Some(since) = c
+            .tunnels
+            .iter()
+            .find_map(|t| t.last_connection_established_utc_time.as_deref())
+        {
+            let _ = write!(
+                out,
+                "<span class=\"sub\">since {}</span>",
+                escape_html(since)
+            );
+        }
+    } else {
         if let Some(reason) = &c.connection_status_reason {
             let _ = write!(
                 out,
@@ -851,18 +873,18 @@ fn render_p2s(doc: &StatusDocument) -> String {
     out
 }
 
-fn render_counts(items: &[ReasonCount], empty: &str) -> String {
-    let nonzero: Vec<&ReasonCount> = items.iter().filter(|r| r.count > 0).collect();
+fn render_counts<'a>(items: impl Iterator<Item = (&'a str, u64)>, empty: &str) -> String {
+    let nonzero: Vec<(&str, u64)> = items.filter(|(_, n)| *n > 0).collect();
     if nonzero.is_empty() {
         return format!("<p class=\"empty\">{}</p>", escape_html(empty));
     }
     let mut out = String::from("<ul class=\"counts\">");
-    for r in nonzero {
+    for (name, n) in nonzero {
         let _ = write!(
             out,
             "<li><span class=\"mono\">{}</span><b>{}</b></li>",
-            escape_html(&r.reason),
-            format_count(r.count)
+            escape_html(name),
+            format_count(n)
         );
     }
     out.push_str("</ul>");
@@ -921,11 +943,21 @@ pub fn render_html(doc: &StatusDocument) -> String {
             ("p2s_clients", render_p2s(doc)),
             (
                 "failures",
-                render_counts(&doc.negotiation_failures, "No negotiation failures."),
+                render_counts(
+                    doc.negotiation_failures
+                        .iter()
+                        .map(|r| (r.reason.as_str(), r.count)),
+                    "No negotiation failures.",
+                ),
             ),
             (
                 "drops",
-                render_counts(&doc.dataplane_drops, "No data-plane drops."),
+                render_counts(
+                    doc.dataplane_drops
+                        .iter()
+                        .map(|r| (r.cause.as_str(), r.count)),
+                    "No data-plane drops.",
+                ),
             ),
         ],
     )
@@ -1079,6 +1111,12 @@ mod tests {
                     name: "up".into(),
                     connection_status: ConnectionState::Connected,
                     ingress_bytes_transferred: 1_234_567,
+                    tunnels: vec![TunnelStatus {
+                        tunnel: "198.18.0.2-198.18.0.1".into(),
+                        connection_status: ConnectionState::Connected,
+                        last_connection_established_utc_time: Some("2026-01-01T00:00:05Z".into()),
+                        ..Default::default()
+                    }],
                     ..Default::default()
                 },
             ],
@@ -1086,7 +1124,16 @@ mod tests {
                 reason: "<i>".into(),
                 count: 1,
             }],
-            dataplane_drops: Vec::new(),
+            dataplane_drops: vec![
+                CauseCount {
+                    cause: "unknown_spi".into(),
+                    count: 3,
+                },
+                CauseCount {
+                    cause: "replayed".into(),
+                    count: 0,
+                },
+            ],
             bgp_peers: Vec::new(),
             learned_routes: Vec::new(),
             p2s_clients: Vec::new(),
@@ -1102,6 +1149,9 @@ mod tests {
         assert!(html.contains("badge bad\">NotConnected"));
         assert!(html.contains("1.18 MiB"));
         assert!(html.contains("1,234,567 bytes"));
+        assert!(html.contains("since 2026-01-01T00:00:05Z"));
+        assert!(html.contains("unknown_spi</span><b>3</b>"));
+        assert!(!html.contains("replayed"), "zero counts are left out");
         // The only scripts are the embedded file; no inline script or style.
         assert_eq!(html.matches("<script").count(), 1);
         assert!(html.contains("<script src=\"/static/app.js\" defer></script>"));

@@ -128,7 +128,7 @@
     setText("d-dataplane", d.dataplaneRunning ? "Running" : "Off (status is Unknown)");
   }
 
-  function renderCounts(id, items, emptyText) {
+  function renderCounts(id, items, key, emptyText) {
     const nonzero = items.filter((r) => r.count > 0);
     const box = $(id);
     if (!nonzero.length) {
@@ -136,7 +136,7 @@
       return;
     }
     box.replaceChildren(el("ul", { class: "counts" }, nonzero.map((r) =>
-      el("li", {}, [el("span", { class: "mono" }, [r.reason]), el("b", {}, [count(r.count)])]))));
+      el("li", {}, [el("span", { class: "mono" }, [r[key]]), el("b", {}, [count(r.count)])]))));
   }
 
   function renderKpis(conns) {
@@ -155,7 +155,10 @@
 
   function connRow(c) {
     const status = el("td", {}, [el("span", { class: "badge " + (BADGE[c.connectionStatus] || "unknown") }, [c.connectionStatus])]);
-    if (c.connectionStatus !== "Connected") {
+    if (c.connectionStatus === "Connected") {
+      const t = (c.tunnels || []).find((x) => x.lastConnectionEstablishedUtcTime);
+      if (t) status.append(el("span", { class: "sub" }, ["since " + t.lastConnectionEstablishedUtcTime]));
+    } else {
       if (c.connectionStatusReason) status.append(el("span", { class: "reason mono" }, [c.connectionStatusReason]));
       const text = lastErrorText(c.lastError);
       if (text) status.append(el("span", { class: "error" }, [text]));
@@ -358,8 +361,8 @@
     renderKpis(doc.connections);
     renderGateway(doc.gateway);
     renderDaemon(doc.daemon);
-    renderCounts("failures", doc.negotiationFailures, "No negotiation failures.");
-    renderCounts("drops", doc.dataplaneDrops, "No data-plane drops.");
+    renderCounts("failures", doc.negotiationFailures, "reason", "No negotiation failures.");
+    renderCounts("drops", doc.dataplaneDrops, "cause", "No data-plane drops.");
     renderConnections(doc.connections);
     renderCharts(doc.connections);
     renderBgp(doc);

@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod server;
 pub mod state;
 pub mod status;
+pub mod statuspage;
 pub mod store;
 pub mod tunnels;
 pub mod validate;

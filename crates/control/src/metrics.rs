@@ -29,10 +29,11 @@ pub struct MetricsState {
     pub started: SystemTime,
 }
 
-/// The metrics router: `GET /metrics`.
+/// The metrics router: `GET /metrics`, plus the read-only status page ([`crate::statuspage`]).
 pub fn router(state: MetricsState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
+        .merge(crate::statuspage::routes())
         .with_state(state)
 }
 

@@ -27,6 +27,8 @@ pub struct MetricsState {
     pub live: Option<Arc<LiveStatus>>,
     /// When the daemon started.
     pub started: SystemTime,
+    /// What the BGP speaker publishes.
+    pub bgp: Arc<crate::bgp::BgpStatus>,
 }
 
 /// The metrics router: `GET /metrics`, plus the read-only status page ([`crate::statuspage`]).
@@ -319,5 +321,62 @@ pub async fn render(state: &MetricsState) -> String {
             );
         }
     }
+    bgp_metrics(&mut f, &state.bgp.snapshot());
     out
+}
+
+/// Azure's BgpPeerStatus, BgpRoutesLearned and BgpRoutesAdvertised, per neighbour.
+fn bgp_metrics(f: &mut Family<'_>, snap: &crate::bgp::Snapshot) {
+    let rows = |f: &mut Family<'_>,
+                name: &str,
+                kind: &str,
+                help: &str,
+                value: &dyn Fn(&crate::bgp::PeerStatus) -> f64| {
+        f.header(name, kind, help);
+        for p in &snap.peers {
+            f.sample(
+                name,
+                &[
+                    ("neighbor", &p.neighbor),
+                    ("connection_name", &p.connection),
+                ],
+                value(p),
+            );
+        }
+    };
+    rows(
+        f,
+        "vgw_bgp_peer_up",
+        "gauge",
+        "BGP session state (Azure's BgpPeerStatus): 1 when Connected.",
+        &|p| f64::from(u8::from(p.state == crate::bgp::PeerState::Connected)),
+    );
+    rows(
+        f,
+        "vgw_bgp_routes_learned",
+        "gauge",
+        "Prefixes received from the neighbour (Azure's BgpRoutesLearned).",
+        &|p| p.routes_received as f64,
+    );
+    rows(
+        f,
+        "vgw_bgp_routes_advertised",
+        "gauge",
+        "Prefixes advertised to the neighbour (Azure's BgpRoutesAdvertised).",
+        &|p| p.routes_advertised as f64,
+    );
+    rows(
+        f,
+        "vgw_bgp_messages_sent_total",
+        "counter",
+        "BGP messages sent to the neighbour.",
+        &|p| p.messages_sent as f64,
+    );
+    rows(
+        f,
+        "vgw_bgp_messages_received_total",
+        "counter",
+        "BGP messages received from the neighbour.",
+        &|p| p.messages_received as f64,
+    );
 }

@@ -87,6 +87,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
         controller: controller.clone(),
         live: live.clone(),
         started,
+        bgp: bgp_status.clone(),
     });
     log.log(
         Category::GatewayDiagnosticLog,

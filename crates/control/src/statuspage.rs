@@ -207,7 +207,7 @@ pub struct BgpPeer {
     pub asn: u64,
     /// The connection the session runs over.
     pub connection_name: String,
-    /// RFC 4271 state, e.g. `Established`.
+    /// Azure's state: Unknown, Stopped, Idle, Connecting or Connected.
     pub state: String,
     /// Seconds in the current state.
     pub uptime_seconds: u64,
@@ -354,10 +354,34 @@ pub async fn collect(state: &MetricsState) -> StatusDocument {
         ),
         None => (Vec::new(), Vec::new()),
     };
-    // TODO(bgp): once the BGP engine runs, fill `bgp_peers` and `learned_routes` from its RIB and
-    // session table here (and the `vgw_bgp_*` metrics from the same source).
-    let bgp_peers = Vec::new();
-    let learned_routes = Vec::new();
+    let bgp = state.bgp.snapshot();
+    let bgp_peers = bgp
+        .peers
+        .iter()
+        .map(|p| BgpPeer {
+            neighbor: p.neighbor.clone(),
+            asn: u64::from(p.asn),
+            connection_name: p.connection.clone(),
+            state: p.state.as_str().to_string(),
+            uptime_seconds: p.connected_since.map_or(0, |t| t.elapsed().as_secs()),
+            routes_received: p.routes_received,
+            routes_advertised: p.routes_advertised,
+        })
+        .collect();
+    // The page shows the first 500 learned routes; the API lists them all.
+    let learned_routes = bgp
+        .learned
+        .iter()
+        .filter(|r| r.origin != "Network")
+        .take(500)
+        .map(|r| LearnedRoute {
+            prefix: r.network.clone(),
+            next_hop: r.next_hop.clone(),
+            source_peer: r.source_peer.clone(),
+            as_path: r.as_path.clone(),
+            weight: r.weight,
+        })
+        .collect();
     // TODO(p2s): once point-to-site runs, list its connected clients here.
     let p2s_clients = Vec::new();
     StatusDocument {
@@ -1046,6 +1070,7 @@ mod tests {
             controller,
             live: live.then(|| Arc::new(crate::tunnels::LiveStatus::default())),
             started: SystemTime::now(),
+            bgp: Arc::default(),
         })
     }
 

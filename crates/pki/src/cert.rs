@@ -100,7 +100,9 @@ impl Validity {
     /// From five minutes ago (clock skew) until `days` days from now; `days == 0` gives a
     /// certificate that has expired by the time it is used.
     pub fn days_from_now(days: u32) -> Self {
-        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or(OffsetDateTime::now_utc());
+        let now = OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap_or(OffsetDateTime::now_utc());
         Validity {
             not_before: now - Duration::minutes(5),
             not_after: now + Duration::days(i64::from(days)),
@@ -138,21 +140,32 @@ impl FromStr for SubjectAltName {
         let lower = s.to_ascii_lowercase();
         let bad = |what: &str| Error::Invalid(format!("bad subjectAltName '{s}': {what}"));
         if let Some(v) = lower.strip_prefix("ip:").map(|_| &s[3..]) {
-            return v.parse().map(SubjectAltName::Ip).map_err(|_| bad("not an IP address"));
+            return v
+                .parse()
+                .map(SubjectAltName::Ip)
+                .map_err(|_| bad("not an IP address"));
         }
         if let Some(v) = lower.strip_prefix("dns:").map(|_| &s[4..]) {
-            return check_dns(v).map(|_| SubjectAltName::Dns(v.to_string())).map_err(|e| bad(&e));
+            return check_dns(v)
+                .map(|_| SubjectAltName::Dns(v.to_string()))
+                .map_err(|e| bad(&e));
         }
         if let Some(v) = lower.strip_prefix("email:").map(|_| &s[6..]) {
-            return check_email(v).map(|_| SubjectAltName::Email(v.to_string())).map_err(|e| bad(&e));
+            return check_email(v)
+                .map(|_| SubjectAltName::Email(v.to_string()))
+                .map_err(|e| bad(&e));
         }
         if let Ok(ip) = s.parse() {
             return Ok(SubjectAltName::Ip(ip));
         }
         if s.contains('@') {
-            return check_email(s).map(|_| SubjectAltName::Email(s.to_string())).map_err(|e| bad(&e));
+            return check_email(s)
+                .map(|_| SubjectAltName::Email(s.to_string()))
+                .map_err(|e| bad(&e));
         }
-        check_dns(s).map(|_| SubjectAltName::Dns(s.to_string())).map_err(|e| bad(&e))
+        check_dns(s)
+            .map(|_| SubjectAltName::Dns(s.to_string()))
+            .map_err(|e| bad(&e))
     }
 }
 
@@ -176,7 +189,11 @@ fn check_dns(s: &str) -> Result<(), String> {
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         });
-    if ok { Ok(()) } else { Err("not a DNS name".into()) }
+    if ok {
+        Ok(())
+    } else {
+        Err("not a DNS name".into())
+    }
 }
 
 fn check_email(s: &str) -> Result<(), String> {

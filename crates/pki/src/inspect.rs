@@ -11,11 +11,7 @@ use crate::{Error, Result};
 /// SHA-1 over the DER, upper-case hex without separators: the thumbprint Azure and Windows show.
 pub fn thumbprint(der: &[u8]) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, der);
-    digest
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect()
+    digest.as_ref().iter().map(|b| format!("{b:02X}")).collect()
 }
 
 /// The base64 DER without PEM armour or line breaks: Azure's `publicCertData`.
@@ -29,8 +25,8 @@ pub fn certs_from_pem_or_der(input: &[u8]) -> Result<Vec<Vec<u8>>> {
     if input.first() == Some(&0x30) {
         return Ok(vec![input.to_vec()]);
     }
-    let text = std::str::from_utf8(input)
-        .map_err(|_| Error::Parse("neither DER nor PEM text".into()))?;
+    let text =
+        std::str::from_utf8(input).map_err(|_| Error::Parse("neither DER nor PEM text".into()))?;
     if text.contains("-----BEGIN") {
         let blocks = pem::parse_many(text).map_err(|e| Error::Parse(e.to_string()))?;
         let certs: Vec<Vec<u8>> = blocks
@@ -126,8 +122,14 @@ pub fn summarize(der: &[u8]) -> Result<CertSummary> {
                 GeneralName::RFC822Name(v) => format!("email:{v}"),
                 GeneralName::URI(v) => format!("URI:{v}"),
                 GeneralName::IPAddress(b) => match b.len() {
-                    4 => format!("IP:{}", std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b).unwrap_or_default())),
-                    16 => format!("IP:{}", std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).unwrap_or_default())),
+                    4 => format!(
+                        "IP:{}",
+                        std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b).unwrap_or_default())
+                    ),
+                    16 => format!(
+                        "IP:{}",
+                        std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).unwrap_or_default())
+                    ),
                     _ => "IP:<invalid>".to_string(),
                 },
                 GeneralName::DirectoryName(n) => format!("DirName:{n}"),
@@ -148,7 +150,12 @@ pub fn summarize(der: &[u8]) -> Result<CertSummary> {
             (e.time_stamping, "timeStamping"),
             (e.ocsp_signing, "OCSPSigning"),
         ];
-        ekus.extend(named.iter().filter(|(on, _)| *on).map(|(_, n)| n.to_string()));
+        ekus.extend(
+            named
+                .iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, n)| n.to_string()),
+        );
         for oid in &e.other {
             let id = oid.to_id_string();
             ekus.push(if id == "1.3.6.1.5.5.8.2.2" {

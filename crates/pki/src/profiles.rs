@@ -356,7 +356,10 @@ fn parse_suite(p: &IpsecPolicy) -> Result<Suite> {
     };
     let dh = parse_group("dhGroup", &p.dh_group)?
         .ok_or_else(|| Error::Invalid("dhGroup None: IKEv2 needs a DH group".into()))?;
-    if matches!(p.dh_group.to_ascii_uppercase().as_str(), "PFS1" | "PFS2" | "PFS2048" | "PFS14" | "PFS24") {
+    if matches!(
+        p.dh_group.to_ascii_uppercase().as_str(),
+        "PFS1" | "PFS2" | "PFS2048" | "PFS14" | "PFS24"
+    ) {
         return Err(bad("dhGroup", &p.dh_group));
     }
     let esp_enc = parse_enc("ipsecEncryption", &p.ipsec_encryption, true)?;
@@ -482,17 +485,34 @@ pub fn swanctl_conf(input: &ProfileInput) -> Result<String> {
     let conn = conn_name(&input.gateway_name);
     let mut out = String::new();
     let w = &mut out;
-    let _ = writeln!(w, "# vgw point-to-site profile for gateway {}.", input.gateway_name);
-    let _ = writeln!(w, "# Copy this file to /etc/swanctl/conf.d/{conn}.conf, ca.crt.pem to");
-    let _ = writeln!(w, "# /etc/swanctl/x509ca/, {client}.crt.pem to /etc/swanctl/x509/ and");
-    let _ = writeln!(w, "# {client}.key.pem to /etc/swanctl/private/, then run: swanctl --load-all");
+    let _ = writeln!(
+        w,
+        "# vgw point-to-site profile for gateway {}.",
+        input.gateway_name
+    );
+    let _ = writeln!(
+        w,
+        "# Copy this file to /etc/swanctl/conf.d/{conn}.conf, ca.crt.pem to"
+    );
+    let _ = writeln!(
+        w,
+        "# /etc/swanctl/x509ca/, {client}.crt.pem to /etc/swanctl/x509/ and"
+    );
+    let _ = writeln!(
+        w,
+        "# {client}.key.pem to /etc/swanctl/private/, then run: swanctl --load-all"
+    );
     let _ = writeln!(w, "connections {{");
     let _ = writeln!(w, "    {conn} {{");
     let _ = writeln!(w, "        version = 2");
     let _ = writeln!(w, "        remote_addrs = {}", connect_address(input));
     let _ = writeln!(w, "        vips = 0.0.0.0");
     let _ = writeln!(w, "        proposals = {}", ike.join(","));
-    let _ = writeln!(w, "        rekey_time = {}s", IKE_SA_LIFETIME_SECONDS * 9 / 10);
+    let _ = writeln!(
+        w,
+        "        rekey_time = {}s",
+        IKE_SA_LIFETIME_SECONDS * 9 / 10
+    );
     let _ = writeln!(w, "        dpd_delay = 30s");
     let _ = writeln!(w, "        local {{");
     let _ = writeln!(w, "            auth = pubkey");
@@ -574,7 +594,14 @@ fn uuid(seed: &str) -> String {
     b[6] = (b[6] & 0x0f) | 0x50; // name-based
     b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
     let h: String = b.iter().map(|x| format!("{x:02X}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// `Apple/<gateway>.mobileconfig`: a configuration profile with the root CA(s), the client's
@@ -594,20 +621,48 @@ pub fn mobileconfig(input: &ProfileInput) -> Result<Vec<u8>> {
     let int = |v: i64| Value::Integer(v.into());
 
     let ike_params = dict(vec![
-        ("EncryptionAlgorithm", s_(apple_enc(s.ike_enc).ok_or_else(|| unsupported(format!("IKE encryption {:?}", s.ike_enc)))?)),
-        ("IntegrityAlgorithm", s_(apple_hash(s.ike_hash).ok_or_else(|| unsupported(format!("IKE integrity {:?}", s.ike_hash)))?)),
-        ("DiffieHellmanGroup", int(apple_group(s.dh).ok_or_else(|| unsupported(format!("DH group {}", s.dh.number())))?)),
-        ("LifeTimeInMinutes", int(minutes(IKE_SA_LIFETIME_SECONDS, 480))),
+        (
+            "EncryptionAlgorithm",
+            s_(apple_enc(s.ike_enc)
+                .ok_or_else(|| unsupported(format!("IKE encryption {:?}", s.ike_enc)))?),
+        ),
+        (
+            "IntegrityAlgorithm",
+            s_(apple_hash(s.ike_hash)
+                .ok_or_else(|| unsupported(format!("IKE integrity {:?}", s.ike_hash)))?),
+        ),
+        (
+            "DiffieHellmanGroup",
+            int(apple_group(s.dh)
+                .ok_or_else(|| unsupported(format!("DH group {}", s.dh.number())))?),
+        ),
+        (
+            "LifeTimeInMinutes",
+            int(minutes(IKE_SA_LIFETIME_SECONDS, 480)),
+        ),
     ]);
     let child_group = s.pfs_group().unwrap_or(s.dh);
     let child_params = dict(vec![
-        ("EncryptionAlgorithm", s_(apple_enc(s.esp_enc).ok_or_else(|| unsupported(format!("ESP encryption {:?}", s.esp_enc)))?)),
+        (
+            "EncryptionAlgorithm",
+            s_(apple_enc(s.esp_enc)
+                .ok_or_else(|| unsupported(format!("ESP encryption {:?}", s.esp_enc)))?),
+        ),
         // For AEAD the integrity value is not used; Apple still wants one.
-        ("IntegrityAlgorithm", s_(match s.esp_hash {
-            None => "SHA2-256",
-            Some(h) => apple_hash(h).ok_or_else(|| unsupported(format!("ESP integrity {h:?}")))?,
-        })),
-        ("DiffieHellmanGroup", int(apple_group(child_group).ok_or_else(|| unsupported(format!("PFS group {}", child_group.number())))?)),
+        (
+            "IntegrityAlgorithm",
+            s_(match s.esp_hash {
+                None => "SHA2-256",
+                Some(h) => {
+                    apple_hash(h).ok_or_else(|| unsupported(format!("ESP integrity {h:?}")))?
+                }
+            }),
+        ),
+        (
+            "DiffieHellmanGroup",
+            int(apple_group(child_group)
+                .ok_or_else(|| unsupported(format!("PFS group {}", child_group.number())))?),
+        ),
         ("LifeTimeInMinutes", int(minutes(s.child_lifetime, 480))),
     ]);
 
@@ -626,8 +681,14 @@ pub fn mobileconfig(input: &ProfileInput) -> Result<Vec<u8>> {
             ("PayloadVersion", int(1)),
             ("PayloadIdentifier", s_(&id)),
             ("PayloadUUID", s_(&uuid(&id))),
-            ("PayloadDisplayName", s_(&format!("{} (vgw root CA)", summary.subject))),
-            ("PayloadCertificateFileName", s_(&format!("{}-root{i}.cer", sanitize(gw)))),
+            (
+                "PayloadDisplayName",
+                s_(&format!("{} (vgw root CA)", summary.subject)),
+            ),
+            (
+                "PayloadCertificateFileName",
+                s_(&format!("{}-root{i}.cer", sanitize(gw))),
+            ),
             ("PayloadContent", Value::Data(der.clone())),
         ]));
     }
@@ -641,8 +702,14 @@ pub fn mobileconfig(input: &ProfileInput) -> Result<Vec<u8>> {
             ("PayloadVersion", int(1)),
             ("PayloadIdentifier", s_(&id)),
             ("PayloadUUID", s_(&u)),
-            ("PayloadDisplayName", s_(&format!("{} (client certificate)", client_name(input)))),
-            ("PayloadCertificateFileName", s_(&format!("{}.p12", client_name(input)))),
+            (
+                "PayloadDisplayName",
+                s_(&format!("{} (client certificate)", client_name(input))),
+            ),
+            (
+                "PayloadCertificateFileName",
+                s_(&format!("{}.p12", client_name(input))),
+            ),
             ("PayloadContent", Value::Data(p12.clone())),
         ]));
         cert_uuid = Some(u);
@@ -661,7 +728,10 @@ pub fn mobileconfig(input: &ProfileInput) -> Result<Vec<u8>> {
     let mut ikev2 = vec![
         ("RemoteAddress", s_(&connect_address(input))),
         ("RemoteIdentifier", s_(&server_id(input))),
-        ("LocalIdentifier", s_(&client_identity(input).unwrap_or_else(|| client_name(input)))),
+        (
+            "LocalIdentifier",
+            s_(&client_identity(input).unwrap_or_else(|| client_name(input))),
+        ),
         ("AuthenticationMethod", s_("Certificate")),
         ("CertificateType", s_(cert_type)),
         ("ExtendedAuthEnabled", int(0)),
@@ -696,7 +766,10 @@ pub fn mobileconfig(input: &ProfileInput) -> Result<Vec<u8>> {
         ("PayloadIdentifier", s_(&base_id)),
         ("PayloadUUID", s_(&uuid(&base_id))),
         ("PayloadDisplayName", s_(&format!("vgw VPN {gw}"))),
-        ("PayloadDescription", s_(&format!("IKEv2 point-to-site VPN to {gw} (made by vgw)"))),
+        (
+            "PayloadDescription",
+            s_(&format!("IKEv2 point-to-site VPN to {gw} (made by vgw)")),
+        ),
         ("PayloadRemovalDisallowed", Value::Boolean(false)),
         ("PayloadContent", Value::Array(payloads)),
     ]);
@@ -809,9 +882,19 @@ pub fn windows_script(input: &ProfileInput) -> Result<String> {
     let client = client_name(input);
     let mut out = String::new();
     let w = &mut out;
-    let _ = writeln!(w, "# vgw point-to-site profile for gateway {}.", input.gateway_name);
-    let _ = writeln!(w, "# Run in an elevated PowerShell from the folder holding this script:");
-    let _ = writeln!(w, "#   powershell -ExecutionPolicy Bypass -File .\\vpnconfig.ps1");
+    let _ = writeln!(
+        w,
+        "# vgw point-to-site profile for gateway {}.",
+        input.gateway_name
+    );
+    let _ = writeln!(
+        w,
+        "# Run in an elevated PowerShell from the folder holding this script:"
+    );
+    let _ = writeln!(
+        w,
+        "#   powershell -ExecutionPolicy Bypass -File .\\vpnconfig.ps1"
+    );
     let _ = writeln!(w, "#Requires -RunAsAdministrator");
     let _ = writeln!(w, "$ErrorActionPreference = 'Stop'");
     let _ = writeln!(w, "$here = Split-Path -Parent $MyInvocation.MyCommand.Path");
@@ -825,17 +908,39 @@ pub fn windows_script(input: &ProfileInput) -> Result<String> {
         );
     }
     let _ = writeln!(w);
-    let _ = writeln!(w, "# The client certificate (machine certificate authentication).");
-    let _ = writeln!(w, "$p12 = Join-Path $here {}", ps_quote(&format!("{client}.p12")));
+    let _ = writeln!(
+        w,
+        "# The client certificate (machine certificate authentication)."
+    );
+    let _ = writeln!(
+        w,
+        "$p12 = Join-Path $here {}",
+        ps_quote(&format!("{client}.p12"))
+    );
     let _ = writeln!(w, "if (Test-Path $p12) {{");
-    let _ = writeln!(w, "    $password = Read-Host -AsSecureString -Prompt \"Password of $p12\"");
-    let _ = writeln!(w, "    Import-PfxCertificate -FilePath $p12 -CertStoreLocation Cert:\\LocalMachine\\My -Password $password | Out-Null");
+    let _ = writeln!(
+        w,
+        "    $password = Read-Host -AsSecureString -Prompt \"Password of $p12\""
+    );
+    let _ = writeln!(
+        w,
+        "    Import-PfxCertificate -FilePath $p12 -CertStoreLocation Cert:\\LocalMachine\\My -Password $password | Out-Null"
+    );
     let _ = writeln!(w, "}} else {{");
-    let _ = writeln!(w, "    Write-Warning \"$p12 not found: import the client certificate into Cert:\\LocalMachine\\My yourself.\"");
+    let _ = writeln!(
+        w,
+        "    Write-Warning \"$p12 not found: import the client certificate into Cert:\\LocalMachine\\My yourself.\""
+    );
     let _ = writeln!(w, "}}");
     let _ = writeln!(w);
-    let _ = writeln!(w, "if (Get-VpnConnection -AllUserConnection -Name $name -ErrorAction SilentlyContinue) {{");
-    let _ = writeln!(w, "    Remove-VpnConnection -AllUserConnection -Name $name -Force");
+    let _ = writeln!(
+        w,
+        "if (Get-VpnConnection -AllUserConnection -Name $name -ErrorAction SilentlyContinue) {{"
+    );
+    let _ = writeln!(
+        w,
+        "    Remove-VpnConnection -AllUserConnection -Name $name -Force"
+    );
     let _ = writeln!(w, "}}");
     let _ = writeln!(
         w,
@@ -860,7 +965,10 @@ pub fn windows_script(input: &ProfileInput) -> Result<String> {
         );
     }
     let _ = writeln!(w);
-    let _ = writeln!(w, "Write-Host \"Created VPN connection $name. Connect with: rasdial $name\"");
+    let _ = writeln!(
+        w,
+        "Write-Host \"Created VPN connection $name. Connect with: rasdial $name\""
+    );
     Ok(out)
 }
 
@@ -871,15 +979,26 @@ pub const WIREGUARD_KEY_PLACEHOLDER: &str = "<replace with this client's private
 
 /// `WireGuard/<client>.conf` for one client; AllowedIPs are the split-tunnel routes (all
 /// traffic when there are none).
-pub fn wireguard_conf(input: &ProfileInput, wg: &WireGuardInput, client: &WireGuardClient) -> String {
+pub fn wireguard_conf(
+    input: &ProfileInput,
+    wg: &WireGuardInput,
+    client: &WireGuardClient,
+) -> String {
     let mut out = String::new();
     let w = &mut out;
-    let _ = writeln!(w, "# vgw WireGuard profile for {} on gateway {}", client.name, input.gateway_name);
+    let _ = writeln!(
+        w,
+        "# vgw WireGuard profile for {} on gateway {}",
+        client.name, input.gateway_name
+    );
     let _ = writeln!(w, "[Interface]");
     let _ = writeln!(
         w,
         "PrivateKey = {}",
-        client.private_key.as_deref().unwrap_or(WIREGUARD_KEY_PLACEHOLDER)
+        client
+            .private_key
+            .as_deref()
+            .unwrap_or(WIREGUARD_KEY_PLACEHOLDER)
     );
     let _ = writeln!(w, "Address = {}", client.address);
     if !input.dns_servers.is_empty() {
@@ -956,7 +1075,12 @@ pub fn vpn_settings_xml(input: &ProfileInput) -> Result<String> {
     };
     list(w, "Routes", "Route", &input.routes);
     list(w, "DnsServers", "DnsServer", &input.dns_servers);
-    list(w, "VpnClientAddressPool", "AddressPrefix", &input.client_address_pool);
+    list(
+        w,
+        "VpnClientAddressPool",
+        "AddressPrefix",
+        &input.client_address_pool,
+    );
     let _ = writeln!(w, "</VpnProfile>");
     Ok(out)
 }
@@ -968,7 +1092,12 @@ fn readme(input: &ProfileInput, files: &[String], notes: &[String]) -> String {
     let mut out = String::new();
     let w = &mut out;
     let _ = writeln!(w, "vgw point-to-site VPN profile for gateway {gw}");
-    let _ = writeln!(w, "Server: {} (identity {})", connect_address(input), server_id(input));
+    let _ = writeln!(
+        w,
+        "Server: {} (identity {})",
+        connect_address(input),
+        server_id(input)
+    );
     if !input.routes.is_empty() {
         let _ = writeln!(w, "Routes through the tunnel: {}", input.routes.join(", "));
     }
@@ -998,37 +1127,103 @@ fn readme(input: &ProfileInput, files: &[String], notes: &[String]) -> String {
         }
     }
     let _ = writeln!(w);
-    let _ = writeln!(w, "You also need the client certificate made by `vgw pki issue-client`:");
-    let _ = writeln!(w, "{client}.crt.pem and {client}.key.pem (Linux), or {client}.p12 (Windows, macOS, iOS).");
+    let _ = writeln!(
+        w,
+        "You also need the client certificate made by `vgw pki issue-client`:"
+    );
+    let _ = writeln!(
+        w,
+        "{client}.crt.pem and {client}.key.pem (Linux), or {client}.p12 (Windows, macOS, iOS)."
+    );
     let _ = writeln!(w);
-    let _ = writeln!(w, "Linux (strongSwan, Debian package strongswan-swanctl + charon-systemd):");
-    let _ = writeln!(w, "  sudo install -m 0644 strongSwan/ca.crt.pem /etc/swanctl/x509ca/{conn}-ca.crt.pem");
-    let _ = writeln!(w, "  sudo install -m 0644 {client}.crt.pem /etc/swanctl/x509/{client}.crt.pem");
-    let _ = writeln!(w, "  sudo install -m 0600 {client}.key.pem /etc/swanctl/private/{client}.key.pem");
-    let _ = writeln!(w, "  sudo install -m 0644 strongSwan/swanctl.conf /etc/swanctl/conf.d/{conn}.conf");
-    let _ = writeln!(w, "  sudo swanctl --load-all        # the connection starts by itself");
-    let _ = writeln!(w, "  sudo swanctl --list-sas        # check; stop with: swanctl --terminate --ike {conn}");
-    let _ = writeln!(w, "  A virtual IP is requested from the gateway (vips = 0.0.0.0); DNS servers handed out");
+    let _ = writeln!(
+        w,
+        "Linux (strongSwan, Debian package strongswan-swanctl + charon-systemd):"
+    );
+    let _ = writeln!(
+        w,
+        "  sudo install -m 0644 strongSwan/ca.crt.pem /etc/swanctl/x509ca/{conn}-ca.crt.pem"
+    );
+    let _ = writeln!(
+        w,
+        "  sudo install -m 0644 {client}.crt.pem /etc/swanctl/x509/{client}.crt.pem"
+    );
+    let _ = writeln!(
+        w,
+        "  sudo install -m 0600 {client}.key.pem /etc/swanctl/private/{client}.key.pem"
+    );
+    let _ = writeln!(
+        w,
+        "  sudo install -m 0644 strongSwan/swanctl.conf /etc/swanctl/conf.d/{conn}.conf"
+    );
+    let _ = writeln!(
+        w,
+        "  sudo swanctl --load-all        # the connection starts by itself"
+    );
+    let _ = writeln!(
+        w,
+        "  sudo swanctl --list-sas        # check; stop with: swanctl --terminate --ike {conn}"
+    );
+    let _ = writeln!(
+        w,
+        "  A virtual IP is requested from the gateway (vips = 0.0.0.0); DNS servers handed out"
+    );
     let _ = writeln!(w, "  need charon's resolve plugin.");
     let _ = writeln!(w);
     let _ = writeln!(w, "Windows 10/11 (IKEv2, machine certificate):");
-    let _ = writeln!(w, "  Put {client}.p12 next to Windows/vpnconfig.ps1 and run in an elevated PowerShell:");
-    let _ = writeln!(w, "    powershell -ExecutionPolicy Bypass -File .\\vpnconfig.ps1");
-    let _ = writeln!(w, "  It trusts the root CA (Cert:\\LocalMachine\\Root), imports {client}.p12 into");
-    let _ = writeln!(w, "  Cert:\\LocalMachine\\My, creates the connection '{gw}' with split tunnelling, sets the");
-    let _ = writeln!(w, "  gateway's IPsec policy and adds the routes. Connect from the network menu or `rasdial`.");
+    let _ = writeln!(
+        w,
+        "  Put {client}.p12 next to Windows/vpnconfig.ps1 and run in an elevated PowerShell:"
+    );
+    let _ = writeln!(
+        w,
+        "    powershell -ExecutionPolicy Bypass -File .\\vpnconfig.ps1"
+    );
+    let _ = writeln!(
+        w,
+        "  It trusts the root CA (Cert:\\LocalMachine\\Root), imports {client}.p12 into"
+    );
+    let _ = writeln!(
+        w,
+        "  Cert:\\LocalMachine\\My, creates the connection '{gw}' with split tunnelling, sets the"
+    );
+    let _ = writeln!(
+        w,
+        "  gateway's IPsec policy and adds the routes. Connect from the network menu or `rasdial`."
+    );
     let _ = writeln!(w);
     let _ = writeln!(w, "macOS / iOS:");
-    let _ = writeln!(w, "  Open the .mobileconfig (macOS: double-click, then System Settings > Privacy & Security >");
-    let _ = writeln!(w, "  Profiles; iOS: AirDrop or mail it, then Settings > Profile Downloaded). It installs the");
-    let _ = writeln!(w, "  root CA and the VPN; when it embeds {client}.p12 the installer asks for its password,");
-    let _ = writeln!(w, "  otherwise import {client}.p12 first (Keychain Access) and pick it in the VPN settings.");
-    let _ = writeln!(w, "  iOS also needs the root trusted in Settings > General > About > Certificate Trust Settings.");
+    let _ = writeln!(
+        w,
+        "  Open the .mobileconfig (macOS: double-click, then System Settings > Privacy & Security >"
+    );
+    let _ = writeln!(
+        w,
+        "  Profiles; iOS: AirDrop or mail it, then Settings > Profile Downloaded). It installs the"
+    );
+    let _ = writeln!(
+        w,
+        "  root CA and the VPN; when it embeds {client}.p12 the installer asks for its password,"
+    );
+    let _ = writeln!(
+        w,
+        "  otherwise import {client}.p12 first (Keychain Access) and pick it in the VPN settings."
+    );
+    let _ = writeln!(
+        w,
+        "  iOS also needs the root trusted in Settings > General > About > Certificate Trust Settings."
+    );
     if input.wireguard.is_some() {
         let _ = writeln!(w);
         let _ = writeln!(w, "WireGuard (any platform):");
-        let _ = writeln!(w, "  Import WireGuard/<name>.conf in the WireGuard app, or on Linux copy it to");
-        let _ = writeln!(w, "  /etc/wireguard/ (mode 0600) and run `wg-quick up <name>`. Replace the PrivateKey line");
+        let _ = writeln!(
+            w,
+            "  Import WireGuard/<name>.conf in the WireGuard app, or on Linux copy it to"
+        );
+        let _ = writeln!(
+            w,
+            "  /etc/wireguard/ (mode 0600) and run `wg-quick up <name>`. Replace the PrivateKey line"
+        );
         let _ = writeln!(w, "  if it holds a placeholder.");
     }
     out
@@ -1046,7 +1241,13 @@ fn effective_policies(input: &ProfileInput) -> Vec<IpsecPolicy> {
 
 fn sanitize(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -1105,7 +1306,9 @@ pub fn build_profile(input: &ProfileInput) -> Result<ProfilePackage> {
         ));
     }
     if input.root_certificates.is_empty() {
-        return Err(Error::Invalid("at least one root certificate is required".into()));
+        return Err(Error::Invalid(
+            "at least one root certificate is required".into(),
+        ));
     }
     for der in &input.root_certificates {
         summarize(der)?;
@@ -1115,9 +1318,19 @@ pub fn build_profile(input: &ProfileInput) -> Result<ProfilePackage> {
     }
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     let mut notes = Vec::new();
-    files.push(("Generic/VpnSettings.xml".into(), vpn_settings_xml(input)?.into_bytes()));
-    files.push(("strongSwan/swanctl.conf".into(), swanctl_conf(input)?.into_bytes()));
-    let ca_pem: String = input.root_certificates.iter().map(|d| der_to_pem(d)).collect();
+    files.push((
+        "Generic/VpnSettings.xml".into(),
+        vpn_settings_xml(input)?.into_bytes(),
+    ));
+    files.push((
+        "strongSwan/swanctl.conf".into(),
+        swanctl_conf(input)?.into_bytes(),
+    ));
+    let ca_pem: String = input
+        .root_certificates
+        .iter()
+        .map(|d| der_to_pem(d))
+        .collect();
     files.push(("strongSwan/ca.crt.pem".into(), ca_pem.into_bytes()));
     match mobileconfig(input) {
         Ok(bytes) => files.push((
@@ -1181,7 +1394,14 @@ pub fn roots_from(inputs: &[&[u8]]) -> Result<Vec<Vec<u8>>> {
 mod tests {
     use super::*;
 
-    fn policy(ike: &str, integ: &str, dh: &str, esp: &str, esp_integ: &str, pfs: &str) -> IpsecPolicy {
+    fn policy(
+        ike: &str,
+        integ: &str,
+        dh: &str,
+        esp: &str,
+        esp_integ: &str,
+        pfs: &str,
+    ) -> IpsecPolicy {
         IpsecPolicy {
             ike_encryption: ike.into(),
             ike_integrity: integ.into(),
@@ -1196,37 +1416,156 @@ mod tests {
 
     #[test]
     fn strongswan_mapping() {
-        let (ike, esp) = strongswan_proposals(&policy("AES256", "SHA256", "DHGroup14", "GCMAES256", "GCMAES256", "None")).unwrap();
-        assert_eq!((ike.as_str(), esp.as_str()), ("aes256-sha256-modp2048", "aes256gcm16"));
-        let (ike, esp) = strongswan_proposals(&policy("GCMAES256", "SHA384", "ECP384", "AES256", "SHA256", "PFS24")).unwrap();
-        assert_eq!((ike.as_str(), esp.as_str()), ("aes256gcm16-prfsha384-ecp384", "aes256-sha256-modp2048s256"));
-        let (ike, esp) = strongswan_proposals(&policy("GCMAES128", "GCMAES128", "ECP256", "GCMAES128", "GCMAES128", "PFSMM")).unwrap();
-        assert_eq!((ike.as_str(), esp.as_str()), ("aes128gcm16-prfsha256-ecp256", "aes128gcm16-ecp256"));
-        let (_, esp) = strongswan_proposals(&policy("AES128", "SHA1", "DHGroup2", "AES128", "SHA1", "PFS2048")).unwrap();
+        let (ike, esp) = strongswan_proposals(&policy(
+            "AES256",
+            "SHA256",
+            "DHGroup14",
+            "GCMAES256",
+            "GCMAES256",
+            "None",
+        ))
+        .unwrap();
+        assert_eq!(
+            (ike.as_str(), esp.as_str()),
+            ("aes256-sha256-modp2048", "aes256gcm16")
+        );
+        let (ike, esp) = strongswan_proposals(&policy(
+            "GCMAES256",
+            "SHA384",
+            "ECP384",
+            "AES256",
+            "SHA256",
+            "PFS24",
+        ))
+        .unwrap();
+        assert_eq!(
+            (ike.as_str(), esp.as_str()),
+            ("aes256gcm16-prfsha384-ecp384", "aes256-sha256-modp2048s256")
+        );
+        let (ike, esp) = strongswan_proposals(&policy(
+            "GCMAES128",
+            "GCMAES128",
+            "ECP256",
+            "GCMAES128",
+            "GCMAES128",
+            "PFSMM",
+        ))
+        .unwrap();
+        assert_eq!(
+            (ike.as_str(), esp.as_str()),
+            ("aes128gcm16-prfsha256-ecp256", "aes128gcm16-ecp256")
+        );
+        let (_, esp) = strongswan_proposals(&policy(
+            "AES128", "SHA1", "DHGroup2", "AES128", "SHA1", "PFS2048",
+        ))
+        .unwrap();
         assert_eq!(esp, "aes128-sha1-modp2048");
     }
 
     #[test]
     fn bad_policies_are_refused() {
-        assert!(strongswan_proposals(&policy("AES512", "SHA256", "DHGroup14", "GCMAES256", "GCMAES256", "None")).is_err());
-        assert!(strongswan_proposals(&policy("AES256", "SHA256", "None", "GCMAES256", "GCMAES256", "None")).is_err());
-        assert!(strongswan_proposals(&policy("AES256", "GCMAES256", "DHGroup14", "GCMAES256", "GCMAES256", "None")).is_err());
-        assert!(strongswan_proposals(&policy("AES256", "SHA256", "DHGroup14", "GCMAES256", "SHA256", "None")).is_err());
-        assert!(strongswan_proposals(&policy("AES256", "SHA256", "DHGroup14", "AES256", "GCMAES256", "None")).is_err());
+        assert!(
+            strongswan_proposals(&policy(
+                "AES512",
+                "SHA256",
+                "DHGroup14",
+                "GCMAES256",
+                "GCMAES256",
+                "None"
+            ))
+            .is_err()
+        );
+        assert!(
+            strongswan_proposals(&policy(
+                "AES256",
+                "SHA256",
+                "None",
+                "GCMAES256",
+                "GCMAES256",
+                "None"
+            ))
+            .is_err()
+        );
+        assert!(
+            strongswan_proposals(&policy(
+                "AES256",
+                "GCMAES256",
+                "DHGroup14",
+                "GCMAES256",
+                "GCMAES256",
+                "None"
+            ))
+            .is_err()
+        );
+        assert!(
+            strongswan_proposals(&policy(
+                "AES256",
+                "SHA256",
+                "DHGroup14",
+                "GCMAES256",
+                "SHA256",
+                "None"
+            ))
+            .is_err()
+        );
+        assert!(
+            strongswan_proposals(&policy(
+                "AES256",
+                "SHA256",
+                "DHGroup14",
+                "AES256",
+                "GCMAES256",
+                "None"
+            ))
+            .is_err()
+        );
     }
 
     #[test]
     fn windows_mapping() {
-        let w = windows_ipsec(&policy("GCMAES256", "SHA384", "ECP384", "GCMAES256", "GCMAES256", "ECP384")).unwrap();
+        let w = windows_ipsec(&policy(
+            "GCMAES256",
+            "SHA384",
+            "ECP384",
+            "GCMAES256",
+            "GCMAES256",
+            "ECP384",
+        ))
+        .unwrap();
         assert_eq!(w.encryption_method, "GCMAES256");
         assert_eq!(w.integrity_check_method, "SHA384");
         assert_eq!(w.dh_group, "ECP384");
         assert_eq!(w.cipher_transform_constants, "GCMAES256");
         assert_eq!(w.authentication_transform_constants, "GCMAES256");
         assert_eq!(w.pfs_group, "ECP384");
-        let w = windows_ipsec(&policy("AES256", "SHA256", "DHGroup14", "AES256", "SHA256", "PFS2048")).unwrap();
-        assert_eq!((w.dh_group, w.pfs_group, w.authentication_transform_constants), ("Group14", "PFS2048", "SHA256128"));
-        assert!(windows_ipsec(&policy("AES256", "SHA256", "Curve25519", "AES256", "SHA256", "None")).is_err());
+        let w = windows_ipsec(&policy(
+            "AES256",
+            "SHA256",
+            "DHGroup14",
+            "AES256",
+            "SHA256",
+            "PFS2048",
+        ))
+        .unwrap();
+        assert_eq!(
+            (
+                w.dh_group,
+                w.pfs_group,
+                w.authentication_transform_constants
+            ),
+            ("Group14", "PFS2048", "SHA256128")
+        );
+        assert!(
+            windows_ipsec(&policy(
+                "AES256",
+                "SHA256",
+                "Curve25519",
+                "AES256",
+                "SHA256",
+                "None"
+            ))
+            .is_err()
+        );
     }
 
     #[test]

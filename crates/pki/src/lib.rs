@@ -36,6 +36,8 @@ pub use cert::{
 };
 pub use inspect::{CertSummary, certs_from_pem_or_der, public_cert_data, summarize, thumbprint};
 pub use p12::{P12Format, generate_password, pkcs12};
+/// The `time` crate, re-exported for [`Validity`]'s fields.
+pub use time;
 
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]

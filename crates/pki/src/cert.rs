@@ -105,7 +105,11 @@ impl Validity {
             .unwrap_or(OffsetDateTime::now_utc());
         Validity {
             not_before: now - Duration::minutes(5),
-            not_after: now + Duration::days(i64::from(days)),
+            // Past year 9999 X.509 has no encoding: saturate there.
+            not_after: now
+                .checked_add(Duration::days(i64::from(days)))
+                .filter(|t| t.year() <= 9999)
+                .unwrap_or_else(|| rcgen::date_time_ymd(9999, 12, 31)),
         }
     }
 
@@ -480,6 +484,11 @@ mod tests {
         );
         assert!("bad name!".parse::<SubjectAltName>().is_err());
         assert!("ip:nope".parse::<SubjectAltName>().is_err());
+    }
+
+    #[test]
+    fn huge_validity_saturates() {
+        assert_eq!(Validity::days_from_now(u32::MAX).not_after.year(), 9999);
     }
 
     #[test]

@@ -89,6 +89,26 @@ fn client_chains_to_root_for_every_key_type() {
 }
 
 #[test]
+fn large_rsa_keys() {
+    for key in [KeyType::Rsa3072, KeyType::Rsa4096] {
+        let ca = root(key);
+        let s = summarize(ca.cert_der()).unwrap();
+        assert_eq!(s.key_type, key.as_str());
+        let client = ca.issue_client(&client_req("r", KeyType::Rsa2048)).unwrap();
+        verify(
+            &ca,
+            &client.cert_der,
+            KeyUsage::client_auth(),
+            OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+        // An RSA key goes into PKCS#12 as well.
+        let p12 = pkcs12("r", &client, &[ca.cert_der()], "pw", P12Format::Legacy).unwrap();
+        assert!(!p12.is_empty());
+    }
+}
+
+#[test]
 fn a_client_of_another_root_is_rejected() {
     let ca = root(KeyType::EcdsaP256);
     let other = root(KeyType::EcdsaP256);

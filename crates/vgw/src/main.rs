@@ -70,6 +70,10 @@ pub enum Command {
     Logs(commands::logs::LogsArgs),
     /// Check the host and (with --connection) walk through one tunnel; exit 1 when something is wrong.
     Doctor(commands::doctor::DoctorArgs),
+    /// Built-in PKI for point-to-site: root CA, client and server certificates, client profiles
+    /// (offline).
+    #[command(subcommand)]
+    Pki(commands::pki::PkiCommand),
 }
 
 /// What every command needs: the client and the output settings.
@@ -121,13 +125,16 @@ async fn run(cli: Cli) -> Result<()> {
     if let Command::Demo(args) = cli.command {
         return commands::demo::run_demo(args).await;
     }
+    if let Command::Pki(cmd) = cli.command {
+        return commands::pki::run(cmd, cli.output, cli.query.as_deref());
+    }
     let ctx = Ctx {
         client: Client::new(endpoint(&cli)?),
         output: cli.output,
         query: cli.query.clone(),
     };
     match cli.command {
-        Command::Serve(_) | Command::Demo(_) => unreachable!("handled above"),
+        Command::Serve(_) | Command::Demo(_) | Command::Pki(_) => unreachable!("handled above"),
         Command::VnetGateway(cmd) => commands::gateway::run(&ctx, cmd).await,
         Command::LocalGateway(cmd) => commands::local_gateway::run(&ctx, cmd).await,
         Command::VpnConnection(cmd) => commands::connection::run(&ctx, cmd).await,

@@ -5,13 +5,20 @@
 //! out ([`Endpoint::poll_transmit`], [`Endpoint::poll_timeout`], [`Endpoint::poll_event`]). Child SA keys
 //! leave as [`Event::ChildSaUp`]; the data plane installs them.
 
+pub mod cert;
 pub mod config;
 pub mod crypto;
 pub mod endpoint;
 pub mod message;
+pub mod pool;
 pub mod proposal;
 pub mod sa;
 
-pub use config::{ChildConfig, ChildSaKeys, Config, ConnId, Event, Failure, Mode, Reason};
+pub use cert::{LocalCertificate, PeerCertificate, RsaPadding, TrustStore};
+pub use config::{
+    CLIENT_CONN_BASE, ChildConfig, ChildSaKeys, ClientInfo, Config, ConnId, Event, Failure,
+    LocalAuth, Mode, PeerAuth, Reason, RemoteAccess, RemoteAccessClient, RemoteAccessServer,
+};
 pub use endpoint::Endpoint;
+pub use pool::{AddressPool, Lease};
 pub use sa::Transmit;

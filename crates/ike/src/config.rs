@@ -328,6 +328,8 @@ pub struct ClientInfo {
     pub addresses: Vec<IpAddr>,
     /// When IKE_AUTH completed.
     pub connected_at: Instant,
+    /// The same as wall-clock time, when the endpoint has one ([`crate::Endpoint::set_wall_clock`]).
+    pub connected_at_wall: Option<std::time::SystemTime>,
 }
 
 /// Connection ids at and above this value are client sessions the engine allocated; the control plane
@@ -401,7 +403,8 @@ pub enum Event {
     },
     /// Something worth a line in IKEDiagnosticLog.
     Log {
-        /// Connection (None: a datagram we could not attribute).
+        /// Connection (None: a datagram we could not attribute). Lines about a remote-access client carry
+        /// the remote-access connection's id and begin with `client <id> (<address>)`.
         conn: Option<ConnId>,
         /// info, warning, error.
         level: &'static str,

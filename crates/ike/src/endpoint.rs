@@ -300,10 +300,10 @@ impl Endpoint {
             }
         }
         self.events.push_back(Event::Log {
-            conn: Some(client),
+            conn: Some(server),
             level: "info",
             exchange: "INFORMATIONAL",
-            message: format!("{}: {}", reason.as_str(), failure.message),
+            message: format!("client {client}: {}: {}", reason.as_str(), failure.message),
         });
         self.collect(now, Scope::All);
         self.events.push_back(Event::IkeSaDown {
@@ -703,7 +703,25 @@ impl Endpoint {
         let mut failed = Vec::new();
         let mut initial_contacts = Vec::new();
         let mut up_conns = Vec::new();
-        for (spi, e) in events {
+        let wall_now = self.wall_clock.and_then(|(at, wall)| {
+            if now >= at {
+                wall.checked_add(now - at)
+            } else {
+                wall.checked_sub(at - now)
+            }
+        });
+        for (spi, mut e) in events {
+            // Client sessions log under their remote-access connection.
+            if let Event::Log {
+                conn: Some(c),
+                message,
+                ..
+            } = &mut e
+                && let Some(session) = self.clients.get(c)
+            {
+                *message = format!("client {c} ({}): {message}", session.remote);
+                *c = session.server;
+            }
             let mut extra = None;
             match &e {
                 Event::IkeSaDown { conn, failure } => {
@@ -791,6 +809,7 @@ impl Endpoint {
                             remote: sa.remote,
                             addresses: sa.lease.map(|l| l.addresses()).unwrap_or_default(),
                             connected_at: now,
+                            connected_at_wall: wall_now,
                         };
                         session.info = Some(info.clone());
                         extra = Some(Event::ClientUp(info));
@@ -923,12 +942,16 @@ impl Endpoint {
                             outbound_spi: child.outbound_spi,
                         });
                     }
+                    let (log_conn, prefix) = match self.clients.get(&c) {
+                        Some(session) => (session.server, format!("client {c}: ")),
+                        None => (c, String::new()),
+                    };
                     self.events.push_back(Event::Log {
-                        conn: Some(c),
+                        conn: Some(log_conn),
                         level: "info",
                         exchange: "IKE_AUTH",
                         message: format!(
-                            "peer sent INITIAL_CONTACT: dropped stale IKE SA {:016x}",
+                            "{prefix}peer sent INITIAL_CONTACT: dropped stale IKE SA {:016x}",
                             sa.local_spi()
                         ),
                     });

@@ -259,6 +259,27 @@ fn find_cp(payloads: &[Payload]) -> Option<ConfigPayload> {
     })
 }
 
+/// INTERNAL_IP4_SUBNET values (address, netmask) for the IPv4 selectors that are whole prefixes other
+/// than 0.0.0.0/0 (a full tunnel needs no subnet attribute).
+fn split_routes_v4(routes: &[TrafficSelector]) -> Vec<Vec<u8>> {
+    routes
+        .iter()
+        .filter_map(|ts| match (ts.start, ts.end) {
+            (IpAddr::V4(s), IpAddr::V4(e)) => {
+                let (s, e) = (u32::from(s), u32::from(e));
+                let host_mask = s ^ e;
+                let aligned = host_mask.wrapping_add(1) & host_mask == 0 && s & host_mask == 0;
+                (aligned && host_mask != u32::MAX).then(|| {
+                    let mut v = s.to_be_bytes().to_vec();
+                    v.extend_from_slice(&(!host_mask).to_be_bytes());
+                    v
+                })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// Host selectors for assigned addresses (/32, /128).
 fn host_selectors(addresses: &[IpAddr]) -> Vec<TrafficSelector> {
     addresses
@@ -1545,7 +1566,12 @@ impl IkeSa {
         // §3.15: a remote-access client gets its addresses before its Child SA is narrowed to them.
         let mut child_error = None;
         if let Some(ra) = remote_access {
-            match self.assign_addresses(ra, payloads, ctx) {
+            let routes = config
+                .children
+                .first()
+                .map(|c| c.local.as_slice())
+                .unwrap_or_default();
+            match self.assign_addresses(ra, routes, payloads, ctx) {
                 Ok(Some(reply)) => response.push(Payload::Cp(reply.emit())),
                 Ok(None) => child_error = Some(notify::FAILED_CP_REQUIRED),
                 Err(message) => {
@@ -1593,6 +1619,7 @@ impl IkeSa {
     fn assign_addresses(
         &mut self,
         ra: &crate::config::RemoteAccessServer,
+        routes: &[TrafficSelector],
         payloads: &[Payload],
         ctx: &mut Context<'_>,
     ) -> Result<Option<ConfigPayload>, String> {
@@ -1628,6 +1655,11 @@ impl IkeSa {
             attributes.push((cfg::INTERNAL_IP4_ADDRESS, a.octets().to_vec()));
             if request.has(cfg::INTERNAL_IP4_NETMASK) {
                 attributes.push((cfg::INTERNAL_IP4_NETMASK, vec![255, 255, 255, 255]));
+            }
+            // The split-tunnel routes for clients that take routes from the CP payload rather than
+            // from the traffic selectors (§3.15.1 INTERNAL_IP4_SUBNET: address and netmask).
+            for route in split_routes_v4(routes) {
+                attributes.push((cfg::INTERNAL_IP4_SUBNET, route));
             }
         }
         if let Some(a) = lease.v6 {
@@ -2941,5 +2973,32 @@ impl IkeSa {
         for (spi, index) in spis {
             self.queue_create_child(config, index, Some(spi), now);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_routes_become_ip4_subnets() {
+        let routes = vec![
+            TrafficSelector::from_prefix("10.1.0.0".parse().unwrap(), 16),
+            TrafficSelector::from_prefix("192.0.2.7".parse().unwrap(), 32),
+            TrafficSelector::any_v4(),
+            TrafficSelector::any_v6(),
+            TrafficSelector {
+                start: "10.0.0.1".parse().unwrap(),
+                end: "10.0.0.5".parse().unwrap(),
+                ..TrafficSelector::any_v4()
+            },
+        ];
+        assert_eq!(
+            split_routes_v4(&routes),
+            vec![
+                vec![10, 1, 0, 0, 255, 255, 0, 0],
+                vec![192, 0, 2, 7, 255, 255, 255, 255]
+            ]
+        );
     }
 }

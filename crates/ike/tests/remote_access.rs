@@ -1011,3 +1011,69 @@ fn mangled_datagrams_never_panic_the_gateway() {
         target.handle_timeout(now + Duration::from_secs(30));
     }
 }
+
+#[test]
+fn site_to_site_with_certificates_both_ways() {
+    let pki = ecdsa_pki();
+    let branch = leaf(
+        &pki.root,
+        "branch.contoso.example",
+        p384(),
+        Some(ExtendedKeyUsagePurpose::ServerAuth),
+    );
+    let b = client_addr(80);
+    let trust = |revoked: Vec<String>| {
+        PeerAuth::Certificate(Arc::new(
+            TrustStore::new(vec![pki.root.der.clone()], revoked).unwrap(),
+        ))
+    };
+    let responder = |revoked: Vec<String>| Config {
+        local_addr: GATEWAY.parse().unwrap(),
+        remote_addr: b,
+        local_id: identity(&pki.server.der),
+        remote_id: identity(&branch.der),
+        local_auth: LocalAuth::Certificate(Arc::new(
+            LocalCertificate::new(vec![pki.server.der.clone()], &pki.server.key).unwrap(),
+        )),
+        peer_auth: trust(revoked),
+        mode: Mode::ResponderOnly,
+        ..Default::default()
+    };
+    let mut net = Net::new(responder(vec![]));
+    net.add_client(
+        b,
+        Config {
+            local_addr: b,
+            remote_addr: GATEWAY.parse().unwrap(),
+            local_id: identity(&branch.der),
+            remote_id: identity(&pki.server.der),
+            local_auth: LocalAuth::Certificate(Arc::new(
+                LocalCertificate::new(vec![branch.der.clone()], &branch.key).unwrap(),
+            )),
+            peer_auth: trust(vec![]),
+            ..Default::default()
+        },
+    );
+    net.run(Duration::from_secs(2));
+    assert!(net.gw.is_established(SERVER), "{}", logs(&net.gw_events));
+    assert!(
+        client_ups(&net.gw_events).is_empty(),
+        "not a remote-access connection"
+    );
+    let keys = child_keys(&net.gw_events);
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].remote_ts, vec![TrafficSelector::any_v4()]);
+    assert!(logs(&net.gw_events).contains("ECDSA P-384 SHA-384 (RFC 7427)"));
+
+    // Revoking the branch's certificate in the configuration resets the connection, and the branch's
+    // next attempt is refused.
+    let now = net.now;
+    net.gw
+        .set_config(SERVER, responder(vec![cert::thumbprint(&branch.der)]), now);
+    net.run(Duration::from_secs(5));
+    assert!(!net.gw.is_established(SERVER));
+    assert!(net.gw_events.iter().any(|e| matches!(
+        e,
+        Event::IkeSaDown { failure, .. } if failure.reason == Reason::CertificateRevoked
+    )));
+}

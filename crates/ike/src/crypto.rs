@@ -644,7 +644,7 @@ pub fn signed_octets(
     [first_message, peer_nonce, &maced_id].concat()
 }
 
-/// The PSK AUTH value (§2.15): prf(prf(Shared Secret, "Key Pad for IKEv2"), <SignedOctets>), where
+/// The PSK AUTH value (§2.15): prf(prf(Shared Secret, "Key Pad for IKEv2"), `<SignedOctets>`), where
 /// SignedOctets = the sender's first message | the peer's nonce | prf(SK_p, ID payload body).
 pub fn psk_auth(
     prf: Prf,

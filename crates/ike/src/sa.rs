@@ -1493,7 +1493,26 @@ impl IkeSa {
         }
         let idi = find_idi(payloads).cloned();
         let auth = find_auth(payloads).map(|(m, d)| (m, d.clone()));
-        let (Some(idi), Some((method, auth))) = (idi, auth) else {
+        let (Some(idi), Some((method, auth))) = (idi.clone(), auth) else {
+            // §2.16: an IDi without AUTH asks for EAP, which vgw does not offer.
+            if let Some(idi) = idi {
+                self.send_response(
+                    exchange::IKE_AUTH,
+                    id,
+                    vec![Payload::Notify(Notify::new(
+                        notify::AUTHENTICATION_FAILED,
+                        vec![],
+                    ))],
+                );
+                self.fail(Self::simple_failure(
+                    Reason::AuthorizationError,
+                    "IKE_AUTH",
+                    Some(notify::AUTHENTICATION_FAILED),
+                    "sent",
+                    format!("peer {idi} sent no AUTH payload (EAP authentication is not supported; use certificates or a PSK)"),
+                ));
+                return;
+            }
             self.send_response(
                 exchange::IKE_AUTH,
                 id,

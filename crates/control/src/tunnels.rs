@@ -355,7 +355,12 @@ pub fn start(
     let _ = status.dataplane.set(dp.clone());
     let routes = KernelRoutes::new(dp.tun_index())?;
     let mut driver = Driver {
-        endpoint: Endpoint::new(),
+        endpoint: {
+            // Certificate validity needs the wall clock; the engine never reads one itself.
+            let mut endpoint = Endpoint::new();
+            endpoint.set_wall_clock(Instant::now(), SystemTime::now());
+            endpoint
+        },
         dp,
         routes,
         controller,
@@ -550,6 +555,9 @@ impl Driver {
 
     fn apply(&mut self, event: Event) {
         match event {
+            // Point-to-site: no remote-access connection is configured by the control plane yet, so the
+            // engine never reports clients here.
+            Event::ClientUp(_) | Event::ClientDown { .. } | Event::AddressesAssigned { .. } => {}
             Event::Log {
                 conn,
                 level,
@@ -1185,6 +1193,8 @@ fn build_config(state: &DesiredState, c: &ConnectionSpec) -> Result<(Config, Vec
             child_lifetime: Duration::from_secs(child_lifetime),
             child_lifetime_bytes: child_bytes,
             fragment_size: 1200,
+            // Site-to-site authenticates with the shared key both ways.
+            ..Config::default()
         },
         routed,
     ))

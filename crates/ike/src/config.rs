@@ -1,11 +1,13 @@
 //! What the control plane tells the engine about a connection, and what the engine reports back.
 
-use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use crate::cert::{LocalCertificate, TrustStore};
 use crate::crypto::{DhGroup, Secret};
 use crate::message::{Identity, TrafficSelector};
-use crate::proposal::{EspSuite, ProposalSpec};
+use crate::proposal::{EspSuite, ProposalSpec, default_esp, default_ike};
 
 /// The control plane's handle for a connection.
 pub type ConnId = u32;
@@ -32,6 +34,71 @@ pub struct ChildConfig {
     pub remote: Vec<TrafficSelector>,
 }
 
+/// How we authenticate ourselves (RFC 7296 §2.15, §3.8).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum LocalAuth {
+    /// Pre-shared key ([`Config::psk`]), AUTH method 2.
+    #[default]
+    Psk,
+    /// Our certificate chain and private key: CERT payloads and a signature (methods 14, 9–11).
+    Certificate(Arc<LocalCertificate>),
+}
+
+/// How the peer must authenticate (RFC 7296 §2.15, §3.8).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum PeerAuth {
+    /// Pre-shared key ([`Config::psk`]).
+    #[default]
+    Psk,
+    /// A certificate chaining to one of the trusted roots, not revoked, matching the peer's ID, and a
+    /// valid signature (methods 1, 9–11, 14). We send CERTREQ for the roots (§3.7).
+    Certificate(Arc<TrustStore>),
+}
+
+/// The remote-access (point-to-site) role of a connection.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum RemoteAccess {
+    /// Site-to-site: one peer at `remote_addr`.
+    #[default]
+    None,
+    /// Gateway for road-warrior clients: accepts IKE_SA_INIT from any address, one IKE SA per client,
+    /// addresses from the pool via the configuration payload (§3.15).
+    Server(RemoteAccessServer),
+    /// A road-warrior client: sends CFG_REQUEST in IKE_AUTH and takes the address it is given.
+    Client(RemoteAccessClient),
+}
+
+/// Settings of a remote-access gateway connection. The split-tunnel routes clients get as TSr are the
+/// `local` selectors of the connection's first [`ChildConfig`]; its `remote` side is replaced by each
+/// client's assigned addresses (TSi = address/32, /128).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RemoteAccessServer {
+    /// IPv4 client pool (`vpnClientAddressPool`), e.g. 172.16.201.0/24.
+    pub pool_v4: Option<(Ipv4Addr, u8)>,
+    /// Optional IPv6 client pool.
+    pub pool_v6: Option<(Ipv6Addr, u8)>,
+    /// DNS servers sent as INTERNAL_IP4_DNS / INTERNAL_IP6_DNS (§3.15.1).
+    pub dns: Vec<IpAddr>,
+}
+
+/// Settings of a remote-access client connection (§3.15.1 CFG_REQUEST).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteAccessClient {
+    /// Ask for INTERNAL_IP4_ADDRESS (and INTERNAL_IP4_DNS).
+    pub request_v4: bool,
+    /// Ask for INTERNAL_IP6_ADDRESS (and INTERNAL_IP6_DNS).
+    pub request_v6: bool,
+}
+
+impl Default for RemoteAccessClient {
+    fn default() -> Self {
+        Self {
+            request_v4: true,
+            request_v6: false,
+        }
+    }
+}
+
 /// A connection's IKE settings.
 #[derive(Clone)]
 pub struct Config {
@@ -45,8 +112,14 @@ pub struct Config {
     pub local_id: Identity,
     /// The identity the peer must present (default: its address).
     pub remote_id: Identity,
-    /// The pre-shared key.
+    /// The pre-shared key (used when `local_auth` or `peer_auth` is `Psk`).
     pub psk: Secret,
+    /// How we authenticate (default: PSK).
+    pub local_auth: LocalAuth,
+    /// How the peer must authenticate (default: PSK).
+    pub peer_auth: PeerAuth,
+    /// Point-to-site role (default: none, site-to-site).
+    pub remote_access: RemoteAccess,
     /// IKE proposals.
     pub ike: Vec<ProposalSpec>,
     /// ESP proposals (their `dh` lists are the acceptable PFS groups).
@@ -77,7 +150,49 @@ impl std::fmt::Debug for Config {
             .field("remote", &self.remote_addr)
             .field("mode", &self.mode)
             .field("psk", &"<redacted>")
+            .field("local_auth", &self.local_auth)
+            .field("peer_auth", &self.peer_auth)
+            .field("remote_access", &self.remote_access)
             .finish_non_exhaustive()
+    }
+}
+
+impl Default for Config {
+    /// Unspecified addresses, no key, PSK authentication, default proposals, one "everything" IPv4
+    /// Child SA, DPD 45 s, IKE SA 8 h, Child SA 1 h: a base for `..Default::default()`.
+    fn default() -> Self {
+        let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        Config {
+            local_addr: any,
+            remote_addr: any,
+            remote_port: 500,
+            local_id: Identity::from_ip(any),
+            remote_id: Identity::from_ip(any),
+            psk: Secret::default(),
+            local_auth: LocalAuth::Psk,
+            peer_auth: PeerAuth::Psk,
+            remote_access: RemoteAccess::None,
+            ike: default_ike(),
+            esp: default_esp(true),
+            pfs: None,
+            mode: Mode::Default,
+            children: vec![ChildConfig {
+                local: vec![TrafficSelector::any_v4()],
+                remote: vec![TrafficSelector::any_v4()],
+            }],
+            dpd_timeout: Duration::from_secs(45),
+            ike_lifetime: Duration::from_secs(28_800),
+            child_lifetime: Duration::from_secs(3600),
+            child_lifetime_bytes: None,
+            fragment_size: 1200,
+        }
+    }
+}
+
+impl Config {
+    /// True for a remote-access gateway connection.
+    pub fn is_remote_access_server(&self) -> bool {
+        matches!(self.remote_access, RemoteAccess::Server(_))
     }
 }
 
@@ -103,6 +218,18 @@ pub enum Reason {
     Administrative,
     /// The peer sent something we could not process.
     ProtocolError,
+    /// The peer's certificate does not chain to a trusted root (unknown CA).
+    CertificateUntrusted,
+    /// The peer's certificate (or one in its chain) has expired or is not valid yet.
+    CertificateExpired,
+    /// The peer's certificate (or one in its chain) is on the revocation list.
+    CertificateRevoked,
+    /// The peer sent no usable certificate (missing, malformed, unsupported key, wrong key usage).
+    CertificateInvalid,
+    /// The peer's ID payload does not match its certificate's subject or subjectAltName.
+    CertificateIdentityMismatch,
+    /// The remote-access address pool has no free address.
+    PoolExhausted,
 }
 
 impl Reason {
@@ -118,6 +245,12 @@ impl Reason {
             Reason::DeletedByPeer => "DELETED_BY_PEER",
             Reason::Administrative => "ADMINISTRATIVE",
             Reason::ProtocolError => "PROTOCOL_ERROR",
+            Reason::CertificateUntrusted => "CERTIFICATE_UNTRUSTED",
+            Reason::CertificateExpired => "CERTIFICATE_EXPIRED",
+            Reason::CertificateRevoked => "CERTIFICATE_REVOKED",
+            Reason::CertificateInvalid => "CERTIFICATE_INVALID",
+            Reason::CertificateIdentityMismatch => "CERTIFICATE_IDENTITY_MISMATCH",
+            Reason::PoolExhausted => "POOL_EXHAUSTED",
         }
     }
 }
@@ -173,9 +306,65 @@ impl std::fmt::Debug for ChildSaKeys {
     }
 }
 
+/// A connected remote-access client (point-to-site session).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// The remote-access connection the client came in on.
+    pub server: ConnId,
+    /// The engine's id for this client session; its IkeSaUp, ChildSaUp, ChildSaDown and IkeSaDown
+    /// events carry it as `conn`. Allocated from [`CLIENT_CONN_BASE`] upwards.
+    pub client: ConnId,
+    /// `vpnUserName`: the certificate's common name, else its subject.
+    pub user_name: String,
+    /// The certificate subject, e.g. `CN=client1, O=Contoso`.
+    pub subject: String,
+    /// The end-entity certificate thumbprint (SHA-1, upper-case hex).
+    pub thumbprint: String,
+    /// The identity the client presented (IDi), as text.
+    pub identity: String,
+    /// The client's public address and port (after NAT).
+    pub remote: SocketAddr,
+    /// Addresses assigned from the pool.
+    pub addresses: Vec<IpAddr>,
+    /// When IKE_AUTH completed.
+    pub connected_at: Instant,
+    /// The same as wall-clock time, when the endpoint has one ([`crate::Endpoint::set_wall_clock`]).
+    pub connected_at_wall: Option<std::time::SystemTime>,
+}
+
+/// Connection ids at and above this value are client sessions the engine allocated; the control plane
+/// must keep its own ids below it.
+pub const CLIENT_CONN_BASE: ConnId = 0x8000_0000;
+
 /// What the engine reports.
 #[derive(Debug)]
 pub enum Event {
+    /// A remote-access client authenticated and got its addresses (its Child SA follows as ChildSaUp
+    /// with `conn` = `info.client`).
+    ClientUp(ClientInfo),
+    /// A remote-access client session ended (or failed authentication): its Child SAs are reported
+    /// gone separately; its lease is released (and kept for it a while).
+    ClientDown {
+        /// The remote-access connection.
+        server: ConnId,
+        /// The client session id.
+        client: ConnId,
+        /// `vpnUserName`, when the certificate was read.
+        user_name: Option<String>,
+        /// The client's address.
+        remote: SocketAddr,
+        /// Why.
+        failure: Failure,
+    },
+    /// A remote-access client connection was given addresses and DNS servers (CFG_REPLY, §3.15).
+    AddressesAssigned {
+        /// Connection.
+        conn: ConnId,
+        /// INTERNAL_IP4_ADDRESS / INTERNAL_IP6_ADDRESS.
+        addresses: Vec<IpAddr>,
+        /// INTERNAL_IP4_DNS / INTERNAL_IP6_DNS.
+        dns: Vec<IpAddr>,
+    },
     /// An IKE SA is established.
     IkeSaUp {
         /// Connection.
@@ -214,7 +403,8 @@ pub enum Event {
     },
     /// Something worth a line in IKEDiagnosticLog.
     Log {
-        /// Connection (None: a datagram we could not attribute).
+        /// Connection (None: a datagram we could not attribute). Lines about a remote-access client carry
+        /// the remote-access connection's id and begin with `client <id> (<address>)`.
         conn: Option<ConnId>,
         /// info, warning, error.
         level: &'static str,

@@ -631,7 +631,20 @@ pub fn child_keymat(
     prf.plus(sk_d, &seed, len)
 }
 
-/// The PSK AUTH value (§2.15): prf(prf(Shared Secret, "Key Pad for IKEv2"), <SignedOctets>), where
+/// The octets a signature AUTH covers (§2.15): the sender's first message | the peer's nonce |
+/// prf(SK_p, ID payload body) — InitiatorSignedOctets or ResponderSignedOctets.
+pub fn signed_octets(
+    prf: Prf,
+    first_message: &[u8],
+    peer_nonce: &[u8],
+    sk_p: &[u8],
+    id_body: &[u8],
+) -> Vec<u8> {
+    let maced_id = prf.compute(sk_p, &[id_body]);
+    [first_message, peer_nonce, &maced_id].concat()
+}
+
+/// The PSK AUTH value (§2.15): prf(prf(Shared Secret, "Key Pad for IKEv2"), `<SignedOctets>`), where
 /// SignedOctets = the sender's first message | the peer's nonce | prf(SK_p, ID payload body).
 pub fn psk_auth(
     prf: Prf,

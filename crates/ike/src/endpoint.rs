@@ -5,14 +5,20 @@
 //! [`Endpoint::poll_event`], and commands ([`Endpoint::set_config`], [`Endpoint::initiate`],
 //! [`Endpoint::reset`], [`Endpoint::remove`]). It never touches a socket or a clock.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::{Config, ConnId, Event, Failure, Mode, Reason};
+use crate::cert::{PeerCertificate, normalize_thumbprint};
+use crate::config::{
+    CLIENT_CONN_BASE, ClientInfo, Config, ConnId, Event, Failure, Mode, PeerAuth, Reason,
+    RemoteAccess,
+};
 use crate::crypto::DhGroup;
 use crate::message::{Header, Message, Notify, Payload, exchange, flags, notify};
-use crate::sa::{IKE_PORT, IkeSa, Transmit};
+use crate::pool::{AddressPool, Lease};
+use crate::sa::{Context, IKE_PORT, IkeSa, Transmit};
 
 /// How long to wait before initiating again after a failure (doubling up to [`RETRY_MAX`]).
 const RETRY_BASE: Duration = Duration::from_secs(2);
@@ -21,10 +27,35 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 const COOKIE_THRESHOLD: usize = 64;
 
 struct Connection {
-    config: Config,
+    config: Arc<Config>,
     /// When to (re)initiate, for connections that may initiate.
     retry_at: Option<Instant>,
     retry_interval: Duration,
+}
+
+/// A remote-access client session: one road-warrior client's IKE SA (and its rekeyed successors).
+struct ClientSession {
+    /// The remote-access connection.
+    server: ConnId,
+    /// The client's address when it started.
+    remote: SocketAddr,
+    /// Set once authenticated.
+    info: Option<ClientInfo>,
+    /// The client's certificate (for disconnect-by-thumbprint).
+    cert: Option<PeerCertificate>,
+    /// Addresses leased from the pool.
+    lease: Option<Lease>,
+    /// Why it failed, if it did.
+    failure: Option<Failure>,
+    /// ClientDown was already reported (operator disconnect).
+    down_reported: bool,
+}
+
+/// Which SAs a `collect` pass looks at.
+#[derive(Clone, Copy)]
+enum Scope {
+    All,
+    One(u64),
 }
 
 /// The IKE engine.
@@ -32,6 +63,15 @@ pub struct Endpoint {
     connections: HashMap<ConnId, Connection>,
     /// IKE SAs by our SPI.
     sas: HashMap<u64, IkeSa>,
+    /// Our SPIs of each connection's (or client session's) IKE SAs.
+    conn_sas: HashMap<ConnId, Vec<u64>>,
+    /// Remote-access client sessions by their engine-allocated id.
+    clients: HashMap<ConnId, ClientSession>,
+    next_client: ConnId,
+    /// Address pools of remote-access connections.
+    pools: HashMap<ConnId, AddressPool>,
+    /// A wall-clock reading and the Instant it was taken at (certificate validity).
+    wall_clock: Option<(Instant, SystemTime)>,
     /// IKE_SA_INIT requests already answered: (peer, peer SPI) → our SPI, for retransmissions.
     half_open: HashMap<(SocketAddr, u64), u64>,
     transmits: VecDeque<Transmit>,
@@ -53,6 +93,11 @@ impl Endpoint {
         Self {
             connections: HashMap::new(),
             sas: HashMap::new(),
+            conn_sas: HashMap::new(),
+            clients: HashMap::new(),
+            next_client: CLIENT_CONN_BASE,
+            pools: HashMap::new(),
+            wall_clock: None,
             half_open: HashMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -60,20 +105,89 @@ impl Endpoint {
         }
     }
 
-    /// Adds or replaces a connection. A changed configuration re-establishes that connection only.
+    /// Sets the wall clock: `wall` is the time at `now`. Certificate validity (RFC 5280 §4.1.2.5) is
+    /// checked at `wall + (later instant - now)`; without it, certificates are refused. Call it at start
+    /// and whenever the system clock may have stepped.
+    pub fn set_wall_clock(&mut self, now: Instant, wall: SystemTime) {
+        self.wall_clock = Some((now, wall));
+    }
+
+    fn unix_time(&self, now: Instant) -> Option<rustls_pki_types::UnixTime> {
+        let (at, wall) = self.wall_clock?;
+        let t = if now >= at {
+            wall.checked_add(now - at)?
+        } else {
+            wall.checked_sub(at - now)?
+        };
+        Some(crate::cert::unix_time(t))
+    }
+
+    fn may_initiate(config: &Config) -> bool {
+        config.mode != Mode::ResponderOnly && !config.is_remote_access_server()
+    }
+
+    /// The configuration of a connection or of a client session's remote-access connection.
+    fn config_of(&self, conn: ConnId) -> Option<Arc<Config>> {
+        let id = self.clients.get(&conn).map_or(conn, |c| c.server);
+        self.connections.get(&id).map(|c| Arc::clone(&c.config))
+    }
+
+    fn insert_sa(&mut self, sa: IkeSa) {
+        let spi = sa.local_spi();
+        self.conn_sas.entry(sa.conn).or_default().push(spi);
+        self.sas.insert(spi, sa);
+    }
+
+    fn live_sas(&self, conn: ConnId) -> impl Iterator<Item = &IkeSa> {
+        self.conn_sas
+            .get(&conn)
+            .into_iter()
+            .flatten()
+            .filter_map(|spi| self.sas.get(spi))
+            .filter(|s| !s.dead)
+    }
+
+    /// Adds or replaces a connection. A changed configuration re-establishes that connection only (for a
+    /// remote-access connection: all its clients); a changed revocation list only disconnects the
+    /// clients whose certificates it now revokes.
     pub fn set_config(&mut self, conn: ConnId, config: Config, now: Instant) {
         let changed = self
             .connections
             .get(&conn)
             .is_some_and(|c| !same_config(&c.config, &config));
-        let initiates = config.mode != Mode::ResponderOnly;
+        let initiates = Self::may_initiate(&config);
+        if let RemoteAccess::Server(ra) = &config.remote_access {
+            let keep = self
+                .pools
+                .get(&conn)
+                .is_some_and(|p| p.prefixes() == (ra.pool_v4, ra.pool_v6));
+            if !keep {
+                match AddressPool::new(ra.pool_v4, ra.pool_v6) {
+                    Ok(p) => {
+                        self.pools.insert(conn, p);
+                    }
+                    Err(e) => {
+                        self.pools.remove(&conn);
+                        self.events.push_back(Event::Log {
+                            conn: Some(conn),
+                            level: "error",
+                            exchange: "-",
+                            message: format!("remote-access address pool unusable: {e}"),
+                        });
+                    }
+                }
+            }
+        } else {
+            self.pools.remove(&conn);
+        }
+        let config = Arc::new(config);
         match self.connections.get_mut(&conn) {
-            Some(c) => c.config = config,
+            Some(c) => c.config = Arc::clone(&config),
             None => {
                 self.connections.insert(
                     conn,
                     Connection {
-                        config,
+                        config: Arc::clone(&config),
                         retry_at: initiates.then_some(now),
                         retry_interval: RETRY_BASE,
                     },
@@ -82,24 +196,162 @@ impl Endpoint {
         }
         if changed {
             self.reset(conn, now);
+        } else if let PeerAuth::Certificate(trust) = &config.peer_auth {
+            // Revocations take effect at once for connected peers.
+            let revoked: Vec<ConnId> = self
+                .clients
+                .iter()
+                .filter(|(_, c)| c.server == conn && !c.down_reported)
+                .filter(|(_, c)| {
+                    c.cert
+                        .as_ref()
+                        .is_some_and(|p| p.chain_thumbprints.iter().any(|t| trust.is_revoked(t)))
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            for client in revoked {
+                self.disconnect(client, Reason::CertificateRevoked, now);
+            }
+            let peer_revoked = self
+                .live_sas(conn)
+                .filter_map(|s| s.peer_cert.as_ref())
+                .any(|p| p.chain_thumbprints.iter().any(|t| trust.is_revoked(t)));
+            if peer_revoked {
+                self.reset(conn, now);
+            }
         }
     }
 
-    /// Removes a connection, sending DELETE for its IKE SA (§1.4.1).
+    /// Removes a connection, sending DELETE for its IKE SA (§1.4.1) (for a remote-access connection: to
+    /// every client).
     pub fn remove(&mut self, conn: ConnId, now: Instant) {
         self.close_sas(conn, now);
         self.connections.remove(&conn);
+        self.pools.remove(&conn);
     }
 
     fn close_sas(&mut self, conn: ConnId, now: Instant) {
-        let Some(c) = self.connections.get(&conn) else {
+        let Some(config) = self.config_of(conn) else {
             return;
         };
-        let config = c.config.clone();
-        for sa in self.sas.values_mut().filter(|s| s.conn == conn && !s.dead) {
-            sa.delete(&config, now);
+        let clients: Vec<ConnId> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.server == conn && !c.down_reported)
+            .map(|(id, _)| *id)
+            .collect();
+        for client in clients {
+            self.disconnect(client, Reason::Administrative, now);
         }
-        self.collect(now);
+        let spis = self.conn_sas.get(&conn).cloned().unwrap_or_default();
+        for spi in spis {
+            if let Some(sa) = self.sas.get_mut(&spi).filter(|s| !s.dead) {
+                sa.delete(&config, now);
+            }
+        }
+        self.collect(now, Scope::All);
+    }
+
+    /// Ends a client session: DELETE to the client (§1.4.1), its Child SAs out, ClientDown now.
+    fn disconnect(&mut self, client: ConnId, reason: Reason, now: Instant) -> bool {
+        let Some(config) = self.config_of(client) else {
+            return false;
+        };
+        let Some(session) = self.clients.get_mut(&client) else {
+            return false;
+        };
+        if session.down_reported {
+            return false;
+        }
+        session.down_reported = true;
+        let who = session
+            .cert
+            .as_ref()
+            .map(PeerCertificate::describe)
+            .unwrap_or_else(|| session.remote.to_string());
+        let message = match reason {
+            Reason::CertificateRevoked => format!("certificate {who} was revoked"),
+            _ => format!("client {who} disconnected by the operator"),
+        };
+        let failure = Failure {
+            reason,
+            exchange: "INFORMATIONAL",
+            notify: None,
+            direction: "sent",
+            message,
+            our_proposals: Vec::new(),
+            peer_proposals: Vec::new(),
+        };
+        let down = Event::ClientDown {
+            server: session.server,
+            client,
+            user_name: session.info.as_ref().map(|i| i.user_name.clone()),
+            remote: session.info.as_ref().map_or(session.remote, |i| i.remote),
+            failure: failure.clone(),
+        };
+        let server = session.server;
+        if let (Some(lease), Some(pool)) = (session.lease.take(), self.pools.get_mut(&server)) {
+            pool.release(&lease);
+        }
+        let spis = self.conn_sas.get(&client).cloned().unwrap_or_default();
+        for spi in spis {
+            if let Some(sa) = self.sas.get_mut(&spi).filter(|s| !s.dead) {
+                sa.delete(&config, now);
+            }
+        }
+        self.events.push_back(Event::Log {
+            conn: Some(server),
+            level: "info",
+            exchange: "INFORMATIONAL",
+            message: format!("client {client}: {}: {}", reason.as_str(), failure.message),
+        });
+        self.collect(now, Scope::All);
+        self.events.push_back(Event::IkeSaDown {
+            conn: client,
+            failure,
+        });
+        self.events.push_back(down);
+        true
+    }
+
+    /// Disconnects one remote-access client (operator action): INFORMATIONAL DELETE to it, its Child SAs
+    /// reported down, ClientDown with reason ADMINISTRATIVE. False if there is no such client.
+    pub fn disconnect_client(&mut self, client: ConnId, now: Instant) -> bool {
+        self.disconnect(client, Reason::Administrative, now)
+    }
+
+    /// Disconnects every remote-access client whose certificate (or an issuer in the chain it sent) has
+    /// this thumbprint (SHA-1, any case): DELETE to each, ClientDown with reason CERTIFICATE_REVOKED.
+    /// Call it when a thumbprint is added to `vpnClientRevokedCertificates`. Returns how many.
+    pub fn disconnect_thumbprint(&mut self, thumbprint: &str, now: Instant) -> usize {
+        let wanted = normalize_thumbprint(thumbprint);
+        let matching: Vec<ConnId> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| !c.down_reported)
+            .filter(|(_, c)| {
+                c.cert
+                    .as_ref()
+                    .is_some_and(|p| p.chain_thumbprints.contains(&wanted))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        matching
+            .into_iter()
+            .filter(|c| self.disconnect(*c, Reason::CertificateRevoked, now))
+            .count()
+    }
+
+    /// The connected remote-access clients (all connections).
+    pub fn clients(&self) -> Vec<ClientInfo> {
+        let mut v: Vec<ClientInfo> = self
+            .clients
+            .values()
+            .filter(|c| !c.down_reported)
+            .filter_map(|c| c.info.clone())
+            .collect();
+        v.sort_by_key(|c| c.client);
+        v
     }
 
     /// Tears the connection's IKE SA down and starts it again (`vpn-connection reset`).
@@ -107,53 +359,61 @@ impl Endpoint {
         self.close_sas(conn, now);
         if let Some(c) = self.connections.get_mut(&conn) {
             c.retry_interval = RETRY_BASE;
-            c.retry_at = (c.config.mode != Mode::ResponderOnly).then_some(now);
+            c.retry_at = Self::may_initiate(&c.config).then_some(now);
         }
     }
 
     /// Starts negotiating now (if the connection may initiate and has no IKE SA).
     pub fn initiate(&mut self, conn: ConnId, now: Instant) {
-        if let Some(c) = self.connections.get_mut(&conn) {
+        if let Some(c) = self.connections.get_mut(&conn)
+            && Self::may_initiate(&c.config)
+        {
             c.retry_at = Some(now);
         }
         self.handle_timeout(now);
     }
 
-    /// Notes inbound ESP for a connection, which postpones liveness checks (§1.4).
+    /// Notes inbound ESP for a connection (or client session), which postpones liveness checks (§1.4).
     pub fn note_activity(&mut self, conn: ConnId, now: Instant) {
-        for sa in self.sas.values_mut().filter(|s| s.conn == conn) {
-            sa.note_activity(now);
+        for spi in self.conn_sas.get(&conn).into_iter().flatten() {
+            if let Some(sa) = self.sas.get_mut(spi) {
+                sa.note_activity(now);
+            }
         }
     }
 
     /// Starts a rekey of every Child SA of `conn` (operator action, tests).
     pub fn rekey_children(&mut self, conn: ConnId, now: Instant) {
-        let Some(c) = self.connections.get(&conn) else {
+        let Some(config) = self.config_of(conn) else {
             return;
         };
-        let config = c.config.clone();
-        for sa in self
-            .sas
-            .values_mut()
-            .filter(|s| s.conn == conn && s.is_established())
-        {
-            sa.rekey_children(&config, now);
+        for spi in self.conn_sas.get(&conn).into_iter().flatten() {
+            if let Some(sa) = self.sas.get_mut(spi).filter(|s| s.is_established()) {
+                sa.rekey_children(&config, now);
+            }
         }
-        self.collect(now);
+        self.collect(now, Scope::All);
     }
 
-    /// True when `conn` has an established IKE SA.
+    /// True when `conn` (a connection or a client session) has an established IKE SA.
     pub fn is_established(&self, conn: ConnId) -> bool {
-        self.sas
-            .values()
-            .any(|s| s.conn == conn && s.is_established() && !s.dead)
+        self.live_sas(conn).any(IkeSa::is_established)
     }
 
+    /// The site-to-site connection for a peer address, else a remote-access connection (lowest id).
     fn connection_for(&self, remote: SocketAddr) -> Option<ConnId> {
         self.connections
             .iter()
+            .filter(|(_, c)| !c.config.is_remote_access_server())
             .find(|(_, c)| c.config.remote_addr == remote.ip())
             .map(|(id, _)| *id)
+            .or_else(|| {
+                self.connections
+                    .iter()
+                    .filter(|(_, c)| c.config.is_remote_access_server())
+                    .map(|(id, _)| *id)
+                    .min()
+            })
     }
 
     fn cookie_for(&self, remote: SocketAddr, spi_i: u64, ni: &[u8]) -> Vec<u8> {
@@ -191,36 +451,42 @@ impl Endpoint {
         let h = msg.header;
         if h.exchange == exchange::IKE_SA_INIT && !h.is_response() {
             self.handle_init_request(now, remote, &msg, data);
-        } else {
-            // The sender sets INITIATOR when it is the original initiator, so our SPI is the other one.
-            let our_spi = if h.is_initiator() { h.spi_r } else { h.spi_i };
-            let Some(sa) = self.sas.get_mut(&our_spi) else {
-                self.events.push_back(Event::Log {
-                    conn: self.connection_for(remote),
-                    level: "warning",
-                    exchange: exchange::name(h.exchange),
-                    message: format!(
-                        "dropped {} for unknown IKE SA {our_spi:016x} from {remote}",
-                        exchange::name(h.exchange)
-                    ),
-                });
-                return;
-            };
-            let Some(conn) = self.connections.get(&sa.conn) else {
-                return;
-            };
-            if h.exchange == exchange::IKE_SA_INIT {
-                let config = conn.config.clone();
-                if let Some((group, cookie)) = sa.handle_init_response(&config, &msg, data, now) {
-                    let id = sa.conn;
-                    self.restart(id, &config, group, cookie, now);
-                }
-            } else {
-                let config = conn.config.clone();
-                sa.handle(&config, &msg, data, local_port, remote, now);
-            }
+            return;
         }
-        self.collect(now);
+        // The sender sets INITIATOR when it is the original initiator, so our SPI is the other one.
+        let our_spi = if h.is_initiator() { h.spi_r } else { h.spi_i };
+        let Some(conn_id) = self.sas.get(&our_spi).map(|s| s.conn) else {
+            self.events.push_back(Event::Log {
+                conn: self.connection_for(remote),
+                level: "warning",
+                exchange: exchange::name(h.exchange),
+                message: format!(
+                    "dropped {} for unknown IKE SA {our_spi:016x} from {remote}",
+                    exchange::name(h.exchange)
+                ),
+            });
+            return;
+        };
+        let Some(config) = self.config_of(conn_id) else {
+            return;
+        };
+        let unix_time = self.unix_time(now);
+        let server = self.clients.get(&conn_id).map(|c| c.server);
+        let Some(sa) = self.sas.get_mut(&our_spi) else {
+            return;
+        };
+        if h.exchange == exchange::IKE_SA_INIT {
+            if let Some((group, cookie)) = sa.handle_init_response(&config, &msg, data, now) {
+                self.restart(conn_id, &config, group, cookie, now);
+            }
+        } else {
+            let mut ctx = Context {
+                unix_time,
+                pool: server.and_then(|s| self.pools.get_mut(&s)),
+            };
+            sa.handle(&config, &msg, data, local_port, remote, now, &mut ctx);
+        }
+        self.collect(now, Scope::One(our_spi));
     }
 
     fn restart(
@@ -232,7 +498,8 @@ impl Endpoint {
         now: Instant,
     ) {
         let sa = IkeSa::initiate(conn, config, now, group, cookie);
-        self.sas.insert(sa.local_spi(), sa);
+        self.insert_sa(sa);
+        self.collect(now, Scope::All);
     }
 
     fn handle_init_request(&mut self, now: Instant, remote: SocketAddr, msg: &Message, raw: &[u8]) {
@@ -241,7 +508,7 @@ impl Endpoint {
             if let Some(sa) = self.sas.get_mut(&our) {
                 sa.resend_last_response();
             }
-            self.collect(now);
+            self.collect(now, Scope::One(our));
             return;
         }
         let Some(conn) = self.connection_for(remote) else {
@@ -270,12 +537,7 @@ impl Endpoint {
             return;
         }
         // §2.6: under half-open pressure, demand a cookie before spending a DH computation.
-        let half_open = self
-            .sas
-            .values()
-            .filter(|s| !s.is_established() && !s.initiator)
-            .count();
-        if half_open >= COOKIE_THRESHOLD {
+        if self.half_open.len() >= COOKIE_THRESHOLD {
             let ni = msg
                 .payloads
                 .iter()
@@ -310,14 +572,37 @@ impl Endpoint {
                 return;
             }
         }
-        let config = c.config.clone();
-        match IkeSa::respond_init(conn, &config, msg, raw, remote, now) {
+        let config = Arc::clone(&c.config);
+        let remote_access = config.is_remote_access_server();
+        // A road-warrior client gets its own session id; its SAs and events carry it.
+        let sa_conn = if remote_access {
+            self.allocate_client_id()
+        } else {
+            conn
+        };
+        match IkeSa::respond_init(sa_conn, &config, msg, raw, remote, now) {
             Ok(sa) => {
+                if remote_access {
+                    self.clients.insert(
+                        sa_conn,
+                        ClientSession {
+                            server: conn,
+                            remote,
+                            info: None,
+                            cert: None,
+                            lease: None,
+                            failure: None,
+                            down_reported: false,
+                        },
+                    );
+                }
                 // INITIAL_CONTACT comes later (IKE_AUTH); a new SA from the same peer replaces older ones once
                 // established (see collect()).
                 self.half_open
                     .insert((remote, msg.header.spi_i), sa.local_spi());
-                self.sas.insert(sa.local_spi(), sa);
+                let spi = sa.local_spi();
+                self.insert_sa(sa);
+                self.collect(now, Scope::One(spi));
             }
             Err(refusal) => {
                 let ours: Vec<String> = config
@@ -358,23 +643,53 @@ impl Endpoint {
                     conn: Some(conn),
                     level: "error",
                     exchange: "IKE_SA_INIT",
-                    message: failure.message.clone(),
+                    message: if remote_access {
+                        format!("client {remote}: {}", failure.message)
+                    } else {
+                        failure.message.clone()
+                    },
                 });
-                self.events.push_back(Event::IkeSaDown { conn, failure });
+                // One client's bad proposal does not make the remote-access connection fail.
+                if !remote_access {
+                    self.events.push_back(Event::IkeSaDown { conn, failure });
+                }
                 self.transmits.push_back(refusal);
             }
         }
     }
 
-    /// Moves datagrams and events out of the SAs, files rekeyed successors, drops dead SAs and
-    /// schedules re-initiation after failures.
-    fn collect(&mut self, now: Instant) {
+    fn allocate_client_id(&mut self) -> ConnId {
+        loop {
+            let id = self.next_client;
+            self.next_client = if id == ConnId::MAX {
+                CLIENT_CONN_BASE
+            } else {
+                id + 1
+            };
+            if !self.clients.contains_key(&id) && !self.conn_sas.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Moves datagrams and events out of the SAs in `scope`, files rekeyed successors, drops dead SAs,
+    /// reports remote-access client sessions, and schedules re-initiation after failures. A datagram
+    /// touches one SA, so its cost does not grow with the number of clients.
+    fn collect(&mut self, now: Instant, scope: Scope) {
+        let spis: Vec<u64> = match scope {
+            Scope::All => self.sas.keys().copied().collect(),
+            Scope::One(spi) => vec![spi],
+        };
         let mut successors = Vec::new();
         let mut events = Vec::new();
-        for sa in self.sas.values_mut() {
+        let mut touched: HashSet<ConnId> = HashSet::new();
+        for spi in &spis {
+            let Some(sa) = self.sas.get_mut(spi) else {
+                continue;
+            };
+            touched.insert(sa.conn);
             self.transmits.extend(sa.transmits.drain(..));
-            let spi = sa.local_spi();
-            events.extend(sa.events.drain(..).map(|e| (spi, e)));
+            events.extend(sa.events.drain(..).map(|e| (*spi, e)));
             if let Some(next) = sa.successor.take() {
                 successors.push(*next);
             }
@@ -383,66 +698,168 @@ impl Endpoint {
             self.transmits.extend(s.transmits.drain(..));
             let spi = s.local_spi();
             events.extend(s.events.drain(..).map(|e| (spi, e)));
-            self.sas.insert(spi, s);
+            self.insert_sa(s);
         }
         let mut failed = Vec::new();
         let mut initial_contacts = Vec::new();
-        for (spi, e) in events {
+        let mut up_conns = Vec::new();
+        let wall_now = self.wall_clock.and_then(|(at, wall)| {
+            if now >= at {
+                wall.checked_add(now - at)
+            } else {
+                wall.checked_sub(at - now)
+            }
+        });
+        for (spi, mut e) in events {
+            // Client sessions log under their remote-access connection.
+            if let Event::Log {
+                conn: Some(c),
+                message,
+                ..
+            } = &mut e
+                && let Some(session) = self.clients.get(c)
+            {
+                *message = format!("client {c} ({}): {message}", session.remote);
+                *c = session.server;
+            }
+            let mut extra = None;
             match &e {
                 Event::IkeSaDown { conn, failure } => {
-                    // A connection is down only when no other established IKE SA carries it (duplicate SAs
-                    // from simultaneous initiation, a stale SA after a peer restart).
-                    let other = self.sas.values().any(|s| {
-                        s.conn == *conn && s.local_spi() != spi && !s.dead && s.is_established()
-                    });
-                    if other {
-                        self.events.push_back(Event::Log {
-                            conn: Some(*conn),
-                            level: "info",
-                            exchange: failure.exchange,
-                            message: format!("duplicate IKE SA {spi:016x} closed ({}); another IKE SA carries the connection", failure.reason.as_str()),
-                        });
-                        continue;
-                    }
-                    if failure.reason != Reason::Administrative {
-                        failed.push(*conn);
+                    if let Some(session) = self.clients.get_mut(conn) {
+                        if session.down_reported {
+                            continue;
+                        }
+                        session.failure = Some(failure.clone());
+                    } else {
+                        // A connection is down only when no other established IKE SA carries it
+                        // (duplicate SAs from simultaneous initiation, a stale SA after a peer restart).
+                        let other = self
+                            .live_sas(*conn)
+                            .any(|s| s.local_spi() != spi && s.is_established());
+                        if other {
+                            self.events.push_back(Event::Log {
+                                conn: Some(*conn),
+                                level: "info",
+                                exchange: failure.exchange,
+                                message: format!("duplicate IKE SA {spi:016x} closed ({}); another IKE SA carries the connection", failure.reason.as_str()),
+                            });
+                            continue;
+                        }
+                        if failure.reason != Reason::Administrative {
+                            failed.push(*conn);
+                        }
                     }
                 }
-                Event::IkeSaUp { conn, .. } => {
+                Event::IkeSaUp { conn, rekey, .. } => {
                     if let Some(sa) = self.sas.get(&spi)
                         && sa.peer_initial_contact
                     {
                         initial_contacts.push((*conn, spi, sa.created_at));
                     }
+                    up_conns.push(*conn);
                     // §2.4: once an IKE SA with the peer exists, our other negotiations with it must not
                     // claim INITIAL_CONTACT (the peer would drop the SA we just established).
-                    for other in self
-                        .sas
-                        .values_mut()
-                        .filter(|s| s.conn == *conn && s.local_spi() != spi)
-                    {
-                        other.send_initial_contact = false;
+                    let others: Vec<u64> = self
+                        .conn_sas
+                        .get(conn)
+                        .into_iter()
+                        .flatten()
+                        .copied()
+                        .filter(|s| *s != spi)
+                        .collect();
+                    for other in others {
+                        if let Some(o) = self.sas.get_mut(&other) {
+                            o.send_initial_contact = false;
+                        }
                     }
                     if let Some(c) = self.connections.get_mut(conn) {
                         c.retry_at = None;
                         c.retry_interval = RETRY_BASE;
                     }
+                    if let (Some(session), Some(sa)) =
+                        (self.clients.get_mut(conn), self.sas.get(&spi))
+                        && !*rekey
+                        && session.info.is_none()
+                    {
+                        session.lease = sa.lease;
+                        session.cert = sa.peer_cert.clone();
+                        let info = ClientInfo {
+                            server: session.server,
+                            client: *conn,
+                            user_name: sa
+                                .peer_cert
+                                .as_ref()
+                                .map(PeerCertificate::user_name)
+                                .unwrap_or_default(),
+                            subject: sa
+                                .peer_cert
+                                .as_ref()
+                                .map(|p| p.subject.clone())
+                                .unwrap_or_default(),
+                            thumbprint: sa
+                                .peer_cert
+                                .as_ref()
+                                .map(|p| p.thumbprint.clone())
+                                .unwrap_or_default(),
+                            identity: sa
+                                .peer_identity
+                                .as_ref()
+                                .map(ToString::to_string)
+                                .unwrap_or_default(),
+                            remote: sa.remote,
+                            addresses: sa.lease.map(|l| l.addresses()).unwrap_or_default(),
+                            connected_at: now,
+                            connected_at_wall: wall_now,
+                        };
+                        session.info = Some(info.clone());
+                        extra = Some(Event::ClientUp(info));
+                    }
                 }
                 _ => {}
             }
             self.events.push_back(e);
+            if let Some(x) = extra {
+                self.events.push_back(x);
+            }
         }
-        self.forget_stale(&initial_contacts);
-        self.resolve_duplicates(now);
-        self.sas.retain(|_, s| !s.dead);
-        self.half_open
-            .retain(|_, spi| self.sas.get(spi).is_some_and(|s| !s.is_established()));
+        self.forget_stale(&initial_contacts, &mut touched);
+        self.resolve_duplicates(&up_conns, now);
+        // Drop dead SAs of the connections looked at.
+        let mut emptied = Vec::new();
+        for conn in &touched {
+            let Some(list) = self.conn_sas.get_mut(conn) else {
+                continue;
+            };
+            list.retain(|spi| match self.sas.get(spi) {
+                Some(sa) if sa.dead => {
+                    if !sa.initiator {
+                        self.half_open.remove(&(sa.init_from, sa.spi_i));
+                    }
+                    self.sas.remove(spi);
+                    false
+                }
+                Some(sa) => {
+                    if sa.is_established() && !sa.initiator {
+                        self.half_open.remove(&(sa.init_from, sa.spi_i));
+                    }
+                    true
+                }
+                None => false,
+            });
+            if list.is_empty() {
+                self.conn_sas.remove(conn);
+                emptied.push(*conn);
+            }
+        }
+        for client in emptied {
+            self.end_client(client, now);
+        }
         for conn in failed {
-            if self.sas.values().any(|s| s.conn == conn && !s.dead) {
+            if self.live_sas(conn).next().is_some() {
                 continue;
             }
             if let Some(c) = self.connections.get_mut(&conn)
-                && c.config.mode != Mode::ResponderOnly
+                && Self::may_initiate(&c.config)
             {
                 c.retry_at = Some(now + c.retry_interval);
                 c.retry_interval = (c.retry_interval * 2).min(RETRY_MAX);
@@ -450,33 +867,106 @@ impl Endpoint {
         }
     }
 
+    /// A client session whose last IKE SA is gone: its lease is released and ClientDown reported (once).
+    fn end_client(&mut self, client: ConnId, now: Instant) {
+        let Some(mut session) = self.clients.remove(&client) else {
+            return;
+        };
+        if let (Some(lease), Some(pool)) =
+            (session.lease.take(), self.pools.get_mut(&session.server))
+        {
+            pool.release(&lease);
+        }
+        if session.down_reported || (session.info.is_none() && session.failure.is_none()) {
+            // Already reported, or a half-open attempt that never authenticated.
+            return;
+        }
+        let failure = session.failure.unwrap_or_else(|| Failure {
+            reason: Reason::DeletedByPeer,
+            exchange: "INFORMATIONAL",
+            notify: None,
+            direction: "received",
+            message: "the client session ended".into(),
+            our_proposals: Vec::new(),
+            peer_proposals: Vec::new(),
+        });
+        let _ = now;
+        self.events.push_back(Event::ClientDown {
+            server: session.server,
+            client,
+            user_name: session.info.as_ref().map(|i| i.user_name.clone()),
+            remote: session.info.as_ref().map_or(session.remote, |i| i.remote),
+            failure,
+        });
+    }
+
     /// INITIAL_CONTACT (§2.4): the peer has no other SA with us, so IKE SAs of the connection that were
     /// established before the new one began are stale (a peer restart) and are dropped without DELETE.
-    fn forget_stale(&mut self, contacts: &[(ConnId, u64, Instant)]) {
+    /// For a remote-access client the stale SAs are the older sessions of the same certificate.
+    fn forget_stale(&mut self, contacts: &[(ConnId, u64, Instant)], touched: &mut HashSet<ConnId>) {
         for &(conn, spi, began) in contacts {
-            for sa in self.sas.values_mut().filter(|s| {
-                s.conn == conn
-                    && s.local_spi() != spi
-                    && !s.dead
-                    && s.established_at.is_some_and(|t| t < began)
-            }) {
-                sa.dead = true;
-                for c in sa.children.drain(..) {
-                    self.events.push_back(Event::ChildSaDown {
-                        conn,
-                        inbound_spi: c.inbound_spi,
-                        outbound_spi: c.outbound_spi,
+            let mut conns = vec![conn];
+            if let Some(thumb) = self
+                .clients
+                .get(&conn)
+                .and_then(|c| c.cert.as_ref())
+                .map(|p| p.thumbprint.clone())
+            {
+                let server = self.clients.get(&conn).map(|c| c.server);
+                conns.extend(
+                    self.clients
+                        .iter()
+                        .filter(|(id, c)| {
+                            **id != conn
+                                && Some(c.server) == server
+                                && c.cert.as_ref().is_some_and(|p| p.thumbprint == thumb)
+                        })
+                        .map(|(id, _)| *id),
+                );
+            }
+            for c in conns {
+                let spis = self.conn_sas.get(&c).cloned().unwrap_or_default();
+                for s in spis {
+                    let Some(sa) = self.sas.get_mut(&s) else {
+                        continue;
+                    };
+                    if s == spi || sa.dead || sa.established_at.is_none_or(|t| t >= began) {
+                        continue;
+                    }
+                    sa.dead = true;
+                    touched.insert(c);
+                    for child in sa.children.drain(..) {
+                        self.events.push_back(Event::ChildSaDown {
+                            conn: c,
+                            inbound_spi: child.inbound_spi,
+                            outbound_spi: child.outbound_spi,
+                        });
+                    }
+                    let (log_conn, prefix) = match self.clients.get(&c) {
+                        Some(session) => (session.server, format!("client {c}: ")),
+                        None => (c, String::new()),
+                    };
+                    self.events.push_back(Event::Log {
+                        conn: Some(log_conn),
+                        level: "info",
+                        exchange: "IKE_AUTH",
+                        message: format!(
+                            "{prefix}peer sent INITIAL_CONTACT: dropped stale IKE SA {:016x}",
+                            sa.local_spi()
+                        ),
                     });
+                    if let Some(session) = self.clients.get_mut(&c) {
+                        session.failure = Some(Failure {
+                            reason: Reason::DeletedByPeer,
+                            exchange: "IKE_AUTH",
+                            notify: Some("INITIAL_CONTACT".into()),
+                            direction: "received",
+                            message: "the client connected again (INITIAL_CONTACT)".into(),
+                            our_proposals: Vec::new(),
+                            peer_proposals: Vec::new(),
+                        });
+                    }
                 }
-                self.events.push_back(Event::Log {
-                    conn: Some(conn),
-                    level: "info",
-                    exchange: "IKE_AUTH",
-                    message: format!(
-                        "peer sent INITIAL_CONTACT: dropped stale IKE SA {:016x}",
-                        sa.local_spi()
-                    ),
-                });
             }
         }
     }
@@ -484,24 +974,18 @@ impl Endpoint {
     /// Both sides initiated at once, so a connection has two established IKE SAs. Both ends apply the same
     /// rule (in the spirit of §2.8.1): the SA whose exchange had the lowest nonce is redundant, and the
     /// end that initiated it deletes it. A stale SA the peer no longer knows dies by liveness check.
-    fn resolve_duplicates(&mut self, now: Instant) {
-        let mut by_conn: HashMap<ConnId, Vec<(Vec<u8>, u64)>> = HashMap::new();
-        for sa in self
-            .sas
-            .values()
-            .filter(|s| !s.dead && s.is_established() && !s.is_replaced())
-        {
-            by_conn
-                .entry(sa.conn)
-                .or_default()
-                .push((sa.lowest_nonce(), sa.local_spi()));
-        }
-        for (conn, mut sas) in by_conn {
+    fn resolve_duplicates(&mut self, conns: &[ConnId], now: Instant) {
+        for &conn in conns {
+            let mut sas: Vec<(Vec<u8>, u64)> = self
+                .live_sas(conn)
+                .filter(|s| s.is_established() && !s.is_replaced())
+                .map(|s| (s.lowest_nonce(), s.local_spi()))
+                .collect();
             if sas.len() < 2 {
                 continue;
             }
             sas.sort();
-            let Some(config) = self.connections.get(&conn).map(|c| c.config.clone()) else {
+            let Some(config) = self.config_of(conn) else {
                 continue;
             };
             for (_, spi) in &sas[..sas.len() - 1] {
@@ -523,41 +1007,48 @@ impl Endpoint {
             .iter()
             .filter(|(id, c)| {
                 c.retry_at.is_some_and(|t| now >= t)
-                    && !self.sas.values().any(|s| s.conn == **id && !s.dead)
+                    && Self::may_initiate(&c.config)
+                    && self.live_sas(**id).next().is_none()
             })
             .map(|(id, _)| *id)
             .collect();
         for conn in due {
             if let Some(c) = self.connections.get_mut(&conn) {
                 c.retry_at = None;
-                let config = c.config.clone();
+                let config = Arc::clone(&c.config);
                 let mut sa = IkeSa::initiate(conn, &config, now, None, None);
-                sa.send_initial_contact = !self.sas.values().any(|s| s.conn == conn && !s.dead);
-                self.sas.insert(sa.local_spi(), sa);
+                sa.send_initial_contact = self.live_sas(conn).next().is_none();
+                self.insert_sa(sa);
             }
         }
-        for sa in self.sas.values_mut() {
-            if let Some(c) = self.connections.get(&sa.conn) {
-                let config = &c.config;
-                sa.handle_timeout(config, now);
-            } else {
-                sa.dead = true;
+        let spis: Vec<u64> = self.sas.keys().copied().collect();
+        for spi in spis {
+            let Some(conn) = self.sas.get(&spi).map(|s| s.conn) else {
+                continue;
+            };
+            let config = self.config_of(conn);
+            if let Some(sa) = self.sas.get_mut(&spi) {
+                match config {
+                    Some(c) => sa.handle_timeout(&c, now),
+                    None => sa.dead = true,
+                }
             }
         }
-        self.collect(now);
+        self.collect(now, Scope::All);
     }
 
     /// The next time [`Endpoint::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let sas = self.sas.values().filter_map(|s| {
+            let server = self.clients.get(&s.conn).map_or(s.conn, |c| c.server);
             self.connections
-                .get(&s.conn)
+                .get(&server)
                 .and_then(|c| s.poll_timeout(&c.config))
         });
         let retries = self
             .connections
             .iter()
-            .filter(|(id, _)| !self.sas.values().any(|s| s.conn == **id))
+            .filter(|(id, _)| !self.conn_sas.contains_key(id))
             .filter_map(|(_, c)| c.retry_at);
         sas.chain(retries).min()
     }
@@ -574,11 +1065,19 @@ impl Endpoint {
 }
 
 fn same_config(a: &Config, b: &Config) -> bool {
+    let same_roots = match (&a.peer_auth, &b.peer_auth) {
+        (PeerAuth::Psk, PeerAuth::Psk) => true,
+        (PeerAuth::Certificate(x), PeerAuth::Certificate(y)) => x.same_roots(y),
+        _ => false,
+    };
     a.local_addr == b.local_addr
         && a.remote_addr == b.remote_addr
         && a.local_id == b.local_id
         && a.remote_id == b.remote_id
         && *a.psk == *b.psk
+        && a.local_auth == b.local_auth
+        && same_roots
+        && a.remote_access == b.remote_access
         && a.ike == b.ike
         && a.esp == b.esp
         && a.pfs == b.pfs

@@ -397,6 +397,13 @@ impl fmt::Display for Identity {
             (id_type::FQDN | id_type::RFC822_ADDR, _) => {
                 write!(f, "{}", String::from_utf8_lossy(&self.data))
             }
+            (id_type::DER_ASN1_DN, _) if crate::cert::dn_string(&self.data).is_some() => {
+                write!(
+                    f,
+                    "{}",
+                    crate::cert::dn_string(&self.data).unwrap_or_default()
+                )
+            }
             (kind, _) => write!(
                 f,
                 "id-type-{kind}:{}",
@@ -406,6 +413,91 @@ impl fmt::Display for Identity {
                     .collect::<String>()
             ),
         }
+    }
+}
+
+/// Configuration payload types and attributes (§3.15).
+pub mod cfg {
+    /// CFG_REQUEST.
+    pub const REQUEST: u8 = 1;
+    /// CFG_REPLY.
+    pub const REPLY: u8 = 2;
+    /// CFG_SET.
+    pub const SET: u8 = 3;
+    /// CFG_ACK.
+    pub const ACK: u8 = 4;
+    /// INTERNAL_IP4_ADDRESS (§3.15.1).
+    pub const INTERNAL_IP4_ADDRESS: u16 = 1;
+    /// INTERNAL_IP4_NETMASK.
+    pub const INTERNAL_IP4_NETMASK: u16 = 2;
+    /// INTERNAL_IP4_DNS.
+    pub const INTERNAL_IP4_DNS: u16 = 3;
+    /// INTERNAL_IP6_ADDRESS (address and prefix length).
+    pub const INTERNAL_IP6_ADDRESS: u16 = 8;
+    /// INTERNAL_IP6_DNS.
+    pub const INTERNAL_IP6_DNS: u16 = 10;
+    /// INTERNAL_IP4_SUBNET (address and netmask).
+    pub const INTERNAL_IP4_SUBNET: u16 = 13;
+    /// SUPPORTED_ATTRIBUTES.
+    pub const SUPPORTED_ATTRIBUTES: u16 = 14;
+    /// INTERNAL_IP6_SUBNET.
+    pub const INTERNAL_IP6_SUBNET: u16 = 15;
+}
+
+/// The body of a CP payload (§3.15): a type and attributes (type, value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigPayload {
+    /// CFG_REQUEST, CFG_REPLY, CFG_SET or CFG_ACK.
+    pub kind: u8,
+    /// Attribute type (15 bits) and value; an empty value asks for one.
+    pub attributes: Vec<(u16, Vec<u8>)>,
+}
+
+impl ConfigPayload {
+    /// Parses a CP body (§3.15.1); attributes past a malformed one are an error.
+    pub fn parse(body: &[u8]) -> Result<ConfigPayload, ParseError> {
+        let mut r = Reader::new(body);
+        let kind = r.u8("CP type")?;
+        r.take(3, "CP reserved")?;
+        let mut attributes = Vec::new();
+        while !r.is_empty() {
+            let t = r.u16("CP attribute type")? & 0x7fff;
+            let len = usize::from(r.u16("CP attribute length")?);
+            attributes.push((t, r.take(len, "CP attribute value")?.to_vec()));
+        }
+        Ok(ConfigPayload { kind, attributes })
+    }
+
+    /// The CP body.
+    pub fn emit(&self) -> Vec<u8> {
+        let mut out = vec![self.kind, 0, 0, 0];
+        for (t, v) in &self.attributes {
+            out.extend_from_slice(&(t & 0x7fff).to_be_bytes());
+            out.extend_from_slice(&(v.len() as u16).to_be_bytes());
+            out.extend_from_slice(v);
+        }
+        out
+    }
+
+    /// True when an attribute of type `t` is present.
+    pub fn has(&self, t: u16) -> bool {
+        self.attributes.iter().any(|(k, _)| *k == t)
+    }
+
+    /// The addresses in attributes of type `t` (IPv4: 4 bytes; IPv6: 16 bytes, optionally followed by a
+    /// prefix length).
+    pub fn addresses(&self, t: u16) -> Vec<IpAddr> {
+        self.attributes
+            .iter()
+            .filter(|(k, _)| *k == t)
+            .filter_map(|(_, v)| match v.len() {
+                4 => Some(IpAddr::V4(Ipv4Addr::new(v[0], v[1], v[2], v[3]))),
+                16 | 17 => <[u8; 16]>::try_from(&v[..16])
+                    .ok()
+                    .map(|o| IpAddr::V6(Ipv6Addr::from(o))),
+                _ => None,
+            })
+            .collect()
     }
 }
 

@@ -6,14 +6,20 @@
 //! response again (§2.1).
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use rustls_pki_types::UnixTime;
 use zeroize::Zeroizing;
 
-use crate::config::{ChildConfig, ChildSaKeys, Config, ConnId, Event, Failure, Reason};
+use crate::cert::{self, CERT_ENCODING_X509_SIGNATURE, PeerCertificate};
+use crate::config::{
+    ChildConfig, ChildSaKeys, Config, ConnId, Event, Failure, LocalAuth, PeerAuth, Reason,
+    RemoteAccess,
+};
 use crate::crypto::{self, DhGroup, DhPrivate, IkeKeys, IkeSuite, Prf, Secret, SkCipher};
 use crate::message::*;
+use crate::pool::{AddressPool, Lease};
 use crate::proposal::{self, EspSuite, ProposalSpec, describe_proposal};
 
 /// The IKE port and the NAT-T port (RFC 3948).
@@ -27,6 +33,15 @@ const RETRANSMIT_BASE: Duration = Duration::from_millis(500);
 const RETRANSMIT_MAX: Duration = Duration::from_secs(8);
 /// How long IKE_SA_INIT and IKE_AUTH may go unanswered.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(12);
+
+/// What the endpoint lends an SA while it handles a message.
+#[derive(Default)]
+pub struct Context<'a> {
+    /// Wall-clock time for certificate validity; without it certificates are refused.
+    pub unix_time: Option<UnixTime>,
+    /// The address pool of the remote-access connection the SA belongs to.
+    pub pool: Option<&'a mut AddressPool>,
+}
 
 /// A datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,6 +186,18 @@ pub struct IkeSa {
     pub peer_initial_contact: bool,
     /// When this SA was created.
     pub created_at: Instant,
+    /// Where the IKE_SA_INIT request came from (the endpoint's half-open key, with `spi_i`).
+    pub init_from: SocketAddr,
+    /// Hashes the peer announced in SIGNATURE_HASH_ALGORITHMS (RFC 7427 §4); empty if none.
+    peer_hashes: Vec<u16>,
+    /// The peer's validated certificate (certificate authentication).
+    pub peer_cert: Option<PeerCertificate>,
+    /// The identity the peer authenticated as (IDi or IDr).
+    pub peer_identity: Option<Identity>,
+    /// Remote-access gateway: the addresses leased to this client (§3.15).
+    pub lease: Option<Lease>,
+    /// Remote-access client: the addresses the gateway assigned to us.
+    pub virtual_ips: Vec<IpAddr>,
 }
 
 fn nonce() -> Vec<u8> {
@@ -195,6 +222,70 @@ fn id_body(id: &Identity) -> Vec<u8> {
     let mut v = vec![id.kind, 0, 0, 0];
     v.extend_from_slice(&id.data);
     v
+}
+
+/// True when a connection signs or verifies with certificates, so RFC 7427 hashes are announced.
+fn uses_certificates(config: &Config) -> bool {
+    matches!(config.local_auth, LocalAuth::Certificate(_))
+        || matches!(config.peer_auth, PeerAuth::Certificate(_))
+}
+
+/// SIGNATURE_HASH_ALGORITHMS (RFC 7427 §4) for IKE_SA_INIT.
+fn signature_hashes_notify() -> Payload {
+    Payload::Notify(Notify::new(
+        notify::SIGNATURE_HASH_ALGORITHMS,
+        cert::signature_hashes_notify_data(),
+    ))
+}
+
+/// The CERT payloads of a message (§3.6), encoding 4 only, in order: end-entity first.
+fn peer_chain(payloads: &[Payload]) -> Vec<Vec<u8>> {
+    payloads
+        .iter()
+        .filter_map(|p| match p {
+            Payload::Cert { encoding, data } if *encoding == CERT_ENCODING_X509_SIGNATURE => {
+                Some(data.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The configuration payload of a message (§3.15), if present and well-formed.
+fn find_cp(payloads: &[Payload]) -> Option<ConfigPayload> {
+    payloads.iter().find_map(|p| match p {
+        Payload::Cp(body) => ConfigPayload::parse(body).ok(),
+        _ => None,
+    })
+}
+
+/// INTERNAL_IP4_SUBNET values (address, netmask) for the IPv4 selectors that are whole prefixes other
+/// than 0.0.0.0/0 (a full tunnel needs no subnet attribute).
+fn split_routes_v4(routes: &[TrafficSelector]) -> Vec<Vec<u8>> {
+    routes
+        .iter()
+        .filter_map(|ts| match (ts.start, ts.end) {
+            (IpAddr::V4(s), IpAddr::V4(e)) => {
+                let (s, e) = (u32::from(s), u32::from(e));
+                let host_mask = s ^ e;
+                let aligned = host_mask.wrapping_add(1) & host_mask == 0 && s & host_mask == 0;
+                (aligned && host_mask != u32::MAX).then(|| {
+                    let mut v = s.to_be_bytes().to_vec();
+                    v.extend_from_slice(&(!host_mask).to_be_bytes());
+                    v
+                })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Host selectors for assigned addresses (/32, /128).
+fn host_selectors(addresses: &[IpAddr]) -> Vec<TrafficSelector> {
+    addresses
+        .iter()
+        .map(|a| TrafficSelector::from_prefix(*a, if a.is_ipv4() { 32 } else { 128 }))
+        .collect()
 }
 
 impl IkeSa {
@@ -239,6 +330,12 @@ impl IkeSa {
             send_initial_contact: false,
             peer_initial_contact: false,
             created_at: now,
+            init_from: remote,
+            peer_hashes: Vec::new(),
+            peer_cert: None,
+            peer_identity: None,
+            lease: None,
+            virtual_ips: Vec::new(),
         }
     }
 
@@ -370,6 +467,9 @@ impl IkeSa {
             notify::IKEV2_FRAGMENTATION_SUPPORTED,
             vec![],
         )));
+        if uses_certificates(config) {
+            payloads.push(signature_hashes_notify());
+        }
         let header = Header {
             spi_i: self.spi_i,
             spi_r: 0,
@@ -559,6 +659,10 @@ impl IkeSa {
         self.init_response = raw.to_vec();
         // RFC 7383 §2.3: fragmentation is on when both sides announced it.
         self.fragmentation = msg.notify(notify::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
+        self.peer_hashes = msg
+            .notify(notify::SIGNATURE_HASH_ALGORITHMS)
+            .map(|n| cert::parse_signature_hashes(&n.data))
+            .unwrap_or_default();
         self.log(
             "info",
             "IKE_SA_INIT",
@@ -838,6 +942,134 @@ impl IkeSa {
         ))
     }
 
+    /// InitiatorSignedOctets or ResponderSignedOctets (§2.15) of the signer (`ours`: we sign).
+    fn signed_octets(&self, ours: bool, id: &Identity) -> Option<Vec<u8>> {
+        let prf = self.suite?.prf;
+        let keys = self.keys.as_ref()?;
+        let signer_is_initiator = ours == self.initiator;
+        let (first, nonce, sk_p) = if signer_is_initiator {
+            (&self.init_request, &self.nr, &keys.pi)
+        } else {
+            (&self.init_response, &self.ni, &keys.pr)
+        };
+        Some(crypto::signed_octets(prf, first, nonce, sk_p, &id_body(id)))
+    }
+
+    /// Our CERT payloads (§3.6): end-entity first, then intermediates; none with a PSK.
+    fn our_certs(config: &Config) -> Vec<Payload> {
+        match &config.local_auth {
+            LocalAuth::Certificate(c) => c
+                .chain()
+                .iter()
+                .map(|der| Payload::Cert {
+                    encoding: CERT_ENCODING_X509_SIGNATURE,
+                    data: der.clone(),
+                })
+                .collect(),
+            LocalAuth::Psk => Vec::new(),
+        }
+    }
+
+    /// CERTREQ (§3.7) for the roots we trust, when the peer authenticates by certificate.
+    fn our_certreq(config: &Config) -> Option<Payload> {
+        match &config.peer_auth {
+            PeerAuth::Certificate(t) => Some(Payload::CertReq {
+                encoding: CERT_ENCODING_X509_SIGNATURE,
+                data: t.certreq_data().to_vec(),
+            }),
+            PeerAuth::Psk => None,
+        }
+    }
+
+    /// Our AUTH payload (§3.8): the PSK MAC (method 2) or a signature with our certificate's key.
+    fn our_auth(&self, config: &Config) -> Result<Payload, String> {
+        match &config.local_auth {
+            LocalAuth::Psk => self
+                .auth_value(config, true, &config.local_id)
+                .map(|v| Payload::Auth {
+                    method: cert::auth_method::SHARED_KEY,
+                    data: v.to_vec(),
+                })
+                .ok_or_else(|| "no IKE keys".to_string()),
+            LocalAuth::Certificate(c) => {
+                let octets = self
+                    .signed_octets(true, &config.local_id)
+                    .ok_or("no IKE keys")?;
+                let (method, data) = c
+                    .sign(&octets, &self.peer_hashes)
+                    .map_err(|e| e.to_string())?;
+                Ok(Payload::Auth { method, data })
+            }
+        }
+    }
+
+    /// Checks the peer's AUTH (§2.15) for identity `id`: the PSK MAC, or certificate chain, revocation,
+    /// identity binding and signature. On success remembers the peer's certificate and identity and
+    /// returns how it authenticated.
+    fn verify_peer(
+        &mut self,
+        config: &Config,
+        id: &Identity,
+        method: u8,
+        auth: &[u8],
+        payloads: &[Payload],
+        ctx: &Context<'_>,
+    ) -> Result<String, (Reason, String)> {
+        match &config.peer_auth {
+            PeerAuth::Psk => {
+                let expected = self.auth_value(config, false, id);
+                let ok = method == cert::auth_method::SHARED_KEY
+                    && expected.is_some_and(|e| {
+                        aws_lc_rs::constant_time::verify_slices_are_equal(&e, auth).is_ok()
+                    });
+                if !ok {
+                    return Err((
+                        Reason::AuthorizationError,
+                        format!(
+                            "peer {id} failed PSK authentication (method {method}); check that both sides have the same shared key"
+                        ),
+                    ));
+                }
+                self.peer_identity = Some(id.clone());
+                Ok("PSK".into())
+            }
+            PeerAuth::Certificate(trust) => {
+                let Some(time) = ctx.unix_time else {
+                    return Err((
+                        Reason::CertificateInvalid,
+                        "cannot check certificates: the engine has no wall-clock time".into(),
+                    ));
+                };
+                let chain = peer_chain(payloads);
+                let peer = trust
+                    .verify(&chain, time)
+                    .map_err(|f| (f.reason, f.message))?;
+                if !peer.matches_identity(id) {
+                    return Err((
+                        Reason::CertificateIdentityMismatch,
+                        format!(
+                            "peer identity {id} does not match certificate {} (neither its subject nor a subjectAltName)",
+                            peer.describe()
+                        ),
+                    ));
+                }
+                let octets = self
+                    .signed_octets(false, id)
+                    .ok_or((Reason::ProtocolError, "no IKE keys".to_string()))?;
+                let how = peer.verify_auth(method, auth, &octets).map_err(|e| {
+                    (
+                        Reason::AuthorizationError,
+                        format!("bad signature from certificate {}: {e}", peer.describe()),
+                    )
+                })?;
+                let text = format!("certificate {} with {how}", peer.describe());
+                self.peer_cert = Some(peer);
+                self.peer_identity = Some(id.clone());
+                Ok(text)
+            }
+        }
+    }
+
     fn send_auth(&mut self, config: &Config, now: Instant) {
         let Some(child) = config.children.first() else {
             self.fail(Self::simple_failure(
@@ -849,8 +1081,18 @@ impl IkeSa {
             ));
             return;
         };
-        let Some(auth) = self.auth_value(config, true, &config.local_id) else {
-            return;
+        let auth = match self.our_auth(config) {
+            Ok(a) => a,
+            Err(e) => {
+                self.fail(Self::simple_failure(
+                    Reason::AuthorizationError,
+                    "IKE_AUTH",
+                    None,
+                    "sent",
+                    format!("cannot authenticate: {e}"),
+                ));
+                return;
+            }
         };
         let spi = crypto::random_spi32();
         let proposals: Vec<Proposal> = config
@@ -870,6 +1112,7 @@ impl IkeSa {
             })
             .collect();
         let mut payloads = vec![Payload::IdI(config.local_id.clone())];
+        payloads.extend(Self::our_certs(config));
         // §2.4: only when we hold no other IKE SA with this peer.
         if self.send_initial_contact {
             payloads.push(Payload::Notify(Notify::new(
@@ -877,21 +1120,41 @@ impl IkeSa {
                 vec![],
             )));
         }
+        payloads.extend(Self::our_certreq(config));
+        payloads.extend([Payload::IdR(config.remote_id.clone()), auth]);
+        // §3.15.1: a remote-access client asks for its addresses and DNS servers.
+        if let RemoteAccess::Client(c) = &config.remote_access {
+            let mut attributes = Vec::new();
+            if c.request_v4 {
+                attributes.push((cfg::INTERNAL_IP4_ADDRESS, vec![]));
+                attributes.push((cfg::INTERNAL_IP4_DNS, vec![]));
+            }
+            if c.request_v6 {
+                attributes.push((cfg::INTERNAL_IP6_ADDRESS, vec![]));
+                attributes.push((cfg::INTERNAL_IP6_DNS, vec![]));
+            }
+            payloads.push(Payload::Cp(
+                ConfigPayload {
+                    kind: cfg::REQUEST,
+                    attributes,
+                }
+                .emit(),
+            ));
+        }
         payloads.extend([
-            Payload::IdR(config.remote_id.clone()),
-            Payload::Auth {
-                method: 2,
-                data: auth.to_vec(),
-            },
             Payload::Sa(proposals),
             Payload::TsI(child.local.clone()),
             Payload::TsR(child.remote.clone()),
         ]);
         self.state = State::AuthSent;
+        let how = match config.local_auth {
+            LocalAuth::Psk => "PSK".to_string(),
+            LocalAuth::Certificate(ref c) => format!("certificate {}", c.subject()),
+        };
         self.log(
             "info",
             "IKE_AUTH",
-            format!("sending request as {} (PSK)", config.local_id),
+            format!("sending request as {} ({how})", config.local_id),
         );
         self.send_request(
             exchange::IKE_AUTH,
@@ -956,6 +1219,10 @@ impl IkeSa {
         ike.spi_r = crypto::random_spi64();
         ike.fragment_size = config.fragment_size;
         ike.fragmentation = msg.notify(notify::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
+        ike.peer_hashes = msg
+            .notify(notify::SIGNATURE_HASH_ALGORITHMS)
+            .map(|n| cert::parse_signature_hashes(&n.data))
+            .unwrap_or_default();
         ike.ni = ni.clone();
         ike.nr = nonce();
         let (dh, public) = DhPrivate::generate(suite.dh)
@@ -989,6 +1256,11 @@ impl IkeSa {
                 vec![],
             )));
         }
+        if uses_certificates(config) {
+            payloads.push(signature_hashes_notify());
+        }
+        // §3.7: ask for the initiator's certificate in the IKE_SA_INIT response.
+        payloads.extend(Self::our_certreq(config));
         let header = Header {
             spi_i: ike.spi_i,
             spi_r: ike.spi_r,
@@ -1035,6 +1307,7 @@ impl IkeSa {
         tsi: &[TrafficSelector],
         tsr: &[TrafficSelector],
         peer_is_initiator: bool,
+        peer_override: Option<&[TrafficSelector]>,
     ) -> Option<(usize, Vec<TrafficSelector>, Vec<TrafficSelector>)> {
         // From our view: the peer's TSi is the peer's side when the peer initiates.
         let (peer_side, our_side) = if peer_is_initiator {
@@ -1047,7 +1320,7 @@ impl IkeSa {
             .iter()
             .enumerate()
             .find_map(|(i, c): (usize, &ChildConfig)| {
-                let remote = Self::narrow(&c.remote, peer_side);
+                let remote = Self::narrow(peer_override.unwrap_or(&c.remote), peer_side);
                 let local = Self::narrow(&c.local, our_side);
                 (!remote.is_empty() && !local.is_empty()).then_some((i, local, remote))
             })
@@ -1152,6 +1425,7 @@ impl IkeSa {
         raw: &[u8],
         from: SocketAddr,
         now: Instant,
+        ctx: &mut Context<'_>,
     ) {
         let id = msg.header.message_id;
         if id + 1 == self.peer_next_message_id {
@@ -1195,7 +1469,7 @@ impl IkeSa {
         }
         self.last_heard = now;
         match msg.header.exchange {
-            exchange::IKE_AUTH => self.respond_auth(config, id, &payloads, now),
+            exchange::IKE_AUTH => self.respond_auth(config, id, &payloads, now, ctx),
             exchange::INFORMATIONAL => self.respond_informational(id, &payloads),
             exchange::CREATE_CHILD_SA => self.respond_create_child(config, id, &payloads, now),
             other => self.log(
@@ -1206,13 +1480,39 @@ impl IkeSa {
         }
     }
 
-    fn respond_auth(&mut self, config: &Config, id: u32, payloads: &[Payload], now: Instant) {
+    fn respond_auth(
+        &mut self,
+        config: &Config,
+        id: u32,
+        payloads: &[Payload],
+        now: Instant,
+        ctx: &mut Context<'_>,
+    ) {
         if self.state != State::InitDone || self.initiator {
             return;
         }
         let idi = find_idi(payloads).cloned();
         let auth = find_auth(payloads).map(|(m, d)| (m, d.clone()));
-        let (Some(idi), Some((method, auth))) = (idi, auth) else {
+        let (Some(idi), Some((method, auth))) = (idi.clone(), auth) else {
+            // §2.16: an IDi without AUTH asks for EAP, which vgw does not offer.
+            if let Some(idi) = idi {
+                self.send_response(
+                    exchange::IKE_AUTH,
+                    id,
+                    vec![Payload::Notify(Notify::new(
+                        notify::AUTHENTICATION_FAILED,
+                        vec![],
+                    ))],
+                );
+                self.fail(Self::simple_failure(
+                    Reason::AuthorizationError,
+                    "IKE_AUTH",
+                    Some(notify::AUTHENTICATION_FAILED),
+                    "sent",
+                    format!("peer {idi} sent no AUTH payload (EAP authentication is not supported; use certificates or a PSK)"),
+                ));
+                return;
+            }
             self.send_response(
                 exchange::IKE_AUTH,
                 id,
@@ -1227,8 +1527,8 @@ impl IkeSa {
             ));
             return;
         };
-        if idi != config.remote_id {
-            self.send_response(
+        let refuse = |sa: &mut IkeSa, reason: Reason, message: String| {
+            sa.send_response(
                 exchange::IKE_AUTH,
                 id,
                 vec![Payload::Notify(Notify::new(
@@ -1236,64 +1536,185 @@ impl IkeSa {
                     vec![],
                 ))],
             );
-            self.fail(Self::simple_failure(
-                Reason::PeerIdentityMismatch,
+            sa.fail(Self::simple_failure(
+                reason,
                 "IKE_AUTH",
                 Some(notify::AUTHENTICATION_FAILED),
                 "sent",
+                message,
+            ));
+        };
+        // A remote-access gateway accepts any client identity its certificate proves.
+        let remote_access = match &config.remote_access {
+            RemoteAccess::Server(ra) => Some(ra),
+            _ => None,
+        };
+        if remote_access.is_none() && idi != config.remote_id {
+            refuse(
+                self,
+                Reason::PeerIdentityMismatch,
                 format!(
                     "peer identified as {idi}, but the local gateway expects {}",
                     config.remote_id
                 ),
-            ));
-            return;
-        }
-        let expected = self.auth_value(config, false, &idi);
-        let ok = method == 2
-            && expected.is_some_and(|e| {
-                aws_lc_rs::constant_time::verify_slices_are_equal(&e, &auth).is_ok()
-            });
-        if !ok {
-            self.send_response(
-                exchange::IKE_AUTH,
-                id,
-                vec![Payload::Notify(Notify::new(
-                    notify::AUTHENTICATION_FAILED,
-                    vec![],
-                ))],
             );
-            self.fail(Self::simple_failure(
-                Reason::AuthorizationError,
-                "IKE_AUTH",
-                Some(notify::AUTHENTICATION_FAILED),
-                "sent",
-                format!("peer {idi} failed PSK authentication (method {method}); check that both sides have the same shared key"),
-            ));
             return;
         }
-        let Some(my_auth) = self.auth_value(config, true, &config.local_id) else {
-            return;
+        let how = match self.verify_peer(config, &idi, method, &auth, payloads, ctx) {
+            Ok(how) => how,
+            Err((reason, message)) => {
+                refuse(self, reason, message);
+                return;
+            }
         };
-        let mut response = vec![
-            Payload::IdR(config.local_id.clone()),
-            Payload::Auth {
-                method: 2,
-                data: my_auth.to_vec(),
-            },
-        ];
+        let my_auth = match self.our_auth(config) {
+            Ok(a) => a,
+            Err(e) => {
+                refuse(
+                    self,
+                    Reason::AuthorizationError,
+                    format!("cannot authenticate ourselves: {e}"),
+                );
+                return;
+            }
+        };
+        let mut response = vec![Payload::IdR(config.local_id.clone())];
+        response.extend(Self::our_certs(config));
+        response.push(my_auth);
         self.peer_initial_contact = find_notify(payloads, notify::INITIAL_CONTACT).is_some();
+        // §3.15: a remote-access client gets its addresses before its Child SA is narrowed to them.
+        let mut child_error = None;
+        if let Some(ra) = remote_access {
+            let routes = config
+                .children
+                .first()
+                .map(|c| c.local.as_slice())
+                .unwrap_or_default();
+            match self.assign_addresses(ra, routes, payloads, ctx) {
+                Ok(Some(reply)) => response.push(Payload::Cp(reply.emit())),
+                Ok(None) => child_error = Some(notify::FAILED_CP_REQUIRED),
+                Err(message) => {
+                    response.push(Payload::Notify(Notify::new(
+                        notify::INTERNAL_ADDRESS_FAILURE,
+                        vec![],
+                    )));
+                    self.send_response(exchange::IKE_AUTH, id, response);
+                    self.fail(Self::simple_failure(
+                        Reason::PoolExhausted,
+                        "IKE_AUTH",
+                        Some(notify::INTERNAL_ADDRESS_FAILURE),
+                        "sent",
+                        message,
+                    ));
+                    return;
+                }
+            }
+        }
         self.establish(config, now);
         self.log(
             "info",
             "IKE_AUTH",
-            format!("peer {idi} authenticated with PSK; IKE SA established"),
+            format!("peer {idi} authenticated with {how}; IKE SA established"),
         );
         // The Child SA (§1.3): failures here keep the IKE SA.
-        match self.negotiate_child(config, payloads, None, "IKE_AUTH", now) {
-            Ok(child) => response.extend(child),
-            Err(n) => response.push(Payload::Notify(Notify::new(n, vec![]))),
+        if let Some(n) = child_error {
+            self.log(
+                "error",
+                "IKE_AUTH",
+                "remote-access client sent no configuration request; no Child SA".into(),
+            );
+            response.push(Payload::Notify(Notify::new(n, vec![])));
+        } else {
+            match self.negotiate_child(config, payloads, None, "IKE_AUTH", now) {
+                Ok(child) => response.extend(child),
+                Err(n) => response.push(Payload::Notify(Notify::new(n, vec![]))),
+            }
         }
         self.send_response(exchange::IKE_AUTH, id, response);
+    }
+
+    /// Answers a remote-access client's CFG_REQUEST (§3.15.1): leases addresses from the pool for the
+    /// certificate's user and builds the CFG_REPLY. `Ok(None)`: the client sent no request.
+    fn assign_addresses(
+        &mut self,
+        ra: &crate::config::RemoteAccessServer,
+        routes: &[TrafficSelector],
+        payloads: &[Payload],
+        ctx: &mut Context<'_>,
+    ) -> Result<Option<ConfigPayload>, String> {
+        let Some(request) = find_cp(payloads).filter(|c| c.kind == cfg::REQUEST) else {
+            return Ok(None);
+        };
+        let user = self
+            .peer_cert
+            .as_ref()
+            .map(PeerCertificate::user_name)
+            .or_else(|| self.peer_identity.as_ref().map(|i| i.to_string()))
+            .unwrap_or_default();
+        let want_v4 = request.has(cfg::INTERNAL_IP4_ADDRESS);
+        let want_v6 = request.has(cfg::INTERNAL_IP6_ADDRESS);
+        let Some(pool) = ctx.pool.as_deref_mut() else {
+            return Err("the remote-access connection has no address pool".into());
+        };
+        let lease = pool
+            .allocate_families(&user, want_v4, want_v6)
+            .ok_or_else(|| {
+                format!(
+                    "address pool exhausted: no address for {user} ({} leased)",
+                    pool.leased()
+                )
+            })?;
+        if lease.v4.is_none() && lease.v6.is_none() {
+            return Err(format!(
+                "{user} asked for no address family the pool has (IPv4 {want_v4}, IPv6 {want_v6})"
+            ));
+        }
+        let mut attributes = Vec::new();
+        if let Some(a) = lease.v4 {
+            attributes.push((cfg::INTERNAL_IP4_ADDRESS, a.octets().to_vec()));
+            if request.has(cfg::INTERNAL_IP4_NETMASK) {
+                attributes.push((cfg::INTERNAL_IP4_NETMASK, vec![255, 255, 255, 255]));
+            }
+            // The split-tunnel routes for clients that take routes from the CP payload rather than
+            // from the traffic selectors (§3.15.1 INTERNAL_IP4_SUBNET: address and netmask).
+            for route in split_routes_v4(routes) {
+                attributes.push((cfg::INTERNAL_IP4_SUBNET, route));
+            }
+        }
+        if let Some(a) = lease.v6 {
+            let mut v = a.octets().to_vec();
+            v.push(128);
+            attributes.push((cfg::INTERNAL_IP6_ADDRESS, v));
+        }
+        for dns in &ra.dns {
+            match dns {
+                IpAddr::V4(d) if lease.v4.is_some() => {
+                    attributes.push((cfg::INTERNAL_IP4_DNS, d.octets().to_vec()));
+                }
+                IpAddr::V6(d) if lease.v6.is_some() => {
+                    attributes.push((cfg::INTERNAL_IP6_DNS, d.octets().to_vec()));
+                }
+                _ => {}
+            }
+        }
+        self.log(
+            "info",
+            "IKE_AUTH",
+            format!(
+                "assigned {} to {user}",
+                lease
+                    .addresses()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+        self.lease = Some(lease);
+        Ok(Some(ConfigPayload {
+            kind: cfg::REPLY,
+            attributes,
+        }))
     }
 
     /// Responder half of a Child SA negotiation (IKE_AUTH or CREATE_CHILD_SA); returns the payloads for
@@ -1333,7 +1754,11 @@ impl IkeSa {
             });
             return Err(notify::NO_PROPOSAL_CHOSEN);
         };
-        let Some((index, local, remote)) = Self::match_child(config, tsi, tsr, true) else {
+        // A remote-access client's side is its assigned addresses, whatever it proposed (§3.15).
+        let client_side = self.lease.map(|l| host_selectors(&l.addresses()));
+        let Some((index, local, remote)) =
+            Self::match_child(config, tsi, tsr, true, client_side.as_deref())
+        else {
             let message = format!(
                 "peer's selectors {} === {} match none of ours",
                 tsi.iter()
@@ -1690,6 +2115,7 @@ impl IkeSa {
         new.fragmentation = self.fragmentation;
         new.fragment_size = self.fragment_size;
         new.children = std::mem::take(&mut self.children);
+        new.inherit_peer(self);
         new.establish(config, now);
         self.log(
             "info",
@@ -1706,7 +2132,14 @@ impl IkeSa {
     // ---- our requests ------------------------------------------------------------------------------
 
     /// Handles a response to our pending request.
-    fn handle_response(&mut self, config: &Config, msg: &Message, raw: &[u8], now: Instant) {
+    fn handle_response(
+        &mut self,
+        config: &Config,
+        msg: &Message,
+        raw: &[u8],
+        now: Instant,
+        ctx: &mut Context<'_>,
+    ) {
         let Some(pending) = self.pending.as_ref() else {
             return;
         };
@@ -1738,7 +2171,7 @@ impl IkeSa {
                 dh,
             } if pending.exchange == exchange::IKE_AUTH => {
                 let _ = (config_index, rekey_of, nonce, dh);
-                self.auth_response(config, &payloads, spi, now);
+                self.auth_response(config, &payloads, spi, now, ctx);
             }
             Request::CreateChild {
                 config_index,
@@ -1788,17 +2221,30 @@ impl IkeSa {
         self.send_queued(config, now);
     }
 
-    fn auth_response(&mut self, config: &Config, payloads: &[Payload], spi: u32, now: Instant) {
+    fn auth_response(
+        &mut self,
+        config: &Config,
+        payloads: &[Payload],
+        spi: u32,
+        now: Instant,
+        ctx: &mut Context<'_>,
+    ) {
         if let Some(n) = payloads.iter().find_map(|p| match p {
             Payload::Notify(n) if n.kind == notify::AUTHENTICATION_FAILED => Some(n.kind),
             _ => None,
         }) {
+            let hint = match config.local_auth {
+                LocalAuth::Psk => "the shared keys or identities differ",
+                LocalAuth::Certificate(_) => {
+                    "the peer does not trust our certificate, considers it revoked or expired, or our identity does not match it"
+                }
+            };
             self.fail(Self::simple_failure(
                 Reason::AuthorizationError,
                 "IKE_AUTH",
                 Some(n),
                 "received",
-                "the peer refused our authentication (AUTHENTICATION_FAILED): the shared keys or identities differ".into(),
+                format!("the peer refused our authentication (AUTHENTICATION_FAILED): {hint}"),
             ));
             return;
         }
@@ -1828,18 +2274,27 @@ impl IkeSa {
             ));
             return;
         }
-        let expected = self.auth_value(config, false, &idr);
-        if method != 2
-            || !expected.is_some_and(|e| {
-                aws_lc_rs::constant_time::verify_slices_are_equal(&e, &auth).is_ok()
-            })
-        {
+        let how = match self.verify_peer(config, &idr, method, &auth, payloads, ctx) {
+            Ok(how) => how,
+            Err((reason, message)) => {
+                let message = if matches!(config.peer_auth, PeerAuth::Psk) {
+                    format!("peer {idr} sent a wrong PSK AUTH value; the shared keys differ")
+                } else {
+                    message
+                };
+                self.fail(Self::simple_failure(
+                    reason, "IKE_AUTH", None, "received", message,
+                ));
+                return;
+            }
+        };
+        if find_notify(payloads, notify::INTERNAL_ADDRESS_FAILURE).is_some() {
             self.fail(Self::simple_failure(
-                Reason::AuthorizationError,
+                Reason::PoolExhausted,
                 "IKE_AUTH",
-                None,
+                Some(notify::INTERNAL_ADDRESS_FAILURE),
                 "received",
-                format!("peer {idr} sent a wrong PSK AUTH value; the shared keys differ"),
+                "the gateway has no address for us (INTERNAL_ADDRESS_FAILURE)".into(),
             ));
             return;
         }
@@ -1847,8 +2302,29 @@ impl IkeSa {
         self.log(
             "info",
             "IKE_AUTH",
-            format!("peer {idr} authenticated with PSK; IKE SA established"),
+            format!("peer {idr} authenticated with {how}; IKE SA established"),
         );
+        if let RemoteAccess::Client(_) = config.remote_access {
+            match find_cp(payloads).filter(|c| c.kind == cfg::REPLY) {
+                Some(reply) => {
+                    let mut addresses = reply.addresses(cfg::INTERNAL_IP4_ADDRESS);
+                    addresses.extend(reply.addresses(cfg::INTERNAL_IP6_ADDRESS));
+                    let mut dns = reply.addresses(cfg::INTERNAL_IP4_DNS);
+                    dns.extend(reply.addresses(cfg::INTERNAL_IP6_DNS));
+                    self.virtual_ips = addresses.clone();
+                    self.events.push_back(Event::AddressesAssigned {
+                        conn: self.conn,
+                        addresses,
+                        dns,
+                    });
+                }
+                None => self.log(
+                    "warning",
+                    "IKE_AUTH",
+                    "the gateway sent no configuration reply (no address assigned)".into(),
+                ),
+            }
+        }
         self.child_response(
             config,
             payloads,
@@ -2062,6 +2538,7 @@ impl IkeSa {
         new.fragmentation = self.fragmentation;
         new.fragment_size = self.fragment_size;
         new.children = std::mem::take(&mut self.children);
+        new.inherit_peer(self);
         new.establish(config, now);
         self.log(
             "info",
@@ -2304,6 +2781,16 @@ impl IkeSa {
         self.send_queued(config, now);
     }
 
+    /// A rekeyed IKE SA keeps the peer's authentication and addresses (§2.18).
+    fn inherit_peer(&mut self, old: &IkeSa) {
+        self.peer_hashes = old.peer_hashes.clone();
+        self.peer_cert = old.peer_cert.clone();
+        self.peer_identity = old.peer_identity.clone();
+        self.lease = old.lease;
+        self.virtual_ips = old.virtual_ips.clone();
+        self.init_from = old.init_from;
+    }
+
     /// Reports every remaining Child SA as gone (the IKE SA has ended).
     fn children_down(&mut self) {
         for c in self.children.drain(..) {
@@ -2326,6 +2813,7 @@ impl IkeSa {
     }
 
     /// Handles a datagram filed under this SA.
+    #[allow(clippy::too_many_arguments)]
     pub fn handle(
         &mut self,
         config: &Config,
@@ -2334,6 +2822,7 @@ impl IkeSa {
         local_port: u16,
         from: SocketAddr,
         now: Instant,
+        ctx: &mut Context<'_>,
     ) {
         if local_port == NATT_PORT {
             self.local_port = NATT_PORT;
@@ -2342,9 +2831,9 @@ impl IkeSa {
             if msg.header.exchange == exchange::IKE_SA_INIT {
                 return;
             }
-            self.handle_response(config, msg, raw, now);
+            self.handle_response(config, msg, raw, now, ctx);
         } else {
-            self.handle_request(config, msg, raw, from, now);
+            self.handle_request(config, msg, raw, from, now, ctx);
         }
     }
 
@@ -2503,5 +2992,32 @@ impl IkeSa {
         for (spi, index) in spis {
             self.queue_create_child(config, index, Some(spi), now);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_routes_become_ip4_subnets() {
+        let routes = vec![
+            TrafficSelector::from_prefix("10.1.0.0".parse().unwrap(), 16),
+            TrafficSelector::from_prefix("192.0.2.7".parse().unwrap(), 32),
+            TrafficSelector::any_v4(),
+            TrafficSelector::any_v6(),
+            TrafficSelector {
+                start: "10.0.0.1".parse().unwrap(),
+                end: "10.0.0.5".parse().unwrap(),
+                ..TrafficSelector::any_v4()
+            },
+        ];
+        assert_eq!(
+            split_routes_v4(&routes),
+            vec![
+                vec![10, 1, 0, 0, 255, 255, 0, 0],
+                vec![192, 0, 2, 7, 255, 255, 255, 255]
+            ]
+        );
     }
 }

@@ -34,6 +34,7 @@ fn config(local: &str, remote: &str, psk: &str, mode: Mode) -> Config {
         child_lifetime: Duration::from_secs(600),
         child_lifetime_bytes: None,
         fragment_size: 1200,
+        ..Default::default()
     }
 }
 

@@ -35,6 +35,7 @@ fuzz_target!(|data: &[u8]| {
             child_lifetime: Duration::from_secs(600),
             child_lifetime_bytes: None,
             fragment_size: 1200,
+            ..Default::default()
         },
         now,
     );

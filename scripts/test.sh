@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, unit tests, sans-IO simulations, the
-# control-plane integration tests and, as root, the interop tests with strongSwan in network namespaces
-# and the demo. Prints one "N passed, N failed" summary per suite.
+# control-plane integration tests and, as root, the demo and the interop tests in network namespaces
+# (strongSwan, BIRD, FRR, tshark, promtool, Chromium). Prints one "N passed, N failed" summary per suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +33,9 @@ echo "== vgw demo (vgw <-> vgw in namespaces)"
 
 echo "== interop: strongSwan"
 bash tests/interop/strongswan.sh
+
+echo "== interop: BGP with BIRD, FRR and vgw over the tunnels"
+bash tests/interop/bgp.sh
 
 echo "== interop: operator evidence (metrics, logs, capture, doctor, status page)"
 bash tests/interop/evidence.sh

@@ -37,5 +37,8 @@ bash tests/interop/strongswan.sh
 echo "== interop: BGP with BIRD, FRR and vgw over the tunnels"
 bash tests/interop/bgp.sh
 
+echo "== interop: point-to-site road warriors (strongSwan with vgw pki certificates)"
+bash tests/interop/p2s.sh
+
 echo "== interop: operator evidence (metrics, logs, capture, doctor, status page)"
 bash tests/interop/evidence.sh

@@ -110,13 +110,14 @@ lab_charon() {
     cat >"$dir/strongswan.conf" <<EOF
 charon {
     # openssl first: otherwise strongSwan's generic AES/GCM are used and throughput drops ~6x.
-    load = openssl random nonce pem pkcs1 x509 revocation constraints pubkey kdf curve25519 chapoly aes gcm sha1 sha2 hmac kernel-libipsec kernel-netlink socket-default vici updown
+    load = openssl random nonce pem pkcs1 x509 revocation constraints pubkey kdf curve25519 chapoly aes gcm sha1 sha2 hmac kernel-libipsec kernel-netlink socket-default vici updown ${CHARON_PLUGINS_EXTRA:-}
     install_routes = yes
     retransmit_tries = 3
     retransmit_timeout = 1.0
     retransmit_base = 1.4
     plugins {
         vici { socket = unix://$dir/charon.vici }
+        resolve { file = $dir/resolv.conf }
     }
     filelog {
         main {

@@ -78,6 +78,10 @@ pub fn router(state: AppState) -> Router {
             post(vpn_client_package),
         )
         .route(
+            &format!("{gw}/disconnectVirtualNetworkGatewayVpnConnections"),
+            post(disconnect_clients),
+        )
+        .route(
             &format!("{gw}/getvpnclientpackageurl"),
             post(vpn_client_package),
         )
@@ -642,9 +646,49 @@ async fn advertised_routes(
 async fn client_health(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult {
     let (state, _) = app.controller.snapshot().await;
     require_gateway(&state, &name)?;
+    let health = app.live.as_ref().map_or_else(
+        || json!({ "vpnClientConnectionsCount": 0, "allocatedIpAddresses": [], "value": [] }),
+        |l| l.p2s.health_json(),
+    );
+    Ok(json_response(StatusCode::OK, health))
+}
+
+/// `disconnectVirtualNetworkGatewayVpnConnections`: `{"vpnConnectionIds": [...]}` from show-health.
+async fn disconnect_clients(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let (state, _) = app.controller.snapshot().await;
+    require_gateway(&state, &name)?;
+    let body: Value = parse_json(&body_bytes(body)?, false)?;
+    let ids = body["vpnConnectionIds"].as_array().ok_or_else(|| {
+        ApiError::invalid(
+            "vpnConnectionIds",
+            "send {\"vpnConnectionIds\": [...]} as listed by show-health",
+        )
+    })?;
+    let mut engine_ids = Vec::new();
+    for (i, v) in ids.iter().enumerate() {
+        let id = v
+            .as_str()
+            .and_then(crate::p2s::parse_connection_id)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    format!("vpnConnectionIds[{i}]"),
+                    format!("{v} is not a vpnConnectionId from show-health (like IKEv2_80000001)"),
+                )
+            })?;
+        engine_ids.push(id);
+    }
+    let sent = app.tunnels.as_ref().is_some_and(|t| {
+        t.send(crate::tunnels::TunnelCommand::DisconnectClients(
+            engine_ids.clone(),
+        ))
+    });
     Ok(json_response(
         StatusCode::OK,
-        json!({ "vpnClientConnectionsCount": 0, "allocatedIpAddresses": [], "value": [] }),
+        json!({ "status": if sent { "Succeeded" } else { "Failed" }, "disconnected": ids }),
     ))
 }
 

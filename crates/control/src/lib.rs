@@ -12,6 +12,7 @@ pub mod error;
 pub mod metrics;
 pub mod model;
 pub mod openapi;
+pub mod p2s;
 pub mod server;
 pub mod state;
 pub mod status;

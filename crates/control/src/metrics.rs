@@ -322,6 +322,31 @@ pub async fn render(state: &MetricsState) -> String {
         }
     }
     bgp_metrics(&mut f, &state.bgp.snapshot());
+    let (clients, (p2s_in, p2s_out)) = state
+        .live
+        .as_ref()
+        .map_or((0, (0, 0)), |l| (l.p2s.count(), l.p2s.bytes()));
+    f.header(
+        "vgw_p2s_connections",
+        "gauge",
+        "Connected point-to-site clients (Azure's P2SConnectionCount).",
+    );
+    f.sample("vgw_p2s_connections", &[], clients as f64);
+    f.header(
+        "vgw_p2s_bytes_total",
+        "counter",
+        "Bytes over the point-to-site clients' tunnels (Azure's P2SBandwidth is its rate).",
+    );
+    f.sample(
+        "vgw_p2s_bytes_total",
+        &[("direction", "ingress")],
+        p2s_in as f64,
+    );
+    f.sample(
+        "vgw_p2s_bytes_total",
+        &[("direction", "egress")],
+        p2s_out as f64,
+    );
     out
 }
 

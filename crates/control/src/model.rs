@@ -315,6 +315,10 @@ pub struct VpnClientConfiguration {
     /// Custom proposals for clients.
     #[serde(default)]
     pub vpn_client_ipsec_policies: Vec<IpsecPolicy>,
+    /// vgw: DNS servers handed to clients in the configuration payload (Azure takes the virtual
+    /// network's DNS servers; vgw has no virtual network resource, so the gateway carries them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_servers: Vec<String>,
 }
 
 /// The vnet-gateway: one per daemon.

@@ -41,6 +41,8 @@ pub struct LiveStatus {
     dataplane: std::sync::OnceLock<Arc<DataPlane>>,
     /// IKE datagrams exchanged per peer address (for `vgw doctor`: did anything arrive?).
     ike_peers: std::sync::Mutex<HashMap<std::net::IpAddr, IkeTraffic>>,
+    /// Connected point-to-site clients.
+    pub p2s: crate::p2s::P2sStatus,
 }
 
 /// IKE datagrams exchanged with one peer address.
@@ -304,6 +306,8 @@ pub enum TunnelCommand {
     Reset(String),
     /// `vnet-gateway reset`: all of them, configuration kept.
     ResetAll,
+    /// `disconnect-vpn-connections`: point-to-site client sessions by engine id.
+    DisconnectClients(Vec<ConnId>),
 }
 
 /// The API's handle on the running reconciler.
@@ -346,6 +350,7 @@ pub fn start(
     log: Arc<DiagLog>,
     status: Arc<LiveStatus>,
     dataplane: DataPlaneConfig,
+    p2s_dir: std::path::PathBuf,
 ) -> std::io::Result<(TunnelHandle, BgpLinks)> {
     let (ike_tx, ike_rx) = mpsc::channel(4096);
     let (bgp_routes_tx, bgp_routes_rx) = mpsc::unbounded_channel();
@@ -377,6 +382,10 @@ pub fn start(
         bgp_routes: HashMap::new(),
         tunnel_events: tunnel_events_tx,
         peering_address: None,
+        p2s_dir,
+        p2s_key: None,
+        kernel_pending: Vec::new(),
+        gateway_name: None,
     };
     tokio::spawn(async move { driver.run(ike_rx, cmd_rx, bgp_routes_rx).await });
     Ok((
@@ -410,6 +419,14 @@ struct Driver {
     tunnel_events: mpsc::UnboundedSender<TunnelEvent>,
     /// The gateway's BGP peering address as assigned to the TUN.
     peering_address: Option<IpAddr>,
+    /// Where the point-to-site server credentials live.
+    p2s_dir: std::path::PathBuf,
+    /// What the running remote-access connection was built from (None: point-to-site off).
+    p2s_key: Option<String>,
+    /// Kernel route changes decided while handling events (applied in `flush`): add or remove.
+    kernel_pending: Vec<(IpNet, bool)>,
+    /// The gateway's name, for log resources.
+    gateway_name: Option<String>,
 }
 
 fn conn_resource(name: &str) -> String {
@@ -495,6 +512,16 @@ impl Driver {
         while let Some(event) = self.endpoint.poll_event() {
             self.apply(event);
         }
+        for (prefix, add) in std::mem::take(&mut self.kernel_pending) {
+            let result = if add {
+                self.routes.add(prefix).await
+            } else {
+                self.routes.remove(prefix).await
+            };
+            if let Err(e) = result {
+                tracing::warn!(%prefix, error = %e, "kernel route change for a point-to-site client failed");
+            }
+        }
     }
 
     /// Whether a connection's static configuration routes `prefix` (static wins over BGP).
@@ -555,9 +582,32 @@ impl Driver {
 
     fn apply(&mut self, event: Event) {
         match event {
-            // Point-to-site: no remote-access connection is configured by the control plane yet, so the
-            // engine never reports clients here.
-            Event::ClientUp(_) | Event::ClientDown { .. } | Event::AddressesAssigned { .. } => {}
+            Event::ClientUp(info) => self.client_up(info),
+            Event::ClientDown {
+                client,
+                user_name,
+                remote,
+                failure,
+                ..
+            } => self.client_down(client, user_name, remote, failure),
+            Event::AddressesAssigned { .. } => {}
+            Event::ChildSaUp { conn, keys, .. } if conn >= vgw_ike::CLIENT_CONN_BASE => {
+                self.install_client(conn, keys)
+            }
+            Event::Log {
+                conn: Some(conn),
+                level,
+                exchange,
+                message,
+            } if conn == crate::p2s::P2S_CONN || conn >= vgw_ike::CLIENT_CONN_BASE => {
+                self.log.log(
+                    Category::P2sDiagnosticLog,
+                    level,
+                    &self.gateway_resource(),
+                    &message,
+                    json!({"exchange": exchange}),
+                );
+            }
             Event::Log {
                 conn,
                 level,
@@ -680,6 +730,170 @@ impl Driver {
         }
     }
 
+    /// Starts, changes or stops the remote-access connection. A changed revocation list drops the
+    /// matching clients at once (the engine compares the trust stores); other changes re-create it.
+    fn reconcile_p2s(&mut self, state: &DesiredState, now: Instant) {
+        let key = state.gateway.as_ref().map(|gw| {
+            json!([
+                gw.vpn_client_configuration,
+                gw.ip_configurations,
+                gw.address_space,
+                gw.custom_routes,
+                state
+                    .local_gateways
+                    .values()
+                    .map(|lg| &lg.local_network_address_space)
+                    .collect::<Vec<_>>(),
+            ])
+            .to_string()
+        });
+        let wanted = crate::p2s::build_config(state, &self.p2s_dir);
+        match wanted {
+            None => {
+                if self.p2s_key.take().is_some() {
+                    self.endpoint.remove(crate::p2s::P2S_CONN, now);
+                    self.log.log(
+                        Category::P2sDiagnosticLog,
+                        "info",
+                        &self.gateway_resource(),
+                        "point-to-site stopped",
+                        Value::Null,
+                    );
+                }
+            }
+            Some(Err(message)) => {
+                if self.p2s_key != key {
+                    self.p2s_key = key;
+                    self.log.log(
+                        Category::P2sDiagnosticLog,
+                        "error",
+                        &self.gateway_resource(),
+                        &format!("point-to-site cannot start: {message}"),
+                        Value::Null,
+                    );
+                }
+            }
+            Some(Ok(config)) => {
+                if self.p2s_key != key {
+                    self.p2s_key = key;
+                    self.endpoint.set_config(crate::p2s::P2S_CONN, config, now);
+                    self.log.log(
+                        Category::P2sDiagnosticLog,
+                        "info",
+                        &self.gateway_resource(),
+                        "point-to-site (IKEv2, certificates) accepting clients",
+                        Value::Null,
+                    );
+                }
+            }
+        }
+    }
+
+    fn gateway_resource(&self) -> String {
+        self.gateway_name
+            .as_deref()
+            .map(|n| model::resource_id(model::collection::GATEWAYS, n))
+            .unwrap_or_else(|| "/vgw".into())
+    }
+
+    /// A point-to-site client authenticated: its addresses route into its own tunnel.
+    fn client_up(&mut self, info: vgw_ike::ClientInfo) {
+        let counters = self.dp.counters(info.client);
+        for addr in &info.addresses {
+            let host = IpNet::from(*addr);
+            self.dp.route(host, Some(info.client));
+            self.kernel_pending.push((host, true));
+        }
+        self.log.log(
+            Category::P2sDiagnosticLog,
+            "info",
+            &self.gateway_resource(),
+            &format!(
+                "client {} connected from {}: address {} (certificate {}, thumbprint {})",
+                info.user_name,
+                info.remote,
+                info.addresses
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                info.subject,
+                info.thumbprint
+            ),
+            json!({"vpnConnectionId": crate::p2s::connection_id(info.client), "vpnUserName": info.user_name}),
+        );
+        self.status.p2s.insert(crate::p2s::ClientRow {
+            id: info.client,
+            user_name: info.user_name,
+            thumbprint: info.thumbprint,
+            public: info.remote.to_string(),
+            addresses: info.addresses,
+            connected_at: info.connected_at_wall.unwrap_or_else(SystemTime::now),
+            counters: Some(counters),
+        });
+    }
+
+    /// A client session ended or was refused; the reason goes to P2SDiagnosticLog.
+    fn client_down(
+        &mut self,
+        client: ConnId,
+        user_name: Option<String>,
+        remote: std::net::SocketAddr,
+        failure: Failure,
+    ) {
+        let row = self.status.p2s.remove(client);
+        if let Some(row) = &row {
+            for addr in &row.addresses {
+                let host = IpNet::from(*addr);
+                self.dp.route(host, None);
+                self.kernel_pending.push((host, false));
+            }
+        }
+        self.dp.remove_tunnel(client);
+        let who = user_name.unwrap_or_else(|| "a client".into());
+        let (level, what) = if row.is_some() {
+            ("info", "disconnected")
+        } else {
+            ("error", "refused")
+        };
+        self.log.log(
+            Category::P2sDiagnosticLog,
+            level,
+            &self.gateway_resource(),
+            &format!(
+                "{who} from {remote} {what}: {} ({})",
+                failure.reason.as_str(),
+                failure.message
+            ),
+            json!({"vpnConnectionId": crate::p2s::connection_id(client), "reason": failure.reason.as_str()}),
+        );
+    }
+
+    /// Installs a client's Child SA in the data plane (its own tunnel, keyed by the engine's id).
+    fn install_client(&mut self, conn: ConnId, keys: ChildSaKeys) {
+        let Some(suite) = esp_suite(&keys) else {
+            return;
+        };
+        let params = |spi: u32| SaParams {
+            spi: Spi(spi),
+            suite,
+            esn: keys.suite.esn,
+            lifetime: Lifetime::default(),
+        };
+        let out = vgw_esp::OutboundSa::new(params(keys.outbound_spi), &keys.outbound_key);
+        let inn = vgw_esp::InboundSa::new(params(keys.inbound_spi), &keys.inbound_key);
+        let (Ok(out), Ok(inn)) = (out, inn) else {
+            return;
+        };
+        let selectors = Selectors {
+            local: ranges(&keys.local_ts),
+            remote: ranges(&keys.remote_ts),
+        };
+        self.dp
+            .install_child_sa(conn, keys.remote, out, inn, selectors);
+        self.peers.insert(conn, keys.remote);
+    }
+
     fn install(&mut self, conn: ConnId, keys: ChildSaKeys, replaces: Option<(u32, u32)>) {
         let Some(name) = self.names.get(&conn).cloned() else {
             return;
@@ -787,6 +1001,8 @@ impl Driver {
         let now = Instant::now();
         // The gateway's BGP peering address lives on the TUN, so BGP's TCP can bind to it and the
         // peer's packets to it are delivered locally.
+        self.gateway_name = state.gateway.as_ref().map(|g| g.name.clone());
+        self.reconcile_p2s(&state, now);
         let peering = crate::bgp::local_peering_address(&state);
         if peering != self.peering_address
             && let Some(addr) = peering
@@ -919,6 +1135,12 @@ impl Driver {
                 .map(|id| vec![(*id, name.clone())])
                 .unwrap_or_default(),
             TunnelCommand::ResetAll => self.ids.iter().map(|(n, id)| (*id, n.clone())).collect(),
+            TunnelCommand::DisconnectClients(ids) => {
+                for id in ids {
+                    self.endpoint.disconnect_client(*id, now);
+                }
+                return;
+            }
         };
         for (id, name) in targets {
             self.log.log(

@@ -578,6 +578,14 @@ fn check_gateway(gw: &VnetGatewaySpec) -> Result {
             "the gateway's addressSpace",
             &space,
         )?;
+        for (i, d) in p2s.dns_servers.iter().enumerate() {
+            if d.parse::<std::net::IpAddr>().is_err() {
+                return Err(ApiError::invalid(
+                    format!("vpnClientConfiguration.dnsServers[{i}]"),
+                    format!("'{d}' is not an IP address"),
+                ));
+            }
+        }
         for (i, proto) in p2s.vpn_client_protocols.iter().enumerate() {
             if matches!(proto, VpnClientProtocol::OpenVpn | VpnClientProtocol::Sstp) {
                 return Err(ApiError::invalid(

@@ -9,7 +9,7 @@ const DASHBOARD: &str = include_str!("../../../dashboards/grafana/vgw.json");
 const METRICS_SOURCE: &str = include_str!("../src/metrics.rs");
 
 /// Metrics the BGP and point-to-site engines will export; the dashboard has placeholder panels for them.
-const FUTURE_METRICS: &[&str] = &["vgw_p2s_connections"];
+const FUTURE_METRICS: &[&str] = &[];
 
 /// Every `vgw_[a-z0-9_]+` token in `text`.
 fn metric_names(text: &str) -> Vec<String> {

@@ -38,6 +38,8 @@ pub enum GatewayCommand {
     /// Point-to-site client profiles and health.
     #[command(subcommand)]
     VpnClient(VpnClientCommand),
+    /// Disconnect point-to-site clients by their vpnConnectionId (from `vpn-client show-health`).
+    DisconnectVpnConnections(DisconnectArgs),
     /// Packet capture on the gateway.
     #[command(subcommand)]
     PacketCapture(PacketCaptureCommand),
@@ -126,6 +128,9 @@ pub struct GatewayArgs {
     /// Point-to-site protocols: IkeV2 and/or WireGuard.
     #[arg(long, num_args = 1..)]
     pub client_protocol: Option<Vec<String>>,
+    /// DNS servers for point-to-site clients (vgw).
+    #[arg(long, num_args = 1..)]
+    pub vpn_client_dns_servers: Option<Vec<String>>,
     /// Extra prefixes advertised to sites.
     #[arg(long, num_args = 1..)]
     pub custom_routes: Option<Vec<String>>,
@@ -265,6 +270,17 @@ pub enum VpnClientCommand {
     ShowHealth(NameArg),
 }
 
+/// `disconnect-vpn-connections` flags.
+#[derive(Args, Debug)]
+pub struct DisconnectArgs {
+    /// Gateway name; defaults to the daemon's gateway.
+    #[arg(short = 'n', long)]
+    pub name: Option<String>,
+    /// The clients' vpnConnectionIds.
+    #[arg(long, num_args = 1.., required = true)]
+    pub vpn_connection_ids: Vec<String>,
+}
+
 /// `packet-capture` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum PacketCaptureCommand {
@@ -384,7 +400,10 @@ fn apply_flags(body: &mut Value, a: &GatewayArgs) {
         }
     }
     set(body, "enableBgp", a.enable_bgp);
-    if a.address_prefixes.is_some() || a.client_protocol.is_some() {
+    if a.address_prefixes.is_some()
+        || a.client_protocol.is_some()
+        || a.vpn_client_dns_servers.is_some()
+    {
         if !body["vpnClientConfiguration"].is_object() {
             body["vpnClientConfiguration"] =
                 json!({"vpnClientProtocols": ["IkeV2"], "vpnAuthenticationTypes": ["Certificate"]});
@@ -394,6 +413,7 @@ fn apply_flags(body: &mut Value, a: &GatewayArgs) {
             p2s["vpnClientAddressPool"] = json!({"addressPrefixes": pool});
         }
         set(p2s, "vpnClientProtocols", a.client_protocol.clone());
+        set(p2s, "dnsServers", a.vpn_client_dns_servers.clone());
     }
 }
 
@@ -477,6 +497,21 @@ pub async fn run(ctx: &Ctx, cmd: GatewayCommand) -> Result<()> {
         GatewayCommand::NatRule(cmd) => nat_rule(ctx, cmd).await?,
         GatewayCommand::RootCert(cmd) => root_cert(ctx, cmd).await?,
         GatewayCommand::RevokedCert(cmd) => revoked_cert(ctx, cmd).await?,
+        GatewayCommand::DisconnectVpnConnections(a) => {
+            let name = gateway_name(ctx, a.name).await?;
+            let body = json!({ "vpnConnectionIds": a.vpn_connection_ids });
+            ctx.print(
+                &ctx.client
+                    .post(
+                        &format!(
+                            "{}/disconnectVirtualNetworkGatewayVpnConnections",
+                            gw_path(&name)
+                        ),
+                        Some(&body),
+                    )
+                    .await?,
+            )?;
+        }
         GatewayCommand::VpnClient(cmd) => {
             let (name, action) = match cmd {
                 VpnClientCommand::Generate(a) => (a.name, "generatevpnclientpackage"),

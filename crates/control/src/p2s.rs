@@ -1,0 +1,365 @@
+//! Point-to-site with IKEv2 and certificates: the gateway's remote-access connection built from
+//! `vpnClientConfiguration`, its server credentials, and the connected clients for `show-health`.
+//!
+//! Server credentials: the daemon authenticates to clients with `<state-dir>/p2s/server.crt.pem` and
+//! `server.key.pem` when the operator put them there (for example from `vgw pki issue-server`);
+//! otherwise it creates a gateway CA and a server certificate for the gateway's public address on first
+//! use (`ca.crt.pem` is what clients must trust; keys 0600). The IKE identity is the public address,
+//! which is in the certificate's subjectAltName, so strongSwan clients use `remote { id = <address> }`.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use ipnet::IpNet;
+use serde_json::{Value, json};
+use vgw_ike::message::{Identity, TrafficSelector};
+use vgw_ike::{
+    ChildConfig, Config, ConnId, LocalAuth, LocalCertificate, Mode, PeerAuth, RemoteAccess,
+    RemoteAccessServer, TrustStore,
+};
+
+use crate::state::DesiredState;
+
+/// The remote-access connection's id in the IKE engine (below the engine's client ids).
+pub const P2S_CONN: ConnId = 0x7fff_0000;
+
+/// PEM blocks of one label, decoded.
+fn pem_blocks(text: &str, label: &str) -> Vec<Vec<u8>> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(a) = rest.find(&begin) {
+        let body_start = a + begin.len();
+        let Some(b) = rest[body_start..].find(&end) else {
+            break;
+        };
+        let body: String = rest[body_start..body_start + b]
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        if let Ok(der) = base64::engine::general_purpose::STANDARD.decode(body) {
+            out.push(der);
+        }
+        rest = &rest[body_start + b + end.len()..];
+    }
+    out
+}
+
+/// The server certificate chain and key, loaded or created (see the module docs).
+pub fn server_credentials(dir: &Path, public_ip: IpAddr) -> Result<LocalCertificate, String> {
+    let cert_path = dir.join("server.crt.pem");
+    let key_path = dir.join("server.key.pem");
+    if !cert_path.exists() {
+        create_server_credentials(dir, public_ip)?;
+    }
+    let cert = std::fs::read_to_string(&cert_path)
+        .map_err(|e| format!("cannot read {}: {e}", cert_path.display()))?;
+    let key = std::fs::read_to_string(&key_path)
+        .map_err(|e| format!("cannot read {}: {e}", key_path.display()))?;
+    let chain = pem_blocks(&cert, "CERTIFICATE");
+    let pkcs8 = pem_blocks(&key, "PRIVATE KEY")
+        .pop()
+        .ok_or_else(|| format!("{} holds no PKCS#8 PRIVATE KEY", key_path.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{} holds no certificate", cert_path.display()));
+    }
+    LocalCertificate::new(chain, &pkcs8).map_err(|e| format!("server certificate: {e}"))
+}
+
+fn create_server_credentials(dir: &Path, public_ip: IpAddr) -> Result<(), String> {
+    use vgw_pki::{CertAuthority, KeyType, ServerRequest, Validity};
+    let err = |e: vgw_pki::Error| e.to_string();
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let root = vgw_pki::create_root(
+        "vgw gateway CA",
+        KeyType::EcdsaP256,
+        Validity::days_from_now(3650),
+    )
+    .map_err(err)?;
+    let root_pem = root.cert_pem.clone();
+    let ca = CertAuthority::from_issued(root).map_err(err)?;
+    let server = ca
+        .issue_server(&ServerRequest {
+            name: public_ip.to_string(),
+            key: KeyType::EcdsaP256,
+            validity: Validity::days_from_now(825),
+            dns: Vec::new(),
+            ips: vec![public_ip],
+        })
+        .map_err(err)?;
+    vgw_pki::files::write_public(&dir.join("ca.crt.pem"), root_pem.as_bytes(), true)
+        .map_err(err)?;
+    vgw_pki::files::write_public(
+        &dir.join("server.crt.pem"),
+        server.cert_pem.as_bytes(),
+        true,
+    )
+    .map_err(err)?;
+    vgw_pki::files::write_private(
+        &dir.join("server.key.pem"),
+        server.key_pem().as_bytes(),
+        true,
+    )
+    .map_err(err)
+}
+
+fn prefix_ts(net: &IpNet) -> TrafficSelector {
+    TrafficSelector::from_prefix(net.addr(), net.prefix_len())
+}
+
+/// The remote-access connection `state` asks for: None when point-to-site over IKEv2 is not set up
+/// (no pool, no IkeV2 protocol, or no trusted root).
+pub fn build_config(state: &DesiredState, credentials: &Path) -> Option<Result<Config, String>> {
+    let gw = state.gateway.as_ref()?;
+    let p2s = gw.vpn_client_configuration.as_ref()?;
+    if !p2s
+        .vpn_client_protocols
+        .iter()
+        .any(|p| matches!(p, crate::model::VpnClientProtocol::IkeV2))
+        || p2s.vpn_client_root_certificates.is_empty()
+    {
+        return None;
+    }
+    Some((|| {
+        let public_ip: IpAddr = gw
+            .ip_configurations
+            .first()
+            .and_then(|c| c.public_ip_address.parse().ok())
+            .ok_or("the gateway has no public IP address")?;
+        let mut pool_v4: Option<(Ipv4Addr, u8)> = None;
+        let mut pool_v6: Option<(Ipv6Addr, u8)> = None;
+        for p in &p2s.vpn_client_address_pool.address_prefixes {
+            match p.parse::<IpNet>() {
+                Ok(IpNet::V4(n)) if pool_v4.is_none() => {
+                    pool_v4 = Some((n.network(), n.prefix_len()))
+                }
+                Ok(IpNet::V6(n)) if pool_v6.is_none() => {
+                    pool_v6 = Some((n.network(), n.prefix_len()))
+                }
+                _ => {}
+            }
+        }
+        if pool_v4.is_none() && pool_v6.is_none() {
+            return Err("vpnClientAddressPool has no prefix".to_string());
+        }
+        let roots: Vec<Vec<u8>> = p2s
+            .vpn_client_root_certificates
+            .iter()
+            .filter_map(|r| {
+                let data: String = r
+                    .public_cert_data
+                    .lines()
+                    .filter(|l| !l.starts_with("-----"))
+                    .collect();
+                base64::engine::general_purpose::STANDARD
+                    .decode(data.trim())
+                    .ok()
+            })
+            .collect();
+        let revoked = p2s
+            .vpn_client_revoked_certificates
+            .iter()
+            .map(|r| r.thumbprint.clone());
+        let trust = TrustStore::new(roots, revoked).map_err(|e| e.to_string())?;
+        let server = server_credentials(credentials, public_ip)?;
+        // Split tunnel: the gateway's address space, its custom routes and every site's prefixes.
+        let mut routes: Vec<IpNet> = Vec::new();
+        for list in [
+            &gw.address_space.address_prefixes,
+            &gw.custom_routes.address_prefixes,
+        ] {
+            routes.extend(list.iter().filter_map(|p| p.parse::<IpNet>().ok()));
+        }
+        for lg in state.local_gateways.values() {
+            routes.extend(
+                lg.local_network_address_space
+                    .address_prefixes
+                    .iter()
+                    .filter_map(|p| p.parse::<IpNet>().ok()),
+            );
+        }
+        routes.sort();
+        routes.dedup();
+        Ok(Config {
+            local_addr: public_ip,
+            remote_addr: match public_ip {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            },
+            local_id: Identity::from_ip(public_ip),
+            mode: Mode::ResponderOnly,
+            children: vec![ChildConfig {
+                local: routes.iter().map(prefix_ts).collect(),
+                remote: vec![TrafficSelector::any_v4(), TrafficSelector::any_v6()],
+            }],
+            local_auth: LocalAuth::Certificate(Arc::new(server)),
+            peer_auth: PeerAuth::Certificate(Arc::new(trust)),
+            remote_access: RemoteAccess::Server(RemoteAccessServer {
+                pool_v4,
+                pool_v6,
+                dns: p2s
+                    .dns_servers
+                    .iter()
+                    .filter_map(|d| d.parse().ok())
+                    .collect(),
+            }),
+            dpd_timeout: Duration::from_secs(30),
+            ..Config::default()
+        })
+    })())
+}
+
+/// One connected client, for `show-health`.
+#[derive(Clone, Debug)]
+pub struct ClientRow {
+    /// Engine id.
+    pub id: ConnId,
+    /// The certificate's CN.
+    pub user_name: String,
+    /// Its thumbprint.
+    pub thumbprint: String,
+    /// Public address and port.
+    pub public: String,
+    /// Pool addresses.
+    pub addresses: Vec<IpAddr>,
+    /// When it connected.
+    pub connected_at: SystemTime,
+    /// Its tunnel's counters.
+    pub counters: Option<Arc<vgw_dataplane::TunnelCounters>>,
+}
+
+/// The connected clients.
+#[derive(Default)]
+pub struct P2sStatus {
+    clients: RwLock<BTreeMap<ConnId, ClientRow>>,
+}
+
+/// Azure's `vpnConnectionId` for an engine client id.
+pub fn connection_id(id: ConnId) -> String {
+    format!("IKEv2_{id:08x}")
+}
+
+/// The engine client id of a `vpnConnectionId`.
+pub fn parse_connection_id(s: &str) -> Option<ConnId> {
+    ConnId::from_str_radix(s.strip_prefix("IKEv2_")?, 16).ok()
+}
+
+impl P2sStatus {
+    /// Records a connected client.
+    pub fn insert(&self, row: ClientRow) {
+        self.clients
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(row.id, row);
+    }
+
+    /// Forgets a client.
+    pub fn remove(&self, id: ConnId) -> Option<ClientRow> {
+        self.clients
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id)
+    }
+
+    /// How many clients are connected.
+    pub fn count(&self) -> usize {
+        self.clients.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Bytes in and out over every client tunnel (P2SBandwidth's source).
+    pub fn bytes(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        let map = self.clients.read().unwrap_or_else(|p| p.into_inner());
+        map.values()
+            .filter_map(|c| c.counters.as_ref())
+            .fold((0, 0), |(i, e), c| {
+                (
+                    i + c.ingress_bytes.load(Ordering::Relaxed),
+                    e + c.egress_bytes.load(Ordering::Relaxed),
+                )
+            })
+    }
+
+    /// `getVpnClientConnectionHealth` in Azure's shape.
+    pub fn health_json(&self) -> Value {
+        use std::sync::atomic::Ordering;
+        let map = self.clients.read().unwrap_or_else(|p| p.into_inner());
+        let now = SystemTime::now();
+        let value: Vec<Value> = map
+            .values()
+            .map(|c| {
+                let (i, e) = c.counters.as_ref().map_or((0, 0), |k| {
+                    (
+                        k.ingress_bytes.load(Ordering::Relaxed),
+                        k.egress_bytes.load(Ordering::Relaxed),
+                    )
+                });
+                json!({
+                    "vpnConnectionId": connection_id(c.id),
+                    "vpnConnectionDuration": crate::bgp::timespan(
+                        now.duration_since(c.connected_at).unwrap_or_default()
+                    ),
+                    "vpnConnectionTime": crate::diaglog::rfc3339(
+                        c.connected_at
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_millis() as u64)
+                            .unwrap_or(0)
+                    ),
+                    "publicIpAddress": c.public,
+                    "privateIpAddress": c.addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+                    "vpnUserName": c.user_name,
+                    "thumbprint": c.thumbprint,
+                    "ingressBytesTransferred": i,
+                    "egressBytesTransferred": e,
+                })
+            })
+            .collect();
+        let allocated: Vec<String> = map
+            .values()
+            .flat_map(|c| c.addresses.iter().map(ToString::to_string))
+            .collect();
+        json!({
+            "vpnClientConnectionsCount": map.len(),
+            "allocatedIpAddresses": allocated,
+            "value": value,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_ids_round_trip() {
+        assert_eq!(
+            parse_connection_id(&connection_id(0x8000_0003)),
+            Some(0x8000_0003)
+        );
+        assert_eq!(parse_connection_id("nope"), None);
+    }
+
+    #[test]
+    fn credentials_are_created_once_with_a_private_key_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ip: IpAddr = "198.18.0.2".parse().unwrap();
+        server_credentials(dir.path(), ip).unwrap();
+        let first = std::fs::read(dir.path().join("server.crt.pem")).unwrap();
+        server_credentials(dir.path(), ip).unwrap();
+        assert_eq!(
+            first,
+            std::fs::read(dir.path().join("server.crt.pem")).unwrap()
+        );
+        let mode = std::fs::metadata(dir.path().join("server.key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

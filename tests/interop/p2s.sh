@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Point-to-site with IKEv2 certificates: a strongSwan road warrior (charon in the `site` namespace,
+# 198.18.0.1) with certificates from `vgw pki`, against vgw on the hub.
+#   connect  - the client gets an address from the pool and the DNS server, pings the hub LAN, and
+#              shows in `vpn-client show-health`; revoking its thumbprint drops it within 5 s, it cannot
+#              reconnect, and P2SDiagnosticLog says revoked
+#   refused  - a certificate from another root and an expired one are refused, with the reason logged
+# Usage: tests/interop/p2s.sh [scenario ...]   (default: all; root)
+set -u
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/swan_site.sh"
+
+POOL=172.16.201.0/24
+DNS=10.2.0.53
+
+# p2s_lab: topology, vgw with point-to-site, a PKI with a good root and another one.
+p2s_lab() {
+    lab_topology
+    lab_vgw hub hub || return 1
+    local pki="$LAB_WORK/pki"
+    mkdir -p "$pki"
+    "$VGW" pki create-root --name root --out "$pki" -o json >"$pki/root.json" || return 1
+    "$VGW" pki create-root --name other --out "$pki" -o none || return 1
+    "$VGW" pki issue-client --root root --root-dir "$pki" --name alice --out "$pki" --no-p12 -o none || return 1
+    "$VGW" pki issue-client --root other --root-dir "$pki" --name mallory --out "$pki" --no-p12 -o none || return 1
+    "$VGW" pki issue-client --root root --root-dir "$pki" --name old --out "$pki" --no-p12 \
+        --not-before 2024-01-01T00:00:00Z --not-after 2024-02-01T00:00:00Z -o none || return 1
+    vgwc hub vnet-gateway create -n hub-gw --public-ip-addresses "$VGW_IP" --vnet-address-space 10.2.0.0/16 \
+        --address-prefixes "$POOL" --client-protocol IkeV2 --vpn-client-dns-servers "$DNS" -o none || return 1
+    local data; data=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["publicCertData"])' "$pki/root.json")
+    vgwc hub vnet-gateway root-cert create --gateway-name hub-gw --name root --public-cert-data "$data" -o none || return 1
+    wait_for 5 test -s "$LAB_WORK/hub-state/p2s/ca.crt.pem"
+}
+
+# rw_start USER: charon in `site` as a road warrior with USER's certificate.
+rw_start() {
+    local user=$1 dir="$LAB_WORK/site"
+    rm -rf "$dir"; mkdir -p "$dir/x509" "$dir/x509ca" "$dir/private"
+    cp "$LAB_WORK/pki/$user.crt.pem" "$dir/x509/"
+    cp "$LAB_WORK/pki/$user.key.pem" "$dir/private/"
+    cp "$LAB_WORK/hub-state/p2s/ca.crt.pem" "$dir/x509ca/gateway-ca.crt.pem"
+    cat >"$dir/swanctl.conf" <<EOF
+connections {
+    vgw {
+        version = 2
+        remote_addrs = $VGW_IP
+        vips = 0.0.0.0
+        proposals = aes256gcm16-prfsha256-ecp256
+        local { auth = pubkey
+                certs = $user.crt.pem }
+        remote { auth = pubkey
+                 id = $VGW_IP }
+        children { hub { remote_ts = 10.2.0.0/16
+                         esp_proposals = aes256gcm16
+                         start_action = none } }
+    }
+}
+EOF
+    CHARON_PLUGINS_EXTRA=resolve SWANCTL_DIR="$dir" lab_charon site site
+}
+rw_up() { SWANCTL_DIR="$LAB_WORK/site" swan site --initiate --child hub --timeout 8 >"$LAB_WORK/site/initiate.log" 2>&1; }
+rw_vip() { SWANCTL_DIR="$LAB_WORK/site" swan site --list-sas 2>/dev/null | grep -o 'remote.*' >/dev/null; in_ns site ip -4 addr show | grep -o '172\.16\.201\.[0-9]*' | head -1; }
+health_count() { vgwc hub vnet-gateway vpn-client show-health --query vpnClientConnectionsCount -o tsv; }
+p2s_log() { vgwc hub logs --category P2SDiagnosticLog; }
+
+scenario_connect() {
+    local name="road warrior: address and DNS from vgw, ping to the hub LAN, show-health, revocation"
+    p2s_lab || { fail "$name: setup"; lab_cleanup; return; }
+    rw_start alice || { fail "$name: charon"; lab_cleanup; return; }
+    if ! rw_up; then fail "$name: IKE failed: $(tail -5 "$LAB_WORK/site/initiate.log")"; lab_cleanup; return; fi
+    local vip; vip=$(rw_vip)
+    [ -n "$vip" ] || { fail "$name: no pool address on the client"; lab_cleanup; return; }
+    grep -q "nameserver $DNS" "$LAB_WORK/site/resolv.conf" 2>/dev/null || { fail "$name: the DNS server $DNS never reached the client"; lab_cleanup; return; }
+    wait_for 5 in_ns site ping -c 1 -W 1 -I "$vip" 10.2.0.10 || { fail "$name: no ping from $vip to 10.2.0.10"; lab_cleanup; return; }
+    [ "$(health_count)" = 1 ] || { fail "$name: show-health count $(health_count)"; lab_cleanup; return; }
+    local row; row=$(vgwc hub vnet-gateway vpn-client show-health --query 'value[0].[vpnUserName, privateIpAddress]' -o tsv | tr '\t\n' '  ')
+    case "$row" in "alice $vip"*) ;; *) fail "$name: show-health row [$row]"; lab_cleanup; return ;; esac
+    # Revoke alice: dropped within 5 s, refused afterwards, and the log says why.
+    local thumb; thumb=$("$VGW" pki show --cert "$LAB_WORK/pki/alice.crt.pem" --query thumbprint -o tsv)
+    local t0; t0=$(date +%s%N)
+    vgwc hub vnet-gateway revoked-cert create --gateway-name hub-gw --name alice --thumbprint "$thumb" -o none
+    if ! wait_for 5 sh -c "[ \"\$(VGW_API_SOCKET=$LAB_WORK/hub.sock $VGW vnet-gateway vpn-client show-health --query vpnClientConnectionsCount -o tsv)\" = 0 ]"; then
+        fail "$name: still connected 5 s after revocation"; lab_cleanup; return
+    fi
+    local ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+    if rw_up; then fail "$name: a revoked client reconnected"; lab_cleanup; return; fi
+    if ! p2s_log | grep -qi revoked; then fail "$name: P2SDiagnosticLog does not say revoked"; lab_cleanup; return; fi
+    pass "$name (address $vip; dropped ${ms} ms after revocation; reconnect refused)"
+    lab_cleanup
+}
+
+scenario_refused() {
+    local name="certificates from another root and expired ones are refused with the reason logged"
+    p2s_lab || { fail "$name: setup"; lab_cleanup; return; }
+    rw_start mallory || { fail "$name: charon"; lab_cleanup; return; }
+    if rw_up; then fail "$name: a certificate from another root connected"; lab_cleanup; return; fi
+    lab_cleanup_site() { for pid in $(ip netns pids "$(ns site)"); do kill "$pid" 2>/dev/null; done; sleep 0.3; }
+    lab_cleanup_site
+    rw_start old || { fail "$name: charon"; lab_cleanup; return; }
+    if rw_up; then fail "$name: an expired certificate connected"; lab_cleanup; return; fi
+    local log; log=$(p2s_log)
+    if echo "$log" | grep -q CERTIFICATE_UNTRUSTED && echo "$log" | grep -q CERTIFICATE_EXPIRED; then
+        pass "$name"
+    else
+        fail "$name: P2SDiagnosticLog: $(echo "$log" | tail -4)"
+    fi
+    lab_cleanup
+}
+
+all="connect refused"
+[ "${BASH_SOURCE[0]}" = "$0" ] || return 0
+for s in ${*:-$all}; do "scenario_$s"; done
+summary

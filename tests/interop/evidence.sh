@@ -35,11 +35,24 @@ counter() { scrape | awk -v n="$1" 'index($0, n "{") == 1 && /connection_name="t
 # within_2pct ACTUAL EXPECTED
 within_2pct() { python3 -c "import sys; a, e = float(sys.argv[1]), float(sys.argv[2]); sys.exit(0 if e > 0 and abs(a - e) / e <= 0.02 else 1)" "$1" "$2"; }
 
-# udp_run ARGS...: an iperf3 UDP run of 1200-byte datagrams, sitelan -> hublan; prints its JSON.
+# udp_run ARGS...: an iperf3 UDP run of 1200-byte datagrams, sitelan -> hublan; prints its JSON
+# (retried when iperf3 itself fails, e.g. its control connection on a loaded machine).
 udp_run() {
-    in_ns hublan iperf3 -s -1 -D >/dev/null 2>&1
-    sleep 0.3
-    in_ns sitelan iperf3 -c 10.2.0.10 -u -l 1200 -b 100M -t 3 -J "$@" 2>/dev/null
+    local try out
+    for try in 1 2 3; do
+        in_ns hublan iperf3 -s -1 -D >/dev/null 2>&1
+        sleep 0.3
+        out=$(in_ns sitelan iperf3 -c 10.2.0.10 -u -l 1200 -b 100M -t 3 -J "$@" 2>/dev/null)
+        if echo "$out" | python3 -c 'import json,sys; json.load(sys.stdin)["end"]["sum"]["packets"]' 2>/dev/null; then
+            echo "$out"
+            return 0
+        fi
+        for p in $(ip netns pids "$(ns hublan)"); do
+            [ "$(cat "/proc/$p/comm" 2>/dev/null)" = iperf3 ] && kill "$p" 2>/dev/null
+        done
+        sleep 1
+    done
+    echo "$out"
 }
 
 scenario_metrics() {

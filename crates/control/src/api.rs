@@ -47,6 +47,8 @@ pub struct AppState {
     pub captures: Arc<crate::capture::CaptureManager>,
     /// What the BGP speaker publishes.
     pub bgp: Arc<crate::bgp::BgpStatus>,
+    /// Signed client-package URLs.
+    pub downloads: Arc<crate::p2s_download::Downloads>,
 }
 
 type ApiResult = Result<Response, ApiError>;
@@ -704,9 +706,20 @@ async fn vpn_client_package(State(app): State<AppState>, Path(name): Path<String
             ),
         ));
     }
-    Err(ApiError::not_implemented(
-        "point-to-site client profile generation",
-    ))
+    // Build the package once now, so a configuration that cannot produce one fails here, not at
+    // download time.
+    let input = crate::p2s::profile_input(&state, &app.downloads.dir)
+        .map_err(|m| ApiError::conflict("VpnClientPackageUnavailable", "vpnClientConfiguration", m))?;
+    vgw_pki::profiles::build_profile(&input).map_err(|e| {
+        ApiError::conflict(
+            "VpnClientPackageUnavailable",
+            "vpnClientConfiguration",
+            e.to_string(),
+        )
+    })?;
+    let (url, _) = app.downloads.url(&name, &input.server_address);
+    // Azure answers with the URL as a JSON string.
+    Ok(json_response(StatusCode::OK, Value::String(url)))
 }
 
 // ---- packet capture ------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod model;
 pub mod openapi;
 pub mod p2s;
+pub mod p2s_download;
 pub mod server;
 pub mod state;
 pub mod status;

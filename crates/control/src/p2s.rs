@@ -28,7 +28,7 @@ use crate::state::DesiredState;
 pub const P2S_CONN: ConnId = 0x7fff_0000;
 
 /// PEM blocks of one label, decoded.
-fn pem_blocks(text: &str, label: &str) -> Vec<Vec<u8>> {
+pub fn pem_blocks(text: &str, label: &str) -> Vec<Vec<u8>> {
     let begin = format!("-----BEGIN {label}-----");
     let end = format!("-----END {label}-----");
     let mut out = Vec::new();
@@ -126,6 +126,7 @@ pub fn build_config(state: &DesiredState, credentials: &Path) -> Option<Result<C
         return None;
     }
     Some((|| {
+        let (ike, esp, pfs) = proposals(p2s)?;
         let public_ip: IpAddr = gw
             .ip_configurations
             .first()
@@ -209,9 +210,125 @@ pub fn build_config(state: &DesiredState, credentials: &Path) -> Option<Result<C
                     .collect(),
             }),
             dpd_timeout: Duration::from_secs(30),
+            ike,
+            esp,
+            pfs,
             ..Config::default()
         })
     })())
+}
+
+/// The proposals the remote-access connection uses: `vpnClientIpsecPolicies`, else the defaults.
+#[allow(clippy::type_complexity)]
+fn proposals(
+    p2s: &crate::model::VpnClientConfiguration,
+) -> Result<
+    (
+        Vec<vgw_ike::proposal::ProposalSpec>,
+        Vec<vgw_ike::proposal::ProposalSpec>,
+        Option<vgw_ike::crypto::DhGroup>,
+    ),
+    String,
+> {
+    if p2s.vpn_client_ipsec_policies.is_empty() {
+        return Ok((
+            vgw_ike::proposal::default_ike(),
+            vgw_ike::proposal::default_esp(true),
+            None,
+        ));
+    }
+    let (mut ike, mut esp, mut pfs) = (Vec::new(), Vec::new(), None);
+    for p in &p2s.vpn_client_ipsec_policies {
+        let (i, e, f) = crate::tunnels::policy_specs(p)?;
+        ike.push(i);
+        esp.push(e);
+        pfs = pfs.or(f);
+    }
+    Ok((ike, esp, pfs))
+}
+
+/// What the client package is built from: the gateway's address and identity, the CA clients must
+/// trust, the live proposals, the split routes, DNS and the pool.
+pub fn profile_input(
+    state: &DesiredState,
+    dir: &Path,
+) -> Result<vgw_pki::profiles::ProfileInput, String> {
+    let gw = state.gateway.as_ref().ok_or("no vnet-gateway")?;
+    let p2s = gw
+        .vpn_client_configuration
+        .as_ref()
+        .ok_or("point-to-site is not configured")?;
+    let public_ip: IpAddr = gw
+        .ip_configurations
+        .first()
+        .and_then(|c| c.public_ip_address.parse().ok())
+        .ok_or("the gateway has no public IP address")?;
+    server_credentials(dir, public_ip)?;
+    let ca = std::fs::read_to_string(dir.join("ca.crt.pem"))
+        .map(|t| pem_blocks(&t, "CERTIFICATE"))
+        .unwrap_or_default();
+    let roots = if ca.is_empty() {
+        // An operator-supplied server certificate: clients trust the top of its chain.
+        let chain = std::fs::read_to_string(dir.join("server.crt.pem"))
+            .map(|t| pem_blocks(&t, "CERTIFICATE"))
+            .unwrap_or_default();
+        chain.last().cloned().into_iter().collect()
+    } else {
+        ca
+    };
+    let text = |v: &dyn erased::ToText| v.text();
+    let policies = p2s
+        .vpn_client_ipsec_policies
+        .iter()
+        .map(|p| vgw_pki::profiles::IpsecPolicy {
+            ike_encryption: text(&p.ike_encryption),
+            ike_integrity: text(&p.ike_integrity),
+            dh_group: text(&p.dh_group),
+            ipsec_encryption: text(&p.ipsec_encryption),
+            ipsec_integrity: text(&p.ipsec_integrity),
+            pfs_group: text(&p.pfs_group),
+            sa_life_time_seconds: p.sa_life_time_seconds,
+            sa_data_size_kilobytes: p.sa_data_size_kilobytes,
+        })
+        .collect();
+    let config = build_config(state, dir).ok_or("point-to-site over IKEv2 is not set up")??;
+    let routes = config
+        .children
+        .first()
+        .map(|c| c.local.iter().map(|t| t.to_string()).collect())
+        .unwrap_or_default();
+    Ok(vgw_pki::profiles::ProfileInput {
+        gateway_name: gw.name.clone(),
+        server_address: public_ip.to_string(),
+        server_dns_name: None,
+        server_identity: vgw_pki::profiles::ServerIdentity {
+            subject: None,
+            san: Some(public_ip.to_string()),
+        },
+        root_certificates: roots,
+        policies,
+        routes,
+        dns_servers: p2s.dns_servers.clone(),
+        client_address_pool: p2s.vpn_client_address_pool.address_prefixes.clone(),
+        client: None,
+        wireguard: None,
+    })
+}
+
+/// Azure's enum spellings through serde.
+mod erased {
+    /// Something serde writes as a JSON string.
+    pub trait ToText {
+        fn text(&self) -> String;
+    }
+    impl<T: serde::Serialize> ToText for T {
+        fn text(&self) -> String {
+            serde_json::to_value(self)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        }
+    }
 }
 
 /// One connected client, for `show-health`.

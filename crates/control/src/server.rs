@@ -38,6 +38,8 @@ pub struct ServeConfig {
     pub dataplane: Option<vgw_dataplane::DataPlaneConfig>,
     /// Serve Prometheus metrics on this TCP address (no authentication: use loopback).
     pub metrics_listen: Option<SocketAddr>,
+    /// HTTPS port of the point-to-site profile download (0: off).
+    pub p2s_download_port: u16,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -63,6 +65,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
     let controller = Arc::new(Controller::load(Box::new(store), log.clone())?);
     let started = std::time::SystemTime::now();
     let bgp_status = Arc::new(crate::bgp::BgpStatus::default());
+    let downloads = Arc::new(crate::p2s_download::Downloads::new(
+        config.p2s_download_port,
+        config.state_dir.join("p2s"),
+    ));
     let (status, tunnels, live): (Arc<dyn StatusSource>, _, _) = match config.dataplane.clone() {
         Some(dp) => {
             let live = Arc::new(crate::tunnels::LiveStatus::default());
@@ -96,6 +102,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
         &format!("vgw {} started", env!("CARGO_PKG_VERSION")),
         serde_json::Value::Null,
     );
+    let controller_for_downloads = controller.clone();
     let app = router(AppState {
         controller,
         status,
@@ -106,11 +113,22 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
             config.state_dir.join("captures"),
         )),
         bgp: bgp_status,
+        downloads: downloads.clone(),
     });
 
     let unix = bind_unix(&config.api_socket)?;
     tracing::info!(socket = %config.api_socket.display(), state_dir = %config.state_dir.display(), "vgw API serving");
     let mut tasks = tokio::task::JoinSet::new();
+    // The profile download runs on the gateway host only (with the data plane); it is detached, so it
+    // does not hold the daemon up at shutdown.
+    if config.dataplane.is_some() && config.p2s_download_port != 0 {
+        let (controller, downloads) = (controller_for_downloads, downloads.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::p2s_download::serve(controller, downloads).await {
+                tracing::warn!(error = %e, "point-to-site profile downloads are off");
+            }
+        });
+    }
     if let Some(addr) = config.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

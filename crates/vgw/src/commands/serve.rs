@@ -22,6 +22,9 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (off by default; no authentication, so use loopback).
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
+    /// HTTPS port for the point-to-site profile download (`vpn-client generate` URLs); 0 turns it off.
+    #[arg(long, default_value_t = 8443)]
+    pub p2s_download_port: u16,
     /// Name of the TUN device that carries the tunnels' inner packets.
     #[arg(long, default_value = "vgw0")]
     pub tun_name: String,
@@ -48,6 +51,7 @@ pub async fn run(args: &ServeArgs, api_socket: &Path, api_token_file: Option<&Pa
         api_listen: args.api_listen,
         api_token_file: api_token_file.map(Path::to_path_buf),
         metrics_listen: args.metrics_listen,
+        p2s_download_port: args.p2s_download_port,
         dataplane: (args.dataplane == "on").then(|| vgw_dataplane::DataPlaneConfig {
             tun_name: args.tun_name.clone(),
             mss_clamp: args.tcp_mss_clamp,

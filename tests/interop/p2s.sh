@@ -107,7 +107,60 @@ scenario_refused() {
     lab_cleanup
 }
 
-all="connect refused"
+# profile: the package from `vpn-client generate`, fetched over HTTPS from the gateway by the client
+# (verifying the gateway CA), has every platform's file; the .mobileconfig is a property list naming the
+# gateway's proposals; the swanctl.conf, used as-is with the client's certificate, connects; a tampered
+# URL is refused.
+scenario_profile() {
+    local name="client package: signed HTTPS download, mobileconfig names the proposals, swanctl.conf connects as-is"
+    p2s_lab || { fail "$name: setup"; lab_cleanup; return; }
+    local url; url=$(vgwc hub vnet-gateway vpn-client generate -o tsv)
+    case "$url" in https://198.18.0.2:8443/vpnclient/*) ;; *) fail "$name: URL [$url]"; lab_cleanup; return ;; esac
+    local pkg="$LAB_WORK/pkg"; mkdir -p "$pkg"
+    if ! wait_for 5 in_ns site curl -sf --cacert "$LAB_WORK/hub-state/p2s/ca.crt.pem" -o "$pkg/vpnclient.zip" "$url"; then
+        fail "$name: download failed"; lab_cleanup; return
+    fi
+    local code; code=$(in_ns site curl -s -o /dev/null -w '%{http_code}' --cacert "$LAB_WORK/hub-state/p2s/ca.crt.pem" "${url%/*}x/hub-gw.zip")
+    [ "$code" = 404 ] || [ "$code" = 403 ] || { fail "$name: a tampered URL answered $code"; lab_cleanup; return; }
+    local check
+    check=$(python3 - "$pkg/vpnclient.zip" <<'PY'
+import io, plistlib, sys, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+names = z.namelist()
+need = ["README.txt", "strongSwan/swanctl.conf", "Windows/vpnconfig.ps1"]
+missing = [n for n in need if n not in names]
+mc = [n for n in names if n.endswith(".mobileconfig")]
+if not mc:
+    missing.append("*.mobileconfig")
+    print("missing:", missing); sys.exit(0)
+profile = plistlib.loads(z.read(mc[0]))
+vpn = [p for p in profile["PayloadContent"] if p.get("PayloadType") == "com.apple.vpn.managed"][0]
+ike = vpn["IKEv2"]["IKESecurityAssociationParameters"]
+ps1 = z.read("Windows/vpnconfig.ps1").decode()
+ok = ike["EncryptionAlgorithm"] == "AES-256" and ike["DiffieHellmanGroup"] == 14 and "Set-VpnConnectionIPsecConfiguration" in ps1
+z.extractall(sys.argv[1] + ".d")
+print("ok" if ok and not missing else f"missing: {missing} ike: {ike}")
+PY
+)
+    [ "$check" = ok ] || { fail "$name: package: $check"; lab_cleanup; return; }
+    # The swanctl profile as-is, with alice's certificate as the client certificate it names.
+    local dir="$LAB_WORK/site"; rm -rf "$dir"; mkdir -p "$dir/x509" "$dir/x509ca" "$dir/private"
+    cp "$pkg/vpnclient.zip.d/strongSwan/swanctl.conf" "$dir/swanctl.conf"
+    cp "$pkg"/vpnclient.zip.d/strongSwan/*ca*.pem "$dir/x509ca/" 2>/dev/null || cp "$LAB_WORK/hub-state/p2s/ca.crt.pem" "$dir/x509ca/"
+    cp "$LAB_WORK/pki/alice.crt.pem" "$dir/x509/client.crt.pem"
+    cp "$LAB_WORK/pki/alice.key.pem" "$dir/private/client.key.pem"
+    CHARON_PLUGINS_EXTRA=resolve SWANCTL_DIR="$dir" lab_charon site site || { fail "$name: charon refused the profile: $(cat "$dir/load.log")"; lab_cleanup; return; }
+    local child; child=$(grep -o '^ *[A-Za-z0-9_-]* *{' "$dir/swanctl.conf" | sed -n '4p' | tr -d ' {')
+    SWANCTL_DIR="$dir" swan site --initiate --child "${child:-vgw}" --timeout 8 >/dev/null 2>&1
+    if wait_for 10 sh -c "[ \"\$(VGW_API_SOCKET=$LAB_WORK/hub.sock $VGW vnet-gateway vpn-client show-health --query vpnClientConnectionsCount -o tsv)\" = 1 ]"; then
+        pass "$name"
+    else
+        fail "$name: the profile's swanctl.conf did not connect: $(tail -5 "$dir/charon.log")"
+    fi
+    lab_cleanup
+}
+
+all="connect refused profile"
 [ "${BASH_SOURCE[0]}" = "$0" ] || return 0
 for s in ${*:-$all}; do "scenario_$s"; done
 summary

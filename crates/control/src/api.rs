@@ -708,8 +708,9 @@ async fn vpn_client_package(State(app): State<AppState>, Path(name): Path<String
     }
     // Build the package once now, so a configuration that cannot produce one fails here, not at
     // download time.
-    let input = crate::p2s::profile_input(&state, &app.downloads.dir)
-        .map_err(|m| ApiError::conflict("VpnClientPackageUnavailable", "vpnClientConfiguration", m))?;
+    let input = crate::p2s::profile_input(&state, &app.downloads.dir).map_err(|m| {
+        ApiError::conflict("VpnClientPackageUnavailable", "vpnClientConfiguration", m)
+    })?;
     vgw_pki::profiles::build_profile(&input).map_err(|e| {
         ApiError::conflict(
             "VpnClientPackageUnavailable",
@@ -916,7 +917,21 @@ async fn connection_diagnostics(
     value["peerAddress"] = json!(peer.map(|p: std::net::IpAddr| p.to_string()));
     value["localGateway"] = json!(conn.local_network_gateway2.name);
     value["enableBgp"] = json!(conn.enable_bgp);
-    value["bgp"] = json!({ "state": if conn.enable_bgp { "NotImplemented" } else { "Disabled" } });
+    value["bgp"] = if conn.enable_bgp {
+        let snap = app.bgp.snapshot();
+        match snap.peers.iter().find(|p| p.connection == name) {
+            Some(p) => json!({
+                "state": p.state.as_str(),
+                "neighbor": p.neighbor,
+                "routesReceived": p.routes_received,
+                "routesAdvertised": p.routes_advertised,
+                "lastError": p.last_error,
+            }),
+            None => json!({ "state": "NotConfigured" }),
+        }
+    } else {
+        json!({ "state": "Disabled" })
+    };
     value["connectionMode"] = serde_json::to_value(conn.connection_mode).unwrap_or_default();
     value["ipsecPolicies"] = serde_json::to_value(&conn.ipsec_policies).unwrap_or_default();
     value["localAddressSpace"] = json!(

@@ -383,6 +383,16 @@ impl P2sStatus {
             .remove(&id)
     }
 
+    /// A copy of every connected client.
+    pub fn rows(&self) -> Vec<ClientRow> {
+        self.clients
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// How many clients are connected.
     pub fn count(&self) -> usize {
         self.clients.read().unwrap_or_else(|p| p.into_inner()).len()

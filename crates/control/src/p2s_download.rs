@@ -137,10 +137,11 @@ fn tls_config(dir: &std::path::Path) -> Result<Arc<rustls::ServerConfig>, String
         std::fs::read_to_string(dir.join(name))
             .map_err(|e| format!("cannot read {}: {e}", dir.join(name).display()))
     };
-    let chain: Vec<CertificateDer<'static>> = crate::p2s::pem_blocks(&read("server.crt.pem")?, "CERTIFICATE")
-        .into_iter()
-        .map(CertificateDer::from)
-        .collect();
+    let chain: Vec<CertificateDer<'static>> =
+        crate::p2s::pem_blocks(&read("server.crt.pem")?, "CERTIFICATE")
+            .into_iter()
+            .map(CertificateDer::from)
+            .collect();
     let key = crate::p2s::pem_blocks(&read("server.key.pem")?, "PRIVATE KEY")
         .pop()
         .ok_or("server.key.pem holds no PKCS#8 key")?;

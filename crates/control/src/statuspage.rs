@@ -233,7 +233,7 @@ pub struct LearnedRoute {
     pub weight: u32,
 }
 
-/// A connected point-to-site client (filled in once the P2S engine exists).
+/// A connected point-to-site client.
 #[derive(Clone, Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct P2sClient {
@@ -382,8 +382,34 @@ pub async fn collect(state: &MetricsState) -> StatusDocument {
             weight: r.weight,
         })
         .collect();
-    // TODO(p2s): once point-to-site runs, list its connected clients here.
-    let p2s_clients = Vec::new();
+    let p2s_clients = state
+        .live
+        .as_ref()
+        .map(|l| l.p2s.rows())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| {
+            let load = |f: fn(&vgw_dataplane::TunnelCounters) -> &std::sync::atomic::AtomicU64| {
+                c.counters
+                    .as_ref()
+                    .map_or(0, |k| f(k).load(std::sync::atomic::Ordering::Relaxed))
+            };
+            P2sClient {
+                user_name: c.user_name.clone(),
+                protocol: "IkeV2".into(),
+                vpn_client_ip_address: c
+                    .addresses
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                public_ip_address: c.public.clone(),
+                connected_since: crate::diaglog::rfc3339(millis(c.connected_at)),
+                ingress_bytes_transferred: load(|k| &k.ingress_bytes),
+                egress_bytes_transferred: load(|k| &k.egress_bytes),
+            }
+        })
+        .collect();
     StatusDocument {
         generated_at: crate::diaglog::rfc3339(millis(now)),
         daemon: DaemonInfo {

@@ -1214,7 +1214,9 @@ fn esp_suite(keys: &ChildSaKeys) -> Option<vgw_esp::Suite> {
 }
 
 /// Azure's policy names to IKE transforms.
-pub(crate) fn policy_specs(p: &IpsecPolicy) -> Result<(ProposalSpec, ProposalSpec, Option<DhGroup>), String> {
+pub(crate) fn policy_specs(
+    p: &IpsecPolicy,
+) -> Result<(ProposalSpec, ProposalSpec, Option<DhGroup>), String> {
     use model::{
         DhGroup as AzDh, IkeEncryption as AzIkeEnc, IkeIntegrity as AzIkeInt,
         IpsecEncryption as AzEnc, IpsecIntegrity as AzInt, PfsGroup as AzPfs,

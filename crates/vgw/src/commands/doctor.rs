@@ -617,11 +617,31 @@ fn connection_checks(report: &mut Report, name: &str, d: &Value) {
     }
     // BGP.
     if d["enableBgp"] == json!(true) {
-        report.warn(
-            "bgp",
-            "enableBgp is set, but this build does not run BGP sessions yet; only static prefixes route",
-            "keep the site's prefixes on its local gateway until BGP lands",
-        );
+        let bgp = &d["bgp"];
+        let neighbor = bgp["neighbor"].as_str().unwrap_or("the peer");
+        match bgp["state"].as_str() {
+            Some("Connected") => report.ok(
+                "bgp",
+                format!(
+                    "BGP with {neighbor} is Connected: {} prefixes received, {} advertised",
+                    bgp["routesReceived"], bgp["routesAdvertised"]
+                ),
+            ),
+            Some("NotConfigured") => report.fail(
+                "bgp",
+                "enableBgp is set but no BGP session exists: the gateway or the local gateway lacks bgpSettings",
+                "set --asn and --bgp-peering-address on both the vnet-gateway and the local gateway",
+            ),
+            Some(state) => report.fail(
+                "bgp",
+                format!(
+                    "BGP with {neighbor} is {state}: {}",
+                    bgp["lastError"].as_str().unwrap_or("no reason recorded yet")
+                ),
+                "check the peer's ASN and peering address, and that its BGP speaker runs; 'vgw logs --category RouteDiagnosticLog' has the session history",
+            ),
+            None => report.info("bgp", "BGP state unknown"),
+        }
     } else {
         report.ok(
             "bgp",

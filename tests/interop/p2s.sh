@@ -18,7 +18,7 @@ p2s_lab() {
     lab_topology
     lab_vgw hub hub || return 1
     local pki="$LAB_WORK/pki"
-    mkdir -p "$pki"
+    rm -rf "$pki"; mkdir -p "$pki"
     "$VGW" pki create-root --name root --out "$pki" -o json >"$pki/root.json" || return 1
     "$VGW" pki create-root --name other --out "$pki" -o none || return 1
     "$VGW" pki issue-client --root root --root-dir "$pki" --name alice --out "$pki" --no-p12 -o none || return 1

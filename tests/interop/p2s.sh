@@ -26,7 +26,7 @@ p2s_lab() {
     "$VGW" pki issue-client --root root --root-dir "$pki" --name old --out "$pki" --no-p12 \
         --not-before 2024-01-01T00:00:00Z --not-after 2024-02-01T00:00:00Z -o none || return 1
     vgwc hub vnet-gateway create -n hub-gw --public-ip-addresses "$VGW_IP" --vnet-address-space 10.2.0.0/16 \
-        --address-prefixes "$POOL" --client-protocol IkeV2 --vpn-client-dns-servers "$DNS" -o none || return 1
+        --address-prefixes "$POOL" --client-protocol IkeV2 ${P2S_EXTRA:-} --vpn-client-dns-servers "$DNS" -o none || return 1
     local data; data=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["publicCertData"])' "$pki/root.json")
     vgwc hub vnet-gateway root-cert create --gateway-name hub-gw --name root --public-cert-data "$data" -o none || return 1
     wait_for 5 test -s "$LAB_WORK/hub-state/p2s/ca.crt.pem"
@@ -160,7 +160,40 @@ PY
     lab_cleanup
 }
 
-all="connect refused profile"
+# wireguard: wireguard-go with bob's .conf from the generated package connects and pings the hub LAN,
+# from the WireGuard half of the pool, and shows in show-health.
+scenario_wireguard() {
+    local name="WireGuard: wireguard-go with the package's .conf pings the hub LAN"
+    P2S_EXTRA="WireGuard --wireguard-peers bob" p2s_lab || { fail "$name: setup"; lab_cleanup; return; }
+    local url; url=$(vgwc hub vnet-gateway vpn-client generate -o tsv)
+    local pkg="$LAB_WORK/pkg"; rm -rf "$pkg"; mkdir -p "$pkg"
+    wait_for 5 in_ns site curl -sf --cacert "$LAB_WORK/hub-state/p2s/ca.crt.pem" -o "$pkg/p.zip" "$url" || { fail "$name: download"; lab_cleanup; return; }
+    (cd "$pkg" && python3 -c 'import zipfile; zipfile.ZipFile("p.zip").extractall(".")')
+    local conf; conf=$(ls "$pkg"/WireGuard/*.conf 2>/dev/null | head -1)
+    [ -n "$conf" ] || { fail "$name: no WireGuard .conf in the package"; lab_cleanup; return; }
+    local addr; addr=$(sed -n 's/^Address *= *//p' "$conf" | cut -d, -f1)
+    # wg(8) takes the conf without wg-quick's Address/DNS/MTU lines.
+    grep -vE '^(Address|DNS|MTU) *=' "$conf" >"$pkg/wg.conf"
+    in_ns site env WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 wireguard-go -f wgc >"$LAB_WORK/wireguard-go.log" 2>&1 &
+    LAB_PIDS+=($!)
+    wait_for 5 in_ns site ip link show wgc || { fail "$name: wireguard-go did not start"; lab_cleanup; return; }
+    in_ns site wg setconf wgc "$pkg/wg.conf" || { fail "$name: wg setconf refused the .conf"; lab_cleanup; return; }
+    in_ns site ip addr add "$addr" dev wgc
+    in_ns site ip link set wgc up
+    in_ns site ip route add 10.2.0.0/16 dev wgc
+    local ip=${addr%/*}
+    case "$ip" in 172.16.201.1[2-9][0-9]|172.16.201.2[0-9][0-9]) ;; *) fail "$name: address $ip is not in the pool's WireGuard half"; lab_cleanup; return ;; esac
+    if ! wait_for 10 in_ns site ping -c 1 -W 1 -I "$ip" 10.2.0.10; then
+        fail "$name: no ping; $(in_ns site wg show wgc 2>&1 | tr '\n' ' ')"; lab_cleanup; return
+    fi
+    bob_row() { vgwc hub vnet-gateway vpn-client show-health --query "value[?vpnUserName=='bob'] | [0].privateIpAddress" -o tsv; }
+    wait_for 5 sh -c "[ \"\$(VGW_API_SOCKET=$LAB_WORK/hub.sock $VGW vnet-gateway vpn-client show-health --query \"value[?vpnUserName=='bob'] | [0].privateIpAddress\" -o tsv)\" = $ip ]" \
+        || { fail "$name: show-health lists bob as [$(bob_row)]"; lab_cleanup; return; }
+    pass "$name (address $ip)"
+    lab_cleanup
+}
+
+all="connect refused profile wireguard"
 [ "${BASH_SOURCE[0]}" = "$0" ] || return 0
 for s in ${*:-$all}; do "scenario_$s"; done
 summary

@@ -21,3 +21,4 @@ pub mod statuspage;
 pub mod store;
 pub mod tunnels;
 pub mod validate;
+pub mod wireguard;

@@ -319,6 +319,10 @@ pub struct VpnClientConfiguration {
     /// network's DNS servers; vgw has no virtual network resource, so the gateway carries them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns_servers: Vec<String>,
+    /// vgw: WireGuard clients by name, in the order they were added (each gets the next address of the
+    /// pool's WireGuard half, and a key pair the daemon derives; its .conf is in the client package).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wire_guard_peers: Vec<String>,
 }
 
 /// The vnet-gateway: one per daemon.

@@ -136,6 +136,11 @@ pub fn build_config(state: &DesiredState, credentials: &Path) -> Option<Result<C
         let mut pool_v6: Option<(Ipv6Addr, u8)> = None;
         for p in &p2s.vpn_client_address_pool.address_prefixes {
             match p.parse::<IpNet>() {
+                // With WireGuard on, IKEv2 leases from the lower half (crate::wireguard's decision).
+                Ok(IpNet::V4(n)) if pool_v4.is_none() && wireguard_on(p2s) => {
+                    let (ike, _) = crate::wireguard::split_pool(n.trunc());
+                    pool_v4 = Some((ike.network(), ike.prefix_len()));
+                }
                 Ok(IpNet::V4(n)) if pool_v4.is_none() => {
                     pool_v4 = Some((n.network(), n.prefix_len()))
                 }
@@ -168,24 +173,7 @@ pub fn build_config(state: &DesiredState, credentials: &Path) -> Option<Result<C
             .map(|r| r.thumbprint.clone());
         let trust = TrustStore::new(roots, revoked).map_err(|e| e.to_string())?;
         let server = server_credentials(credentials, public_ip)?;
-        // Split tunnel: the gateway's address space, its custom routes and every site's prefixes.
-        let mut routes: Vec<IpNet> = Vec::new();
-        for list in [
-            &gw.address_space.address_prefixes,
-            &gw.custom_routes.address_prefixes,
-        ] {
-            routes.extend(list.iter().filter_map(|p| p.parse::<IpNet>().ok()));
-        }
-        for lg in state.local_gateways.values() {
-            routes.extend(
-                lg.local_network_address_space
-                    .address_prefixes
-                    .iter()
-                    .filter_map(|p| p.parse::<IpNet>().ok()),
-            );
-        }
-        routes.sort();
-        routes.dedup();
+        let routes = split_routes(state);
         Ok(Config {
             local_addr: public_ip,
             remote_addr: match public_ip {
@@ -216,6 +204,66 @@ pub fn build_config(state: &DesiredState, credentials: &Path) -> Option<Result<C
             ..Config::default()
         })
     })())
+}
+
+/// Split tunnel: the gateway's address space, its custom routes and every site's prefixes.
+fn split_routes(state: &DesiredState) -> Vec<IpNet> {
+    let mut routes: Vec<IpNet> = Vec::new();
+    if let Some(gw) = &state.gateway {
+        for list in [
+            &gw.address_space.address_prefixes,
+            &gw.custom_routes.address_prefixes,
+        ] {
+            routes.extend(list.iter().filter_map(|p| p.parse::<IpNet>().ok()));
+        }
+    }
+    for lg in state.local_gateways.values() {
+        routes.extend(
+            lg.local_network_address_space
+                .address_prefixes
+                .iter()
+                .filter_map(|p| p.parse::<IpNet>().ok()),
+        );
+    }
+    let mut routes: Vec<IpNet> = routes.into_iter().map(|n| n.trunc()).collect();
+    routes.sort();
+    routes.dedup();
+    routes
+}
+
+/// Whether the gateway serves WireGuard clients.
+pub fn wireguard_on(p2s: &crate::model::VpnClientConfiguration) -> bool {
+    p2s.vpn_client_protocols
+        .iter()
+        .any(|p| matches!(p, crate::model::VpnClientProtocol::WireGuard))
+}
+
+/// The WireGuard peers `p2s` lists, with their derived keys (base64 private key) and addresses.
+pub fn wireguard_peers(
+    p2s: &crate::model::VpnClientConfiguration,
+    keys: &crate::wireguard::Keys,
+) -> Vec<(crate::wireguard::Peer, String)> {
+    let Some(half) =
+        crate::wireguard::wireguard_half(&p2s.vpn_client_address_pool.address_prefixes)
+    else {
+        return Vec::new();
+    };
+    p2s.wire_guard_peers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, name)| {
+            let address = crate::wireguard::peer_address(half, i)?;
+            let secret = keys.client(name);
+            Some((
+                crate::wireguard::Peer {
+                    name: name.clone(),
+                    public: boringtun::x25519::PublicKey::from(&secret),
+                    address: IpAddr::V4(address),
+                },
+                crate::wireguard::b64(secret.as_bytes()),
+            ))
+        })
+        .collect()
 }
 
 /// The proposals the remote-access connection uses: `vpnClientIpsecPolicies`, else the defaults.
@@ -291,12 +339,10 @@ pub fn profile_input(
             sa_data_size_kilobytes: p.sa_data_size_kilobytes,
         })
         .collect();
-    let config = build_config(state, dir).ok_or("point-to-site over IKEv2 is not set up")??;
-    let routes = config
-        .children
-        .first()
-        .map(|c| c.local.iter().map(|t| t.to_string()).collect())
-        .unwrap_or_default();
+    let routes = split_routes(state)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     Ok(vgw_pki::profiles::ProfileInput {
         gateway_name: gw.name.clone(),
         server_address: public_ip.to_string(),
@@ -311,7 +357,24 @@ pub fn profile_input(
         dns_servers: p2s.dns_servers.clone(),
         client_address_pool: p2s.vpn_client_address_pool.address_prefixes.clone(),
         client: None,
-        wireguard: None,
+        wireguard: wireguard_on(p2s)
+            .then(|| {
+                let keys = crate::wireguard::Keys::load(dir).ok()?;
+                let server = boringtun::x25519::PublicKey::from(&keys.server());
+                Some(vgw_pki::profiles::WireGuardInput {
+                    server_public_key: crate::wireguard::b64(server.as_bytes()),
+                    endpoint: format!("{public_ip}:{}", crate::wireguard::DEFAULT_PORT),
+                    clients: wireguard_peers(p2s, &keys)
+                        .into_iter()
+                        .map(|(peer, private)| vgw_pki::profiles::WireGuardClient {
+                            name: peer.name,
+                            private_key: Some(private),
+                            address: format!("{}/32", peer.address),
+                        })
+                        .collect(),
+                })
+            })
+            .flatten(),
     })
 }
 
@@ -412,7 +475,35 @@ impl P2sStatus {
             })
     }
 
-    /// `getVpnClientConnectionHealth` in Azure's shape.
+    /// `getVpnClientConnectionHealth` in Azure's shape, IKEv2 clients and the WireGuard peers `wg`.
+    pub fn health_json_with(&self, wg: &[crate::wireguard::PeerHealth]) -> Value {
+        let mut v = self.health_json();
+        let now = std::time::Instant::now();
+        for p in wg {
+            let since = p.last_seen.map(|t| now.saturating_duration_since(t));
+            if let Some(list) = v["value"].as_array_mut() {
+                list.push(json!({
+                    "vpnConnectionId": format!("WireGuard_{}", p.name),
+                    "vpnConnectionDuration": Value::Null,
+                    "lastPacketSecondsAgo": since.map(|d| d.as_secs()),
+                    "publicIpAddress": p.endpoint.map(|e| e.to_string()),
+                    "privateIpAddress": p.address.to_string(),
+                    "vpnUserName": p.name,
+                    "protocol": "WireGuard",
+                    "ingressBytesTransferred": p.ingress_bytes,
+                    "egressBytesTransferred": p.egress_bytes,
+                }));
+            }
+            if let Some(list) = v["allocatedIpAddresses"].as_array_mut() {
+                list.push(json!(p.address.to_string()));
+            }
+        }
+        let n = v["value"].as_array().map_or(0, Vec::len);
+        v["vpnClientConnectionsCount"] = json!(n);
+        v
+    }
+
+    /// `getVpnClientConnectionHealth` in Azure's shape (IKEv2 clients only).
     pub fn health_json(&self) -> Value {
         use std::sync::atomic::Ordering;
         let map = self.clients.read().unwrap_or_else(|p| p.into_inner());

@@ -43,6 +43,8 @@ pub struct LiveStatus {
     ike_peers: std::sync::Mutex<HashMap<std::net::IpAddr, IkeTraffic>>,
     /// Connected point-to-site clients.
     pub p2s: crate::p2s::P2sStatus,
+    /// The WireGuard server, when point-to-site lists WireGuard.
+    pub wireguard: std::sync::Mutex<Option<Arc<crate::wireguard::Server>>>,
 }
 
 /// IKE datagrams exchanged with one peer address.
@@ -386,6 +388,7 @@ pub fn start(
         p2s_key: None,
         kernel_pending: Vec::new(),
         gateway_name: None,
+        wireguard: None,
     };
     tokio::spawn(async move { driver.run(ike_rx, cmd_rx, bgp_routes_rx).await });
     Ok((
@@ -427,6 +430,8 @@ struct Driver {
     kernel_pending: Vec<(IpNet, bool)>,
     /// The gateway's name, for log resources.
     gateway_name: Option<String>,
+    /// The running WireGuard server: the pool half it serves and the kernel routes of its TUN.
+    wireguard: Option<(ipnet::Ipv4Net, KernelRoutes)>,
 }
 
 fn conn_resource(name: &str) -> String {
@@ -789,6 +794,88 @@ impl Driver {
         }
     }
 
+    /// Starts, updates or stops the WireGuard server for point-to-site.
+    async fn reconcile_wireguard(&mut self, state: &DesiredState) {
+        let p2s = state
+            .gateway
+            .as_ref()
+            .and_then(|g| g.vpn_client_configuration.as_ref())
+            .filter(|p| crate::p2s::wireguard_on(p));
+        let half = p2s.and_then(|p| {
+            crate::wireguard::wireguard_half(&p.vpn_client_address_pool.address_prefixes)
+        });
+        let running = self.wireguard.as_ref().map(|(h, _)| *h);
+        if running.is_some() && running != half {
+            self.wireguard = None;
+            *self
+                .status
+                .wireguard
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = None;
+        }
+        let (Some(p2s), Some(half)) = (p2s, half) else {
+            return;
+        };
+        let keys = match crate::wireguard::Keys::load(&self.p2s_dir) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(error = %e, "WireGuard keys unavailable");
+                return;
+            }
+        };
+        if self.wireguard.is_none() {
+            let started =
+                crate::wireguard::Server::start(keys.server(), crate::wireguard::DEFAULT_PORT)
+                    .and_then(|server| Ok((KernelRoutes::new(server.tun_index())?, server)));
+            match started {
+                Ok((routes, server)) => {
+                    if let Err(e) = routes.add(IpNet::V4(half)).await {
+                        tracing::warn!(error = %e, "cannot route the WireGuard pool half");
+                    }
+                    *self
+                        .status
+                        .wireguard
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(server));
+                    self.wireguard = Some((half, routes));
+                    self.log.log(
+                        Category::P2sDiagnosticLog,
+                        "info",
+                        &self.gateway_resource(),
+                        &format!(
+                            "point-to-site (WireGuard) on UDP {} for {half}",
+                            crate::wireguard::DEFAULT_PORT
+                        ),
+                        Value::Null,
+                    );
+                }
+                Err(e) => {
+                    self.log.log(
+                        Category::P2sDiagnosticLog,
+                        "error",
+                        &self.gateway_resource(),
+                        &format!("WireGuard cannot start: {e}"),
+                        Value::Null,
+                    );
+                    return;
+                }
+            }
+        }
+        let peers = crate::p2s::wireguard_peers(p2s, &keys)
+            .into_iter()
+            .map(|(peer, _)| peer)
+            .collect();
+        if let Some(server) = self
+            .status
+            .wireguard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            server.set_peers(peers);
+        }
+    }
+
     fn gateway_resource(&self) -> String {
         self.gateway_name
             .as_deref()
@@ -1003,6 +1090,7 @@ impl Driver {
         // peer's packets to it are delivered locally.
         self.gateway_name = state.gateway.as_ref().map(|g| g.name.clone());
         self.reconcile_p2s(&state, now);
+        self.reconcile_wireguard(&state).await;
         let peering = crate::bgp::local_peering_address(&state);
         if peering != self.peering_address
             && let Some(addr) = peering

@@ -578,6 +578,30 @@ fn check_gateway(gw: &VnetGatewaySpec) -> Result {
             "the gateway's addressSpace",
             &space,
         )?;
+        let mut peers = std::collections::HashSet::new();
+        for (i, peer) in p2s.wire_guard_peers.iter().enumerate() {
+            check_name("WireGuard peer", peer).map_err(|e| ApiError {
+                target: Some(format!("vpnClientConfiguration.wireGuardPeers[{i}]")),
+                ..e
+            })?;
+            if !peers.insert(peer.as_str()) {
+                return Err(ApiError::invalid(
+                    format!("vpnClientConfiguration.wireGuardPeers[{i}]"),
+                    format!("WireGuard peer '{peer}' is listed twice"),
+                ));
+            }
+        }
+        if !p2s.wire_guard_peers.is_empty()
+            && !p2s
+                .vpn_client_protocols
+                .iter()
+                .any(|p| matches!(p, VpnClientProtocol::WireGuard))
+        {
+            return Err(ApiError::invalid(
+                "vpnClientConfiguration.wireGuardPeers",
+                "WireGuard peers need WireGuard among the client protocols; pass --client-protocol IkeV2 WireGuard",
+            ));
+        }
         for (i, d) in p2s.dns_servers.iter().enumerate() {
             if d.parse::<std::net::IpAddr>().is_err() {
                 return Err(ApiError::invalid(

@@ -131,6 +131,9 @@ pub struct GatewayArgs {
     /// DNS servers for point-to-site clients (vgw).
     #[arg(long, num_args = 1..)]
     pub vpn_client_dns_servers: Option<Vec<String>>,
+    /// WireGuard clients by name, in order (vgw; the list replaces the previous one).
+    #[arg(long, num_args = 1..)]
+    pub wireguard_peers: Option<Vec<String>>,
     /// Extra prefixes advertised to sites.
     #[arg(long, num_args = 1..)]
     pub custom_routes: Option<Vec<String>>,
@@ -403,6 +406,7 @@ fn apply_flags(body: &mut Value, a: &GatewayArgs) {
     if a.address_prefixes.is_some()
         || a.client_protocol.is_some()
         || a.vpn_client_dns_servers.is_some()
+        || a.wireguard_peers.is_some()
     {
         if !body["vpnClientConfiguration"].is_object() {
             body["vpnClientConfiguration"] =
@@ -414,6 +418,7 @@ fn apply_flags(body: &mut Value, a: &GatewayArgs) {
         }
         set(p2s, "vpnClientProtocols", a.client_protocol.clone());
         set(p2s, "dnsServers", a.vpn_client_dns_servers.clone());
+        set(p2s, "wireGuardPeers", a.wireguard_peers.clone());
     }
 }
 

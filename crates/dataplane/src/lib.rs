@@ -14,6 +14,7 @@
 
 pub mod capture;
 pub mod fib;
+pub mod offload;
 pub mod packet;
 pub mod routes;
 

@@ -36,6 +36,30 @@ use vgw_esp::{InboundSa, OutboundSa, Spi};
 pub use capture::{CaptureSink, CaptureTap, Direction};
 pub use fib::{Fib, TunnelId};
 
+/// Hashes the `u32` keys of the workers' tables (tunnel IDs, SPIs we chose at random) with one
+/// multiplication instead of SipHash: lookups of unknown keys insert nothing, so an attacker
+/// cannot grow a bucket.
+#[derive(Default, Clone, Copy)]
+struct U32Hasher(u64);
+
+impl std::hash::Hasher for U32Hasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<U32Hasher>>;
+
 /// How the data plane is set up.
 #[derive(Clone, Debug)]
 pub struct DataPlaneConfig {
@@ -307,12 +331,12 @@ impl DataPlane {
                 mtu: config.mtu,
                 socket: natt_socket.clone(),
                 commands: tx_cmds,
-                tunnels: HashMap::new(),
+                tunnels: FastMap::default(),
                 fib: Fib::new(),
                 drops: drops.clone(),
                 stop: stop.clone(),
                 mss: config.mss_clamp,
-                counters: HashMap::new(),
+                counters: FastMap::default(),
                 tap: tap.clone(),
                 port: config.natt_port,
             };
@@ -328,14 +352,14 @@ impl DataPlane {
                 vnet,
                 socket: natt_socket.clone(),
                 commands: rx_cmds,
-                sas: HashMap::new(),
+                sas: FastMap::default(),
                 drops: drops.clone(),
                 stop: stop.clone(),
                 mss: config.mss_clamp,
                 ike: ike_events.clone(),
                 port: config.natt_port,
                 started,
-                counters: HashMap::new(),
+                counters: FastMap::default(),
                 tap: tap.clone(),
             };
             workers.push(
@@ -537,13 +561,13 @@ struct TxWorker {
     socket: Arc<UdpSocket>,
     commands: Receiver<TxCommand>,
     /// Child SAs per tunnel, newest last.
-    tunnels: HashMap<TunnelId, Vec<OutChild>>,
+    tunnels: FastMap<TunnelId, Vec<OutChild>>,
     fib: Fib,
     drops: Arc<DropCounters>,
     stop: Arc<AtomicBool>,
     mss: u16,
     mtu: u16,
-    counters: HashMap<TunnelId, Arc<TunnelCounters>>,
+    counters: FastMap<TunnelId, Arc<TunnelCounters>>,
     tap: Arc<CaptureTap>,
     /// Our NAT-T port, for the capture's outer packets.
     port: u16,
@@ -839,14 +863,14 @@ struct RxWorker {
     vnet: bool,
     socket: Arc<UdpSocket>,
     commands: Receiver<RxCommand>,
-    sas: HashMap<u32, InChild>,
+    sas: FastMap<u32, InChild>,
     drops: Arc<DropCounters>,
     stop: Arc<AtomicBool>,
     mss: u16,
     ike: tokio::sync::mpsc::Sender<IkeDatagram>,
     port: u16,
     started: Instant,
-    counters: HashMap<TunnelId, Arc<TunnelCounters>>,
+    counters: FastMap<TunnelId, Arc<TunnelCounters>>,
     tap: Arc<CaptureTap>,
 }
 

@@ -76,24 +76,36 @@ impl VnetHdr {
 
 /// Adds `data` to a one's-complement running sum (RFC 1071). Pieces summed one after the other
 /// must all have even length except the last.
+///
+/// The piece is summed as native-endian 32-bit words in four independent accumulators (no carry
+/// chain, so the CPU overlaps the adds), folded, and byte-swapped into network order (RFC 1071
+/// §2(B): the sum is byte-order independent).
 #[inline]
 pub fn csum_add(acc: u64, data: &[u8]) -> u64 {
-    let mut acc = acc;
-    let mut chunks = data.chunks_exact(8);
+    let word = |c: &[u8]| u64::from(u32::from_ne_bytes([c[0], c[1], c[2], c[3]]));
+    let (mut a0, mut a1, mut a2, mut a3) = (0u64, 0u64, 0u64, 0u64);
+    let mut chunks = data.chunks_exact(16);
     for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        let (s, o) = acc.overflowing_add(u64::from_be_bytes(w));
-        acc = s + u64::from(o);
+        a0 += word(&c[0..4]);
+        a1 += word(&c[4..8]);
+        a2 += word(&c[8..12]);
+        a3 += word(&c[12..16]);
     }
-    let rem = chunks.remainder();
-    if !rem.is_empty() {
-        let mut w = [0u8; 8];
-        w[..rem.len()].copy_from_slice(rem);
-        let (s, o) = acc.overflowing_add(u64::from_be_bytes(w));
-        acc = s + u64::from(o);
+    let mut sum = a0 + a1 + a2 + a3;
+    let mut words = chunks.remainder().chunks_exact(4);
+    for c in &mut words {
+        sum += word(c);
     }
-    acc
+    let tail = words.remainder();
+    let mut w = [0u8; 4];
+    w[..tail.len()].copy_from_slice(tail);
+    sum += word(&w);
+    let folded = csum_fold(sum);
+    acc + u64::from(if cfg!(target_endian = "little") {
+        folded.swap_bytes()
+    } else {
+        folded
+    })
 }
 
 /// Folds a running sum to 16 bits (not complemented).

@@ -579,7 +579,7 @@ const TAILROOM: usize = vgw_esp::sa::MAX_TAILROOM;
 /// Inner packets (segments) sealed and sent per `sendmmsg`.
 const TX_SLOTS: usize = 256;
 /// TUN reads per transmit batch at most (each may be a 64 KB super-packet).
-const TX_READS: usize = 64;
+const TX_READS: usize = 128;
 /// Datagram buffers per `recvmmsg` (each holds one GRO message of up to 64 KB).
 const RX_MSGS: usize = 32;
 const RX_SLOT: usize = 65536;
@@ -746,7 +746,7 @@ impl TxWorker {
                     }
                 }
             }
-            if !sealed.is_empty() {
+            if !sealed.is_empty() || !counts.sums.is_empty() {
                 self.flush(&slots, &mut sealed, &mut sender, &mut counts, sock);
             }
             if reads == 0 {

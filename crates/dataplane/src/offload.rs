@@ -561,6 +561,17 @@ impl Coalescer {
                 self.open.push(it);
             }
         } else {
+            // A segment that cannot join (SYN, FIN, URG, IP options...) must not be overtaken by a
+            // later segment of its flow joining an earlier item: close the items of its addresses.
+            if let Some(addrs) = addr_ranges(pkt).map(|(s, d)| s.start..d.end)
+                && pkt.len() >= addrs.end
+            {
+                let items = &self.items;
+                self.open.retain(|&it| {
+                    let head = packets(items[it as usize].head);
+                    head.get(addrs.clone()) != Some(&pkt[addrs.clone()])
+                });
+            }
             self.items.push(Item {
                 head: index,
                 last: index,
@@ -940,7 +951,18 @@ mod tests {
         let pkts = vec![a(1000), other, a(1100), syn, a(1200), gap, a(1600)];
         let c = coalesce(&pkts, &[1; 7]);
         let groups: Vec<Vec<u32>> = c.items().iter().map(|i| c.members(i).collect()).collect();
-        assert_eq!(groups, [vec![0, 2, 4], vec![1], vec![3], vec![5, 6]]);
+        // The SYN between them (same addresses) ends the first item.
+        assert_eq!(groups, [vec![0, 2], vec![1], vec![3], vec![4], vec![5, 6]]);
+        // A segment that cannot be coalesced (URG) closes its flow's item: the next one must not
+        // jump ahead of it.
+        let mut urg = a(1100);
+        urg[33] |= 0x20;
+        let pkts2 = vec![a(1000), urg, a(1200)];
+        let c = coalesce(&pkts2, &[1; 3]);
+        assert_eq!(
+            c.items().iter().map(|i| i.head).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
         // Different tunnels never share an item.
         let c = coalesce(&pkts[..3], &[1, 1, 2]);
         assert_eq!(c.items().len(), 3);

@@ -6,11 +6,34 @@
 //! sends ESP-in-UDP (RFC 3948); the *receive* thread reads UDP 4500, hands IKE (non-ESP marker) to the
 //! control plane, opens ESP with the inbound SA found by SPI, enforces the traffic selectors and writes
 //! the inner packet to the TUN. The control plane changes SAs and routes with commands that each
-//! thread drains between packets; counters are per-tunnel atomics with a single writer each.
+//! thread drains before every batch, so a command sent while a worker slept applies before the next
+//! packet; counters are per-tunnel atomics with a single writer each, added to once per batch.
 //!
 //! Decision: ESP is always UDP-encapsulated on port 4500. This kernel has no ESP, strongSwan's
 //! kernel-libipsec peer only speaks ESP-in-UDP, and RFC 7296 §2.23 lets an endpoint claim to be behind
 //! a NAT to force it; it also survives every NAT between the sites.
+//!
+//! Decision: every boundary is batched, because system calls and per-packet kernel work, not the
+//! cipher, were the cost (docs/performance.md):
+//!
+//! - TUN with `IFF_VNET_HDR` and TSO4/TSO6/USO/checksum offloads (`tun-rs` `offload(true)`): one
+//!   `read` brings a TCP super-packet of up to 64 KB, which [`offload::Segments`] splits straight
+//!   into transmit slots with ESP headroom (fresh IP/TCP lengths, sequence numbers and checksums);
+//! - every segment is sealed in place where it lies; the batch leaves in one `sendmmsg` whose
+//!   messages are UDP GSO trains of same-sized ESP packets to one peer ([`udpio::UdpSender`]);
+//! - one `recvmmsg` with `UDP_GRO` takes up to 32 messages, each possibly a train of datagrams
+//!   ([`udpio::UdpReceiver`]); each datagram is opened in place;
+//! - consecutive TCP segments of one flow are coalesced ([`offload::Coalescer`]) and written to the
+//!   TUN as one GSO super-packet with one `writev` (virtio header, head packet, member payloads:
+//!   no copy); everything else is written one packet per `writev`.
+//!
+//! The TUN's own batch helpers (`recv_multiple`/`send_multiple` with its `GROTable`) are not used:
+//! they split into and coalesce from buffers of their own, so each packet would be copied once
+//! more; the split and the coalescer here work in the transmit slots and receive buffers
+//! themselves. Plain libc is used for the UDP side (see [`udpio`]). One TUN queue and one thread per
+//! direction: on the two cores this runs on, both gateways, iperf3 and the kernel's forwarding
+//! already keep both cores busy, so fewer system calls and copies pay and more threads do not.
+//! Without offloads (older kernels) the same loops run with one packet per TUN read and write.
 
 pub mod capture;
 pub mod fib;

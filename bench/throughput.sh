@@ -227,5 +227,5 @@ if [ "$CRYPTO" = 1 ]; then
     echo
     echo "ESP seal/open microbenchmark (crates/esp/benches/seal_open.rs, criterion, one core):"
     cargo bench --locked -p vgw-esp --bench seal_open -- --warm-up-time 1 --measurement-time 2 2>/dev/null |
-        awk '/^[a-zA-Z0-9_\/-]+/ && !/time:|thrpt:|Benchmarking|Found|change|Performance|outlier|mild|severe|No change|within/ {name=$1} /thrpt:/ {print "  " name "  " $0}'
+        awk '/^[^ ]/ && $1 !~ /^(Benchmarking|Found|Warning:|WARNING:|Gnuplot)/ {name=$1} /thrpt:/ {sub(/^ */, ""); print "  " name "  " $0}'
 fi

@@ -94,7 +94,10 @@ fn baseline(c: &mut Criterion) {
     macro_rules! backend {
         ($group:expr, $lib:ident, $alg:ident) => {{
             use $lib::aead::{Aad, LessSafeKey, Nonce, UnboundKey};
-            let key = LessSafeKey::new(UnboundKey::new(&$lib::aead::$alg, &[0x42; 32]).unwrap());
+            let key = LessSafeKey::new(
+                UnboundKey::new(&$lib::aead::$alg, &[0x42; 32][..$lib::aead::$alg.key_len()])
+                    .unwrap(),
+            );
             let mut group = c.benchmark_group($group);
             for len in SIZES {
                 group.throughput(Throughput::Bytes(len as u64));
@@ -121,6 +124,8 @@ fn baseline(c: &mut Criterion) {
     }
     backend!("baseline/ring-aes256gcm", ring, AES_256_GCM);
     backend!("baseline/aws-lc-rs-aes256gcm", aws_lc_rs, AES_256_GCM);
+    backend!("baseline/ring-aes128gcm", ring, AES_128_GCM);
+    backend!("baseline/aws-lc-rs-aes128gcm", aws_lc_rs, AES_128_GCM);
     backend!("baseline/ring-chacha20poly1305", ring, CHACHA20_POLY1305);
     backend!(
         "baseline/aws-lc-rs-chacha20poly1305",

@@ -87,32 +87,51 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-/// ring alone on the same sizes, so the report can show what the ESP framing costs on top.
+/// The AEAD libraries alone on the same sizes: what the ESP framing costs on top, and the
+/// measurement behind the choice of `ring` over `aws-lc-rs` for the AEAD suites (both are
+/// dependencies; `aws-lc-rs` serves AES-CBC/HMAC).
 fn baseline(c: &mut Criterion) {
-    use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[0x42; 32]).unwrap());
-    let mut group = c.benchmark_group("baseline/ring-aes256gcm");
-    for len in SIZES {
-        group.throughput(Throughput::Bytes(len as u64));
-        let mut buf = vec![0x5a; len + 4];
-        let mut n = 0u64;
-        group.bench_function(len.to_string(), |b| {
-            b.iter(|| {
-                n += 1;
-                let mut nonce = [0u8; 12];
-                nonce[4..].copy_from_slice(&n.to_be_bytes());
-                let _tag = black_box(
-                    key.seal_in_place_separate_tag(
-                        Nonce::assume_unique_for_key(nonce),
-                        Aad::from(&[0u8; 8]),
-                        &mut buf,
-                    )
+    macro_rules! backend {
+        ($group:expr, $lib:ident, $alg:ident) => {{
+            use $lib::aead::{Aad, LessSafeKey, Nonce, UnboundKey};
+            let key = LessSafeKey::new(
+                UnboundKey::new(&$lib::aead::$alg, &[0x42; 32][..$lib::aead::$alg.key_len()])
                     .unwrap(),
-                );
-            })
-        });
+            );
+            let mut group = c.benchmark_group($group);
+            for len in SIZES {
+                group.throughput(Throughput::Bytes(len as u64));
+                let mut buf = vec![0x5a; len + 4];
+                let mut n = 0u64;
+                group.bench_function(len.to_string(), |b| {
+                    b.iter(|| {
+                        n += 1;
+                        let mut nonce = [0u8; 12];
+                        nonce[4..].copy_from_slice(&n.to_be_bytes());
+                        let _tag = black_box(
+                            key.seal_in_place_separate_tag(
+                                Nonce::assume_unique_for_key(nonce),
+                                Aad::from(&[0u8; 8]),
+                                &mut buf,
+                            )
+                            .unwrap(),
+                        );
+                    })
+                });
+            }
+            group.finish();
+        }};
     }
-    group.finish();
+    backend!("baseline/ring-aes256gcm", ring, AES_256_GCM);
+    backend!("baseline/aws-lc-rs-aes256gcm", aws_lc_rs, AES_256_GCM);
+    backend!("baseline/ring-aes128gcm", ring, AES_128_GCM);
+    backend!("baseline/aws-lc-rs-aes128gcm", aws_lc_rs, AES_128_GCM);
+    backend!("baseline/ring-chacha20poly1305", ring, CHACHA20_POLY1305);
+    backend!(
+        "baseline/aws-lc-rs-chacha20poly1305",
+        aws_lc_rs,
+        CHACHA20_POLY1305
+    );
 }
 
 criterion_group!(benches, bench, baseline);

@@ -2,9 +2,10 @@
 //! key material is laid out for them (RFC 4303 §3.2, RFC 4106, RFC 7634, RFC 3602, RFC 4868,
 //! RFC 7296 §2.17).
 //!
-//! Combined-mode suites (AES-GCM-16, ChaCha20-Poly1305) run on `ring`, the fastest AEAD measured
-//! on our machines; the CBC + HMAC suites exist for interop with older peers and run on
-//! `aws-lc-rs`, which has raw CBC. Both sit behind [`Aead`], so the SA code is the same for all.
+//! Combined-mode suites run on the AEAD library measured fastest for each (docs/performance.md):
+//! AES-GCM-16 on `aws-lc-rs`, ChaCha20-Poly1305 on `ring`; the CBC + HMAC suites exist for interop
+//! with older peers and run on `aws-lc-rs`, which has raw CBC. All sit behind [`Aead`], so the SA
+//! code is the same for all.
 
 mod cbc;
 mod combined;
@@ -334,11 +335,11 @@ pub trait Aead {
 
 /// Any supported transform; an enum rather than a trait object so the hot path dispatches
 /// without a vtable and an SA needs no allocation besides its own.
-// The AEAD variant (ring's key schedule, ~560 bytes) is the hot path and stays inline on purpose;
+// The AEAD variant (up to ring's key schedule, ~560 bytes) is the hot path and stays inline on purpose;
 // the larger CBC state is boxed instead.
 #[allow(clippy::large_enum_variant)]
 pub enum Cipher {
-    /// AES-GCM-16 or ChaCha20-Poly1305 on `ring`.
+    /// AES-GCM-16 (on `aws-lc-rs`) or ChaCha20-Poly1305 (on `ring`).
     Combined(CombinedAead),
     /// AES-CBC with an HMAC on `aws-lc-rs`, boxed: its three key schedules and HMAC state would
     /// otherwise make every SA larger.

@@ -40,5 +40,8 @@ bash tests/interop/bgp.sh
 echo "== interop: point-to-site road warriors (strongSwan with vgw pki certificates)"
 bash tests/interop/p2s.sh
 
+echo "== point-to-site scale: 200 IKEv2 clients at once"
+bash bench/p2s_clients.sh
+
 echo "== interop: operator evidence (metrics, logs, capture, doctor, status page)"
 bash tests/interop/evidence.sh

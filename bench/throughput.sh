@@ -227,5 +227,5 @@ if [ "$CRYPTO" = 1 ]; then
     echo
     echo "ESP seal/open microbenchmark (crates/esp/benches/seal_open.rs, criterion, one core):"
     cargo bench --locked -p vgw-esp --bench seal_open -- --warm-up-time 1 --measurement-time 2 2>/dev/null |
-        awk '/^[^ ]/ && $1 !~ /^(Benchmarking|Found|Warning:|WARNING:|Gnuplot)/ {name=$1} /thrpt:/ {sub(/^ */, ""); print "  " name "  " $0}'
+        awk '/^[^ ]/ && $1 !~ /^(Benchmarking|Found|Warning:|WARNING:|Gnuplot)/ {name=$1} /thrpt:/ && !/%/ {sub(/^ */, ""); print "  " name "  " $0}'
 fi

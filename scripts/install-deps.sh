@@ -6,7 +6,7 @@ set -euo pipefail
 if [ "${1:-}" = demo ]; then
     PACKAGES=(iproute2 iputils-ping)
 else
-    PACKAGES=(iproute2 iputils-ping iperf3 nftables netcat-openbsd python3
+    PACKAGES=(iproute2 iputils-ping iperf3 nftables netcat-openbsd python3 curl
         strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins libstrongswan-extra-plugins
         wireguard-go wireguard-tools
         tshark prometheus chromium fonts-dejavu-core bird2 frr)

@@ -650,16 +650,7 @@ async fn client_health(State(app): State<AppState>, Path(name): Path<String>) ->
     require_gateway(&state, &name)?;
     let health = app.live.as_ref().map_or_else(
         || json!({ "vpnClientConnectionsCount": 0, "allocatedIpAddresses": [], "value": [] }),
-        |l| {
-            let wg = l
-                .wireguard
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_ref()
-                .map(|s| s.health())
-                .unwrap_or_default();
-            l.p2s.health_json_with(&wg)
-        },
+        |l| l.p2s.health_json_with(&l.wireguard_health()),
     );
     Ok(json_response(StatusCode::OK, health))
 }

@@ -62,7 +62,6 @@ pub fn spawn(
         tunnels_up: HashSet::new(),
         listener: None,
         dirty: true,
-        installed: HashMap::new(),
     };
     tokio::spawn(speaker.run(io_rx, links.tunnel_events));
 }
@@ -132,8 +131,6 @@ struct Speaker {
     tunnels_up: HashSet<String>,
     listener: Option<(IpAddr, tokio::task::JoinHandle<()>)>,
     dirty: bool,
-    /// Prefixes handed to the reconciler, by connection name.
-    installed: HashMap<IpNet, String>,
 }
 
 fn resource(connection: &str) -> String {
@@ -790,14 +787,6 @@ impl Speaker {
                 .first()
                 .and_then(|id| self.by_id.get(id))
                 .cloned();
-            match &via {
-                Some(name) => {
-                    self.installed.insert(change.prefix, name.clone());
-                }
-                None => {
-                    self.installed.remove(&change.prefix);
-                }
-            }
             routes.push((change.prefix, via));
         }
         if !routes.is_empty() {

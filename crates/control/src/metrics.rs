@@ -323,13 +323,7 @@ pub async fn render(state: &MetricsState) -> String {
     }
     bgp_metrics(&mut f, &state.bgp.snapshot());
     let (clients, (p2s_in, p2s_out)) = state.live.as_ref().map_or((0, (0, 0)), |l| {
-        let wg = l
-            .wireguard
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(|s| s.health())
-            .unwrap_or_default();
+        let wg = l.wireguard_health();
         let (i, e) = l.p2s.bytes();
         (
             l.p2s.count() + wg.len(),

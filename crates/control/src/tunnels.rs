@@ -214,6 +214,16 @@ impl LiveStatus {
         })
     }
 
+    /// WireGuard peers heard from recently (empty when WireGuard is off).
+    pub fn wireguard_health(&self) -> Vec<crate::wireguard::PeerHealth> {
+        self.wireguard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|s| s.health())
+            .unwrap_or_default()
+    }
+
     /// Connection names by their data-plane tunnel id.
     pub fn tunnel_names(&self) -> HashMap<vgw_dataplane::TunnelId, String> {
         let map = self.connections.read().unwrap_or_else(|p| p.into_inner());
@@ -1180,8 +1190,11 @@ impl Driver {
                 self.endpoint.set_config(id, config.clone(), now);
                 self.configs.insert(id, config);
             }
-            let old = self.installed_routes.get(&id).cloned().unwrap_or_default();
-            self.installed_routes.insert(id, prefixes.clone());
+            // Recorded before the removals so `unroute_static` sees the new static set.
+            let old = self
+                .installed_routes
+                .insert(id, prefixes.clone())
+                .unwrap_or_default();
             for prefix in old.iter().filter(|p| !prefixes.contains(p)) {
                 self.unroute_static(*prefix).await;
             }
@@ -1208,7 +1221,6 @@ impl Driver {
             self.set_live(&name, |l| {
                 l.routes = prefixes.iter().map(ToString::to_string).collect();
             });
-            self.installed_routes.insert(id, prefixes);
         }
         self.endpoint.handle_timeout(now);
         self.flush().await;

@@ -49,6 +49,10 @@ pub struct AppState {
     pub bgp: Arc<crate::bgp::BgpStatus>,
     /// Signed client-package URLs.
     pub downloads: Arc<crate::p2s_download::Downloads>,
+    /// This instance's own status (without the other active-active instance's tunnels).
+    pub local_status: Arc<dyn StatusSource>,
+    /// The active-active interconnect, when `vgw serve --peer-instance` is given.
+    pub ha: Option<Arc<crate::ha::Ha>>,
 }
 
 type ApiResult = Result<Response, ApiError>;
@@ -65,6 +69,9 @@ pub fn router(state: AppState) -> Router {
             get(get_gateway).put(put_gateway).delete(delete_gateway),
         )
         .route(&format!("{gw}/reset"), post(reset_gateway))
+        .route(&format!("{gw}/failoverDrill"), post(failover_drill))
+        .route("/api/instance", get(instance_report))
+        .route("/api/instance/desiredState", get(instance_desired_state))
         .route(&format!("{gw}/getBgpPeerStatus"), post(bgp_peer_status))
         .route(&format!("{gw}/getLearnedRoutes"), post(learned_routes))
         .route(
@@ -592,6 +599,34 @@ async fn reset_gateway(
         ));
     }
     let names: Vec<&String> = state.connections.keys().collect();
+    // Active-active: the named instance resets, the other keeps carrying the traffic (Azure's
+    // `reset --gateway-vip`). A VIP of the other instance is forwarded over the interconnect.
+    if let Some(vip) = q.get("gatewayVip")
+        && crate::ha::public_ip(gw).map(|a| a.to_string()).as_deref() != Some(vip.as_str())
+    {
+        let Some(ha) = &app.ha else {
+            return Err(ApiError::invalid(
+                "gatewayVip",
+                format!(
+                    "{vip} is served by the other gateway instance, and this one has no --peer-instance to forward the reset to; run the reset against that instance's API"
+                ),
+            ));
+        };
+        let reply = ha
+            .forward_post(&format!(
+                "/api/{}/{name}/reset?gatewayVip={vip}",
+                collection::GATEWAYS
+            ))
+            .await
+            .map_err(|e| {
+                ApiError::conflict(
+                    "InstanceUnreachable",
+                    "gatewayVip",
+                    format!("the instance serving {vip} did not take the reset: {e}"),
+                )
+            })?;
+        return Ok(json_response(StatusCode::OK, reply));
+    }
     let message = match &app.tunnels {
         Some(t) if t.send(crate::tunnels::TunnelCommand::ResetAll) => {
             format!("re-establishing {} connection(s); configuration is unchanged", names.len())
@@ -601,6 +636,115 @@ async fn reset_gateway(
     Ok(json_response(
         StatusCode::OK,
         json!({ "status": "Succeeded", "resetConnections": names, "message": message }),
+    ))
+}
+
+/// `POST .../failoverDrill?connection=N&durationSeconds=S&probeAddress=IP[&sourceAddress=IP]
+/// [&intervalMilliseconds=MS]`: cuts this instance's tunnel of one connection for a while and reports
+/// the traffic lost (crate::drill). The request returns when the drill is over.
+async fn failover_drill(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let (state, _) = app.controller.snapshot().await;
+    let gw = require_gateway(&state, &name)?;
+    let connection = q
+        .get("connection")
+        .ok_or_else(|| ApiError::invalid("connection", "name the connection to drill: --connection NAME"))?;
+    let c = state
+        .connections
+        .get(connection)
+        .ok_or_else(|| ApiError::not_found(kind::CONNECTION, connection))?;
+    let remote: std::net::IpAddr = state
+        .local_gateways
+        .get(&c.local_network_gateway2.name)
+        .and_then(|lg| lg.gateway_ip_address.as_deref())
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| {
+            ApiError::invalid("connection", format!("vpn-connection {connection}: its local gateway has no IP address to cut"))
+        })?;
+    let duration: u64 = q
+        .get("durationSeconds")
+        .map(|s| s.parse())
+        .transpose()
+        .ok()
+        .flatten()
+        .unwrap_or(10);
+    if !(1..=600).contains(&duration) {
+        return Err(ApiError::invalid("durationSeconds", "the cut lasts 1-600 s"));
+    }
+    let interval: u64 = q
+        .get("intervalMilliseconds")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50);
+    if !(10..=1000).contains(&interval) {
+        return Err(ApiError::invalid("intervalMilliseconds", "probe every 10-1000 ms"));
+    }
+    let probe: std::net::Ipv4Addr = q
+        .get("probeAddress")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| ApiError::invalid("probeAddress", "give an IPv4 address behind the site that answers ping: --probe-address IP"))?;
+    let space: Vec<ipnet::IpNet> = gw
+        .address_space
+        .address_prefixes
+        .iter()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    let source = match q.get("sourceAddress") {
+        Some(s) => s
+            .parse()
+            .map_err(|_| ApiError::invalid("sourceAddress", format!("'{s}' is not an IPv4 address")))?,
+        None => crate::drill::local_address_in(&space).ok_or_else(|| {
+            ApiError::invalid(
+                "sourceAddress",
+                "this host has no address inside the gateway's addressSpace to probe from; give --source-address IP",
+            )
+        })?,
+    };
+    let request = crate::drill::DrillRequest {
+        connection: connection.clone(),
+        remote,
+        duration: std::time::Duration::from_secs(duration),
+        probe,
+        source,
+        interval: std::time::Duration::from_millis(interval),
+    };
+    app.log.log(
+        crate::diaglog::Category::TunnelDiagnosticLog,
+        "warning",
+        &crate::model::resource_id(collection::CONNECTIONS, connection),
+        &format!("failover drill: cutting the tunnel to {remote} for {duration} s"),
+        json!({"probeAddress": probe.to_string()}),
+    );
+    let report = crate::drill::run(request, app.local_status.clone())
+        .await
+        .map_err(|e| ApiError::conflict("DrillFailed", "connection", e))?;
+    app.log.log(
+        crate::diaglog::Category::TunnelDiagnosticLog,
+        "info",
+        &crate::model::resource_id(collection::CONNECTIONS, connection),
+        &format!("failover drill finished: {}", report["verdict"].as_str().unwrap_or("")),
+        report.clone(),
+    );
+    Ok(json_response(StatusCode::OK, report))
+}
+
+/// `GET /api/instance`: this instance's tunnels and the prefixes they carry, for the other
+/// active-active instance (crate::ha).
+async fn instance_report(State(app): State<AppState>) -> ApiResult {
+    let (state, _) = app.controller.snapshot().await;
+    let reachable = app.live.as_ref().map(|l| l.reachable()).unwrap_or_default();
+    let report = crate::ha::local_report(&state, app.local_status.as_ref(), reachable);
+    Ok(json_response(StatusCode::OK, json!(report)))
+}
+
+/// `GET /api/instance/desiredState`: the whole desired state, shared keys included, for a replica.
+async fn instance_desired_state(State(app): State<AppState>) -> ApiResult {
+    let (state, _) = app.controller.snapshot().await;
+    Ok(json_response(
+        StatusCode::OK,
+        json!(crate::ha::ReplicatedState::from_state(&state)),
     ))
 }
 

@@ -50,18 +50,11 @@ pub struct PeerSpec {
     pub max_prefix_action: MaxPrefixAction,
 }
 
-/// The gateway's own peering address when BGP is enabled (the first of `bgpPeeringAddress`).
+/// The gateway's own peering address when BGP is enabled: this instance's entry of
+/// `bgpPeeringAddress` (the first, or the second on active-active instance 1).
 pub fn local_peering_address(state: &DesiredState) -> Option<IpAddr> {
     let gw = state.gateway.as_ref().filter(|g| g.enable_bgp)?;
-    gw.bgp_settings
-        .as_ref()?
-        .bgp_peering_address
-        .as_deref()?
-        .split(',')
-        .next()?
-        .trim()
-        .parse()
-        .ok()
+    crate::ha::instance_peering_address(gw.bgp_settings.as_ref()?.bgp_peering_address.as_deref()?)
 }
 
 /// The peers the desired state asks for, keyed by connection name. Connections whose settings are

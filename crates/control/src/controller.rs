@@ -28,6 +28,8 @@ struct Inner {
 /// Owns the desired state. Cheap reads (a clone under a short lock), serialised writes.
 pub struct Controller {
     inner: Mutex<Inner>,
+    /// Set on an active-active replica: where the configuration is written instead (crate::ha).
+    replica_of: std::sync::OnceLock<String>,
     generation: watch::Sender<u64>,
     log: Arc<DiagLog>,
 }
@@ -92,7 +94,23 @@ impl Controller {
             }),
             generation,
             log,
+            replica_of: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Makes this controller a replica: API writes are refused with a pointer to `primary`.
+    pub fn set_replica_of(&self, primary: String) {
+        let _ = self.replica_of.set(primary);
+    }
+
+    /// Replaces the whole desired state with the primary's (active-active replication); validated,
+    /// stored and reconciled like any change.
+    pub async fn replace(&self, state: DesiredState) -> Result<Applied, ApiError> {
+        self.apply(false, |s, _| {
+            *s = state;
+            Ok(())
+        })
+        .await
     }
 
     /// A snapshot of the desired state and the etags.
@@ -109,6 +127,22 @@ impl Controller {
     /// Applies `edit` to a copy of the state; validates, stores and publishes it. With `dry_run` nothing is
     /// stored and the diff is returned as it would be.
     pub async fn mutate<F>(&self, dry_run: bool, edit: F) -> Result<Applied, ApiError>
+    where
+        F: FnOnce(&mut DesiredState, &HashMap<ResourceKey, String>) -> Result<(), ApiError>,
+    {
+        if let Some(primary) = self.replica_of.get() {
+            return Err(ApiError::conflict(
+                "ReplicaIsReadOnly",
+                "vnet-gateway",
+                format!(
+                    "this gateway instance replicates its configuration from the other instance at {primary}; make the change there (vgw --api-url http://{primary} ...)"
+                ),
+            ));
+        }
+        self.apply(dry_run, edit).await
+    }
+
+    async fn apply<F>(&self, dry_run: bool, edit: F) -> Result<Applied, ApiError>
     where
         F: FnOnce(&mut DesiredState, &HashMap<ResourceKey, String>) -> Result<(), ApiError>,
     {

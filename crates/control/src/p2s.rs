@@ -127,11 +127,8 @@ pub fn build_config(state: &DesiredState, credentials: &Path) -> Option<Result<C
     }
     Some((|| {
         let (ike, esp, pfs) = proposals(p2s)?;
-        let public_ip: IpAddr = gw
-            .ip_configurations
-            .first()
-            .and_then(|c| c.public_ip_address.parse().ok())
-            .ok_or("the gateway has no public IP address")?;
+        let public_ip: IpAddr =
+            crate::ha::public_ip(gw).ok_or("the gateway has no public IP address")?;
         let mut pool_v4: Option<(Ipv4Addr, u8)> = None;
         let mut pool_v6: Option<(Ipv6Addr, u8)> = None;
         for p in &p2s.vpn_client_address_pool.address_prefixes {
@@ -306,11 +303,8 @@ pub fn profile_input(
         .vpn_client_configuration
         .as_ref()
         .ok_or("point-to-site is not configured")?;
-    let public_ip: IpAddr = gw
-        .ip_configurations
-        .first()
-        .and_then(|c| c.public_ip_address.parse().ok())
-        .ok_or("the gateway has no public IP address")?;
+    let public_ip: IpAddr =
+        crate::ha::public_ip(gw).ok_or("the gateway has no public IP address")?;
     server_credentials(dir, public_ip)?;
     let ca = std::fs::read_to_string(dir.join("ca.crt.pem"))
         .map(|t| pem_blocks(&t, "CERTIFICATE"))

@@ -40,6 +40,12 @@ pub struct ServeConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// HTTPS port of the point-to-site profile download (0: off).
     pub p2s_download_port: u16,
+    /// Active-active instance index (0 or 1): which `ipConfigurations[]` and peering address to serve.
+    pub instance: usize,
+    /// The other active-active instance's API address (its LAN address), for the interconnect.
+    pub peer_instance: Option<SocketAddr>,
+    /// Pull the desired state from the other instance (this instance is the replica).
+    pub replicate: bool,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -48,6 +54,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
     // SAFETY: umask only swaps the process's file-creation mask; it cannot fail.
     unsafe { libc::umask(0o077) };
     create_private_dir(&config.state_dir)?;
+    crate::ha::set_instance(config.instance);
     let store = SqliteStore::open(&config.state_dir)?;
     let log = Arc::new(
         DiagLog::open(
@@ -89,6 +96,35 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
         }
         None => (Arc::new(NoEngines) as Arc<dyn StatusSource>, None, None),
     };
+    let local_status = status.clone();
+    let ha = match config.peer_instance {
+        Some(api) => {
+            let token_file = config.api_token_file.as_ref().ok_or(
+                "--peer-instance needs --api-token-file: the instances authenticate to each other with the shared token",
+            )?;
+            let token = read_token(token_file)?;
+            Some(crate::ha::spawn(
+                crate::ha::PeerInstance {
+                    api,
+                    token,
+                    replicate: config.replicate,
+                },
+                controller.clone(),
+                log.clone(),
+            ))
+        }
+        None if config.replicate => {
+            return Err("--replicate needs --peer-instance ADDR (the primary instance's API)".into());
+        }
+        None => None,
+    };
+    let status: Arc<dyn StatusSource> = match &ha {
+        Some(ha) => Arc::new(crate::ha::MergedStatus {
+            local: local_status.clone(),
+            ha: ha.clone(),
+        }),
+        None => status,
+    };
     let metrics_app = crate::metrics::router(crate::metrics::MetricsState {
         controller: controller.clone(),
         live: live.clone(),
@@ -114,6 +150,8 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
         )),
         bgp: bgp_status,
         downloads: downloads.clone(),
+        local_status,
+        ha,
     });
 
     let unix = bind_unix(&config.api_socket)?;

@@ -4,10 +4,10 @@
 //! daemon uses [`NoEngines`], which answers `Unknown` and zero bytes — the honest answer.
 
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// `connectionStatus` values (Azure's four).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum ConnectionState {
     /// No information yet.
     #[default]
@@ -21,7 +21,7 @@ pub enum ConnectionState {
 }
 
 /// One tunnel of a connection (two with active-active), Azure's `tunnelConnectionStatus[]`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TunnelStatus {
     /// `local-ip -> remote-ip` of this tunnel.

@@ -6,7 +6,7 @@
 //! plane's counters (ESP arriving counts as peer liveness, RFC 7296 §1.4). Engine events become data
 //! plane commands (install/remove Child SAs), status changes and diagnostic log lines.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
@@ -31,6 +31,11 @@ use crate::model::{self, ConnectionSpec, IpsecPolicy, LocalGatewaySpec, VnetGate
 use crate::state::DesiredState;
 use crate::status::{ConnectionState, ConnectionStatus, StatusSource, TunnelStatus};
 
+/// How often ESP activity is noted and keepalives are considered.
+const TICK: Duration = Duration::from_millis(200);
+/// NAT keepalive period in ticks (20 s).
+const KEEPALIVE_TICKS: u64 = 100;
+
 /// Live status of every connection, shared with the API.
 #[derive(Default)]
 pub struct LiveStatus {
@@ -45,6 +50,19 @@ pub struct LiveStatus {
     pub p2s: crate::p2s::P2sStatus,
     /// The WireGuard server, when point-to-site lists WireGuard.
     pub wireguard: std::sync::Mutex<Option<Arc<crate::wireguard::Server>>>,
+    /// Prefixes routed into this instance's own tunnels now (static prefixes of connected tunnels and
+    /// BGP routes, without BGP neighbours' host routes): what an active-active peer backs up (crate::ha).
+    reachable: RwLock<Vec<IpNet>>,
+}
+
+impl LiveStatus {
+    /// Prefixes this instance routes into its own tunnels now.
+    pub fn reachable(&self) -> Vec<IpNet> {
+        self.reachable
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 /// IKE datagrams exchanged with one peer address.
@@ -394,6 +412,7 @@ pub fn start(
         bgp_routes: HashMap::new(),
         tunnel_events: tunnel_events_tx,
         peering_address: None,
+        bgp_neighbours: HashSet::new(),
         p2s_dir,
         p2s_key: None,
         kernel_pending: Vec::new(),
@@ -432,6 +451,9 @@ struct Driver {
     tunnel_events: mpsc::UnboundedSender<TunnelEvent>,
     /// The gateway's BGP peering address as assigned to the TUN.
     peering_address: Option<IpAddr>,
+    /// The local gateways' BGP peering addresses: their host routes are never backed up by an
+    /// active-active peer (a BGP session must only ever run over its own connection's tunnel).
+    bgp_neighbours: HashSet<IpAddr>,
     /// Where the point-to-site server credentials live.
     p2s_dir: std::path::PathBuf,
     /// What the running remote-access connection was built from (None: point-to-site off).
@@ -466,7 +488,9 @@ impl Driver {
     ) {
         let mut changes = self.controller.subscribe();
         self.reconcile().await;
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // ESP activity is handed to the IKE engine every tick: short, so that a one-second dead-peer
+        // detection (dpdTimeoutSeconds 1) never probes a peer whose ESP is flowing.
+        let mut tick = tokio::time::interval(TICK);
         loop {
             let wake = self
                 .endpoint
@@ -503,7 +527,7 @@ impl Driver {
         // vgw always asks for UDP encapsulation as if behind a NAT, so it keeps the path's NAT mappings
         // alive: a keepalive every 20 s (RFC 3948 §2.3).
         self.ticks += 1;
-        if self.ticks.is_multiple_of(20) {
+        if self.ticks.is_multiple_of(KEEPALIVE_TICKS) {
             for remote in self.peers.values() {
                 let _ = self.dp.send_keepalive(*remote);
             }
@@ -527,6 +551,7 @@ impl Driver {
         while let Some(event) = self.endpoint.poll_event() {
             self.apply(event);
         }
+        self.publish_reachable();
         for (prefix, add) in std::mem::take(&mut self.kernel_pending) {
             let result = if add {
                 self.routes.add(prefix).await
@@ -536,6 +561,45 @@ impl Driver {
             if let Err(e) = result {
                 tracing::warn!(%prefix, error = %e, "kernel route change for a point-to-site client failed");
             }
+        }
+    }
+
+    /// Publishes the prefixes this instance's own tunnels carry now, for an active-active peer.
+    fn publish_reachable(&self) {
+        let connected: HashSet<&str> = {
+            let map = self
+                .status
+                .connections
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            self.names
+                .values()
+                .filter(|n| {
+                    map.get(n.as_str())
+                        .is_some_and(|l| l.state == ConnectionState::Connected)
+                })
+                .map(String::as_str)
+                .collect()
+        };
+        let mut set: std::collections::BTreeSet<IpNet> = self.bgp_routes.keys().copied().collect();
+        for (id, prefixes) in &self.installed_routes {
+            if self
+                .names
+                .get(id)
+                .is_some_and(|n| connected.contains(n.as_str()))
+            {
+                set.extend(prefixes.iter().copied());
+            }
+        }
+        set.retain(|p| !(p.prefix_len() == p.max_prefix_len() && self.bgp_neighbours.contains(&p.addr())));
+        let list: Vec<IpNet> = set.into_iter().collect();
+        let mut published = self
+            .status
+            .reachable
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if *published != list {
+            *published = list;
         }
     }
 
@@ -1121,6 +1185,12 @@ impl Driver {
                 }
             }
         }
+        self.bgp_neighbours = state
+            .local_gateways
+            .values()
+            .filter_map(|lg| lg.bgp_settings.as_ref()?.bgp_peering_address.as_deref())
+            .filter_map(|a| a.trim().parse().ok())
+            .collect();
         let mut wanted: HashMap<ConnId, (Config, Vec<IpNet>)> = HashMap::new();
         for (name, c) in &state.connections {
             let id = *self.ids.entry(name.clone()).or_insert_with(|| {
@@ -1402,11 +1472,9 @@ fn build_config(state: &DesiredState, c: &ConnectionSpec) -> Result<(Config, Vec
         .local_gateways
         .get(&c.local_network_gateway2.name)
         .ok_or("local gateway missing")?;
-    let local_addr: IpAddr = gw
-        .ip_configurations
-        .first()
-        .and_then(|i| i.public_ip_address.parse().ok())
-        .ok_or("the gateway has no public address")?;
+    let local_addr: IpAddr = crate::ha::public_ip(gw).ok_or(
+        "the gateway has no public address for this instance (vgw serve --instance N needs ipConfigurations[N])",
+    )?;
     let remote_addr: IpAddr = match (&lg.gateway_ip_address, &lg.fqdn) {
         (Some(ip), _) => ip
             .parse()

@@ -517,8 +517,22 @@ fn check_gateway(gw: &VnetGatewaySpec) -> Result {
     if let Some(bgp) = &gw.bgp_settings {
         check_asn("bgpSettings.asn", bgp.asn, false)?;
         check_bgp_timers(bgp)?;
-        if let Some(addr) = &bgp.bgp_peering_address {
-            check_bgp_peering_address("bgpSettings.bgpPeeringAddress", addr)?;
+        if let Some(addrs) = &bgp.bgp_peering_address {
+            // Active-active: one address per instance, comma-separated as Azure shows them.
+            let list: Vec<&str> = addrs.split(',').map(str::trim).collect();
+            if list.len() > gw.ip_configurations.len() {
+                return Err(ApiError::invalid(
+                    "bgpSettings.bgpPeeringAddress",
+                    format!(
+                        "{} peering addresses for {} gateway instance(s); give one per instance",
+                        list.len(),
+                        gw.ip_configurations.len()
+                    ),
+                ));
+            }
+            for addr in list {
+                check_bgp_peering_address("bgpSettings.bgpPeeringAddress", addr)?;
+            }
         }
         for (i, entry) in bgp.bgp_peering_addresses.iter().enumerate() {
             for (j, a) in entry.custom_bgp_ip_addresses.iter().enumerate() {
@@ -829,11 +843,13 @@ fn check_connection(c: &ConnectionSpec, state: &DesiredState) -> Result {
             format!("routingWeight {} is above 32000", c.routing_weight),
         ));
     }
-    if !(9..=3600).contains(&c.dpd_timeout_seconds) {
+    // vgw accepts down to 1 s (Azure: 9): a fast dead-peer detection is what moves traffic to a
+    // redundant tunnel within about a second when BFD is not used (docs/redundancy.md).
+    if !(1..=3600).contains(&c.dpd_timeout_seconds) {
         return Err(ApiError::invalid(
             "dpdTimeoutSeconds",
             format!(
-                "dpdTimeoutSeconds {} is outside 9-3600; Azure's default is 45",
+                "dpdTimeoutSeconds {} is outside 1-3600 (Azure: 9-3600); Azure's default is 45",
                 c.dpd_timeout_seconds
             ),
         ));

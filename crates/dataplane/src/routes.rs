@@ -53,6 +53,49 @@ impl KernelRoutes {
         }
     }
 
+    fn via_message(
+        prefix: IpNet,
+        gateway: IpAddr,
+        metric: u32,
+    ) -> Option<rtnetlink::packet_route::route::RouteMessage> {
+        RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(prefix.addr(), prefix.prefix_len())
+            .ok()?
+            .gateway(gateway)
+            .ok()
+            .map(|b| b.priority(metric).build())
+    }
+
+    /// Routes `prefix` via `gateway` (a neighbour on a LAN) with `metric`, e.g. an active-active
+    /// instance's backup route to the other instance; a route with a better metric still wins.
+    pub async fn add_via(
+        &self,
+        prefix: IpNet,
+        gateway: IpAddr,
+        metric: u32,
+    ) -> Result<(), rtnetlink::Error> {
+        let Some(message) = Self::via_message(prefix, gateway, metric) else {
+            return Ok(());
+        };
+        self.handle.route().add(message).replace().execute().await
+    }
+
+    /// Removes a route added by [`KernelRoutes::add_via`] (a missing route is not an error).
+    pub async fn remove_via(
+        &self,
+        prefix: IpNet,
+        gateway: IpAddr,
+        metric: u32,
+    ) -> Result<(), rtnetlink::Error> {
+        let Some(message) = Self::via_message(prefix, gateway, metric) else {
+            return Ok(());
+        };
+        match self.handle.route().del(message).execute().await {
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ESRCH => Ok(()),
+            other => other,
+        }
+    }
+
     /// Removes the route for `prefix` (a missing route is not an error).
     pub async fn remove(&self, prefix: IpNet) -> Result<(), rtnetlink::Error> {
         match self

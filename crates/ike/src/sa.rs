@@ -2735,6 +2735,12 @@ impl IkeSa {
                     now,
                     deadline,
                 );
+                // A short timeout (fast failover, e.g. 1 s) retransmits sooner, so one lost probe
+                // does not declare a live peer dead.
+                if let Some(p) = self.pending.as_mut() {
+                    p.interval = RETRANSMIT_BASE.min(deadline / 3);
+                    p.next_retransmit = now + p.interval;
+                }
             }
             Request::Auth => {}
         }

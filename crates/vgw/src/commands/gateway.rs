@@ -20,6 +20,9 @@ pub enum GatewayCommand {
     Delete(NameNoWait),
     /// Re-establish every tunnel, keeping the configuration.
     Reset(ResetArgs),
+    /// Rehearse a failover: cut one connection's tunnel on this instance for a while (as an underlay
+    /// failure would), probe across the tunnels, restore it, and report the traffic lost.
+    FailoverDrill(DrillArgs),
     /// Show BGP peers and their state.
     ListBgpPeerStatus(PeerArgs),
     /// Show the routes the gateway has learned.
@@ -76,6 +79,29 @@ pub struct ResetArgs {
     /// Do not print the result.
     #[arg(long)]
     pub no_wait: bool,
+}
+
+/// `failover-drill` flags.
+#[derive(Args, Debug)]
+pub struct DrillArgs {
+    /// Gateway name; defaults to the daemon's gateway.
+    #[arg(short = 'n', long)]
+    pub name: Option<String>,
+    /// The connection whose tunnel (on the instance you talk to) is cut.
+    #[arg(long)]
+    pub connection: String,
+    /// How long the tunnel stays cut, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// An IPv4 address behind the site that answers ping.
+    #[arg(long)]
+    pub probe_address: String,
+    /// The probes' source: an address of this host inside the gateway's address space (found when omitted).
+    #[arg(long)]
+    pub source_address: Option<String>,
+    /// Time between probes in milliseconds (50: 20 probes a second).
+    #[arg(long, default_value_t = 50)]
+    pub interval_ms: u64,
 }
 
 /// `--peer` for the BGP commands.
@@ -474,6 +500,21 @@ pub async fn run(ctx: &Ctx, cmd: GatewayCommand) -> Result<()> {
             if !a.no_wait {
                 ctx.print(&out)?;
             }
+        }
+        GatewayCommand::FailoverDrill(a) => {
+            let name = gateway_name(ctx, a.name).await?;
+            let mut path = format!(
+                "{}/failoverDrill?connection={}&durationSeconds={}&probeAddress={}&intervalMilliseconds={}",
+                gw_path(&name),
+                seg(&a.connection),
+                a.duration,
+                seg(&a.probe_address),
+                a.interval_ms
+            );
+            if let Some(s) = &a.source_address {
+                path.push_str(&format!("&sourceAddress={}", seg(s)));
+            }
+            ctx.print(&ctx.client.post(&path, None).await?)?;
         }
         GatewayCommand::ListBgpPeerStatus(a) => {
             let name = gateway_name(ctx, a.name).await?;

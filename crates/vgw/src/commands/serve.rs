@@ -31,6 +31,18 @@ pub struct ServeArgs {
     /// TCP MSS clamp applied to SYNs through the tunnels (Azure recommends 1350).
     #[arg(long, default_value_t = 1350)]
     pub tcp_mss_clamp: u16,
+    /// Active-active: which gateway instance this daemon is (0 or 1); it serves `ipConfigurations[N]`
+    /// and the N-th address of `bgpSettings.bgpPeeringAddress`.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub instance: u8,
+    /// Active-active: the other instance's TCP API (its `--api-listen`, on the LAN between the two);
+    /// tunnels of both appear in `tunnelConnectionStatus` and each backs up the other's routes.
+    #[arg(long)]
+    pub peer_instance: Option<SocketAddr>,
+    /// Active-active: pull the desired state from `--peer-instance` (this instance is the replica;
+    /// writes go to the other one).
+    #[arg(long)]
+    pub replicate: bool,
     /// Log filter (tracing's env-filter syntax), also RUST_LOG.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log_level: String,
@@ -52,6 +64,9 @@ pub async fn run(args: &ServeArgs, api_socket: &Path, api_token_file: Option<&Pa
         api_token_file: api_token_file.map(Path::to_path_buf),
         metrics_listen: args.metrics_listen,
         p2s_download_port: args.p2s_download_port,
+        instance: usize::from(args.instance),
+        peer_instance: args.peer_instance,
+        replicate: args.replicate,
         dataplane: (args.dataplane == "on").then(|| vgw_dataplane::DataPlaneConfig {
             tun_name: args.tun_name.clone(),
             mss_clamp: args.tcp_mss_clamp,

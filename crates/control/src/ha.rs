@@ -1,0 +1,495 @@
+//! Active-active: two vgw instances (two hosts) serving one vnet-gateway.
+//!
+//! Each instance runs its own data plane and engines with its own public address
+//! (`ipConfigurations[instance]`) and BGP peering address (the instance's entry of
+//! `bgpSettings.bgpPeeringAddress`, comma-separated as Azure shows it), so every connection has one
+//! tunnel per instance. The instances talk over the *instance interconnect*: each one's TCP API, reached
+//! on its LAN address with the shared bearer token. Through it an instance
+//!
+//! - **replicates the desired state** (`--replicate`): decision: one instance holds the configuration
+//!   (the primary, where the operator writes) and the other pulls it — the "one exports, the other
+//!   applies" model, done continuously (every [`POLL_EVERY`], by digest). It keeps the two instances
+//!   independent at run time (a replica keeps its tunnels and last state when the primary is gone; no
+//!   quorum, nothing to elect among two), needs no extra engine (etcd needs three members to survive one
+//!   loss, which two gateways do not have), and a write can never be half-applied on one side. A
+//!   replica refuses writes with a message naming the primary;
+//! - **reports its tunnels** to the other (`GET /api/instance`), which merges them into
+//!   `tunnelConnectionStatus` (one entry per instance) and forwards `reset --gateway-vip`;
+//! - **backs up the other's routes**: every prefix the other instance currently routes into one of
+//!   *its own* tunnels is installed here as a kernel route via the other instance's LAN address with a
+//!   worse metric ([`BACKUP_METRIC`]) than this instance's own tunnel routes. While this instance's
+//!   tunnel for a prefix is up its own route wins; when it goes (dead-peer detection, BFD, BGP, a reset),
+//!   the kernel falls back to the other instance at once, without waiting for any poll. Only prefixes
+//!   reached through an instance's own tunnels are exported, never the backups, so two instances never
+//!   point a prefix at each other for longer than one poll.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::controller::Controller;
+use crate::diaglog::{Category, DiagLog};
+use crate::model::{ConnectionSpec, LocalGatewaySpec, VnetGatewaySpec};
+use crate::state::DesiredState;
+use crate::status::{ConnectionState, ConnectionStatus, StatusSource, TunnelStatus};
+
+/// How often an instance polls the other.
+pub const POLL_EVERY: Duration = Duration::from_millis(250);
+/// How long the other's routes are kept as backups after it stopped answering.
+const PEER_STALE_AFTER: Duration = Duration::from_secs(3);
+/// Kernel route metric of the backups (own tunnel routes use the default, 0).
+pub const BACKUP_METRIC: u32 = 1000;
+/// Time limit of one interconnect request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+static INSTANCE: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets this process's instance index (0 or 1), once at start-up.
+pub fn set_instance(index: usize) {
+    INSTANCE.store(index, Ordering::Relaxed);
+}
+
+/// This process's instance index: 0 unless `vgw serve --instance 1`.
+pub fn instance() -> usize {
+    INSTANCE.load(Ordering::Relaxed)
+}
+
+/// The public address this instance serves: `ipConfigurations[instance]`.
+pub fn public_ip(gw: &VnetGatewaySpec) -> Option<IpAddr> {
+    gw.ip_configurations
+        .get(instance())
+        .and_then(|c| c.public_ip_address.parse().ok())
+}
+
+/// The other instance's public address, when the gateway is active-active.
+pub fn other_public_ip(gw: &VnetGatewaySpec) -> Option<IpAddr> {
+    if !gw.active_active {
+        return None;
+    }
+    gw.ip_configurations
+        .get(1 - instance().min(1))
+        .and_then(|c| c.public_ip_address.parse().ok())
+}
+
+/// This instance's entry of a comma-separated `bgpPeeringAddress` list.
+pub fn instance_peering_address(list: &str) -> Option<IpAddr> {
+    list.split(',').nth(instance())?.trim().parse().ok()
+}
+
+/// How to reach the other instance.
+#[derive(Clone, Debug)]
+pub struct PeerInstance {
+    /// Its TCP API (`--api-listen` there), on the LAN between the instances.
+    pub api: SocketAddr,
+    /// The bearer token both instances share.
+    pub token: String,
+    /// Pull the desired state from it (this instance is the replica).
+    pub replicate: bool,
+}
+
+/// What an instance tells the other: its own tunnels and the prefixes they carry.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceReport {
+    /// Its instance index.
+    pub instance: usize,
+    /// Its public address.
+    pub public_ip: Option<String>,
+    /// Its tunnel of every connection, by connection name.
+    pub tunnels: BTreeMap<String, TunnelStatus>,
+    /// Prefixes it routes into its own tunnels now (static prefixes of connected tunnels, BGP routes).
+    pub reachable: Vec<IpNet>,
+    /// SHA-256 of its replicated desired state, so a replica fetches only changes.
+    pub state_digest: String,
+}
+
+/// The desired state as replicated: everything, shared keys included (the interconnect carries the
+/// same bearer token as the API, so it is as trusted as an administrator).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicatedState {
+    /// The gateway.
+    pub gateway: Option<VnetGatewaySpec>,
+    /// Local gateways.
+    pub local_gateways: Vec<LocalGatewaySpec>,
+    /// Connections, each with its shared key.
+    pub connections: Vec<ReplicatedConnection>,
+}
+
+/// One connection with its write-only shared key.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicatedConnection {
+    /// The connection (its key is skipped by its serialiser).
+    pub spec: ConnectionSpec,
+    /// The pre-shared key.
+    pub shared_key: Option<String>,
+}
+
+impl ReplicatedState {
+    /// Captures `state`.
+    pub fn from_state(state: &DesiredState) -> Self {
+        Self {
+            gateway: state.gateway.clone(),
+            local_gateways: state.local_gateways.values().cloned().collect(),
+            connections: state
+                .connections
+                .values()
+                .map(|c| ReplicatedConnection {
+                    spec: c.clone(),
+                    shared_key: c.shared_key.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Rebuilds the desired state.
+    pub fn into_state(self) -> DesiredState {
+        let mut state = DesiredState {
+            gateway: self.gateway,
+            ..Default::default()
+        };
+        for lg in self.local_gateways {
+            state.local_gateways.insert(lg.name.clone(), lg);
+        }
+        for c in self.connections {
+            let mut spec = c.spec;
+            spec.shared_key = c.shared_key;
+            state.connections.insert(spec.name.clone(), spec);
+        }
+        state.normalise();
+        state
+    }
+
+    /// The digest a replica compares.
+    pub fn digest(&self) -> String {
+        let text = serde_json::to_string(self).unwrap_or_default();
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes())
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+/// The interconnect as the API sees it.
+pub struct Ha {
+    /// How to reach the other instance.
+    pub peer: PeerInstance,
+    /// Its last report and when it came.
+    report: RwLock<Option<(Instant, InstanceReport)>>,
+    /// Why the last poll failed, if it did.
+    last_error: RwLock<Option<String>>,
+}
+
+impl Ha {
+    /// The other instance's last report, if fresh.
+    pub fn peer_report(&self) -> Option<InstanceReport> {
+        let guard = self.report.read().unwrap_or_else(|p| p.into_inner());
+        guard
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < PEER_STALE_AFTER)
+            .map(|(_, r)| r.clone())
+    }
+
+    /// Why the other instance is not answering, if it is not.
+    pub fn peer_error(&self) -> Option<String> {
+        self.last_error
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Sends a POST to the other instance's API (used to forward `reset --gateway-vip`).
+    pub async fn forward_post(&self, path: &str) -> Result<serde_json::Value, String> {
+        request(&self.peer, "POST", path).await
+    }
+}
+
+/// The status the API shows: this instance's tunnel plus the other's, one entry each.
+pub struct MergedStatus {
+    /// This instance's engines.
+    pub local: Arc<dyn StatusSource>,
+    /// The interconnect.
+    pub ha: Arc<Ha>,
+}
+
+impl StatusSource for MergedStatus {
+    fn connection_status(&self, name: &str) -> ConnectionStatus {
+        let mut status = self.local.connection_status(name);
+        let other = match self.ha.peer_report() {
+            Some(report) => report.tunnels.get(name).cloned().map(|t| (report.instance, t)),
+            None => Some((
+                1 - instance().min(1),
+                TunnelStatus {
+                    tunnel: format!("instance {} (not answering)", 1 - instance().min(1)),
+                    connection_status: ConnectionState::Unknown,
+                    ..Default::default()
+                },
+            )),
+        };
+        if let Some((index, tunnel)) = other {
+            status.ingress_bytes_transferred += tunnel.ingress_bytes_transferred;
+            status.egress_bytes_transferred += tunnel.egress_bytes_transferred;
+            if tunnel.connection_status == ConnectionState::Connected {
+                status.connection_status = ConnectionState::Connected;
+                status.connection_status_reason = None;
+            }
+            if index < instance() {
+                status.tunnel_connection_status.insert(0, tunnel);
+            } else {
+                status.tunnel_connection_status.push(tunnel);
+            }
+        }
+        status
+    }
+}
+
+/// Builds this instance's report from its own (unmerged) status.
+pub fn local_report(
+    state: &DesiredState,
+    local: &dyn StatusSource,
+    reachable: Vec<IpNet>,
+) -> InstanceReport {
+    InstanceReport {
+        instance: instance(),
+        public_ip: state
+            .gateway
+            .as_ref()
+            .and_then(public_ip)
+            .map(|a| a.to_string()),
+        tunnels: state
+            .connections
+            .keys()
+            .filter_map(|name| {
+                let s = local.connection_status(name);
+                s.tunnel_connection_status
+                    .into_iter()
+                    .next()
+                    .map(|t| (name.clone(), t))
+            })
+            .collect(),
+        reachable,
+        state_digest: ReplicatedState::from_state(state).digest(),
+    }
+}
+
+/// Starts the interconnect task: polls the other instance, keeps the backup routes in step with what
+/// it reaches, and (replica) applies its desired state.
+pub fn spawn(peer: PeerInstance, controller: Arc<Controller>, log: Arc<DiagLog>) -> Arc<Ha> {
+    if peer.replicate {
+        controller.set_replica_of(peer.api.to_string());
+    }
+    let ha = Arc::new(Ha {
+        peer,
+        report: RwLock::new(None),
+        last_error: RwLock::new(None),
+    });
+    let task = ha.clone();
+    tokio::spawn(async move { run(task, controller, log).await });
+    ha
+}
+
+async fn run(ha: Arc<Ha>, controller: Arc<Controller>, log: Arc<DiagLog>) {
+    let routes = match vgw_dataplane::routes::KernelRoutes::new(0) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(error = %e, "no netlink: the other instance's routes are not backed up here");
+            None
+        }
+    };
+    let via = ha.peer.api.ip();
+    let mut installed: BTreeSet<IpNet> = BTreeSet::new();
+    let mut applied_digest = String::new();
+    let mut last_ok = Instant::now();
+    let mut was_answering = true;
+    let mut tick = tokio::time::interval(POLL_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let wanted: BTreeSet<IpNet> = match request(&ha.peer, "GET", "/api/instance").await {
+            Ok(value) => match serde_json::from_value::<InstanceReport>(value) {
+                Ok(report) => {
+                    last_ok = Instant::now();
+                    if !was_answering {
+                        was_answering = true;
+                        log.log(
+                            Category::GatewayDiagnosticLog,
+                            "info",
+                            "/vgw",
+                            &format!("instance {} at {via} answers again", report.instance),
+                            serde_json::Value::Null,
+                        );
+                    }
+                    *ha.last_error.write().unwrap_or_else(|p| p.into_inner()) = None;
+                    if ha.peer.replicate && report.state_digest != applied_digest {
+                        match replicate(&ha.peer, &controller).await {
+                            Ok(digest) => applied_digest = digest,
+                            Err(e) => tracing::warn!(error = %e, "replicating the desired state failed"),
+                        }
+                    }
+                    let wanted = report.reachable.iter().copied().collect();
+                    *ha.report.write().unwrap_or_else(|p| p.into_inner()) =
+                        Some((Instant::now(), report));
+                    wanted
+                }
+                Err(e) => {
+                    *ha.last_error.write().unwrap_or_else(|p| p.into_inner()) =
+                        Some(format!("unreadable report from {via}: {e}"));
+                    installed.clone()
+                }
+            },
+            Err(e) => {
+                if was_answering && last_ok.elapsed() >= PEER_STALE_AFTER {
+                    was_answering = false;
+                    log.log(
+                        Category::GatewayDiagnosticLog,
+                        "warning",
+                        "/vgw",
+                        &format!("the other instance at {via} does not answer: {e}; its routes are no longer backed up here"),
+                        serde_json::Value::Null,
+                    );
+                }
+                *ha.last_error.write().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                if last_ok.elapsed() < PEER_STALE_AFTER {
+                    installed.clone()
+                } else {
+                    BTreeSet::new()
+                }
+            }
+        };
+        let Some(routes) = &routes else { continue };
+        for prefix in wanted.difference(&installed) {
+            if let Err(e) = routes.add_via(*prefix, via, BACKUP_METRIC).await {
+                tracing::warn!(%prefix, error = %e, "cannot add the backup route via the other instance");
+            }
+        }
+        for prefix in installed.difference(&wanted) {
+            let _ = routes.remove_via(*prefix, via, BACKUP_METRIC).await;
+        }
+        installed = wanted;
+    }
+}
+
+/// Fetches the primary's desired state and applies it; returns its digest.
+async fn replicate(peer: &PeerInstance, controller: &Controller) -> Result<String, String> {
+    let value = request(peer, "GET", "/api/instance/desiredState").await?;
+    let replicated: ReplicatedState =
+        serde_json::from_value(value).map_err(|e| format!("unreadable desired state: {e}"))?;
+    let digest = replicated.digest();
+    controller
+        .replace(replicated.into_state())
+        .await
+        .map_err(|e| format!("the primary's desired state was refused here: {e:?}"))?;
+    Ok(digest)
+}
+
+/// One HTTP/1.1 request to the other instance's API; returns the JSON body of a 2xx answer.
+async fn request(peer: &PeerInstance, method: &str, path: &str) -> Result<serde_json::Value, String> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(peer.api)
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", peer.api))?;
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            peer.api, peer.token
+        );
+        stream
+            .write_all(head.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut raw = Vec::new();
+        stream
+            .read_to_end(&mut raw)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(raw)
+    };
+    let raw = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .map_err(|_| format!("{} did not answer within {REQUEST_TIMEOUT:?}", peer.api))??;
+    parse_response(&raw)
+}
+
+/// Splits an HTTP/1.1 response (identity or chunked body) and parses its JSON.
+fn parse_response(raw: &[u8]) -> Result<serde_json::Value, String> {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("truncated HTTP response")?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("no HTTP status")?;
+    let mut body = raw[split + 4..].to_vec();
+    if head.contains("transfer-encoding: chunked") {
+        body = dechunk(&body).ok_or("bad chunked body")?;
+    }
+    let value: serde_json::Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))?
+    };
+    if !(200..300).contains(&status) {
+        return Err(format!("HTTP {status}: {value}"));
+    }
+    Ok(value)
+}
+
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = b.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&b[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        b = &b[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(b.get(..size)?);
+        b = b.get(size + 2..)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_parse_with_and_without_chunking() {
+        let plain = b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\n{\"a\":1}";
+        assert_eq!(parse_response(plain).unwrap(), json!({"a": 1}));
+        let chunked =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n";
+        assert_eq!(parse_response(chunked).unwrap(), json!({"a": 1}));
+        let refused = b"HTTP/1.1 409 Conflict\r\ncontent-length: 2\r\n\r\n{}";
+        assert!(parse_response(refused).unwrap_err().contains("409"));
+        assert!(parse_response(b"HTTP/1.1 200").is_err());
+        assert!(dechunk(b"zz\r\n").is_none());
+    }
+
+    #[test]
+    fn replicated_state_keeps_shared_keys_and_digests_stably() {
+        let mut state = DesiredState::default();
+        let c: ConnectionSpec = serde_json::from_value(json!({
+            "name": "c1", "localNetworkGateway2": "site", "sharedKey": "s3cret"
+        }))
+        .unwrap();
+        state.connections.insert("c1".into(), c);
+        let r = ReplicatedState::from_state(&state);
+        assert_eq!(r.digest(), ReplicatedState::from_state(&state).digest());
+        let text = serde_json::to_string(&r).unwrap();
+        let back: ReplicatedState = serde_json::from_str(&text).unwrap();
+        let state2 = back.into_state();
+        assert_eq!(state2.connections["c1"].shared_key.as_deref(), Some("s3cret"));
+    }
+}

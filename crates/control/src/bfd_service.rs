@@ -99,6 +99,8 @@ pub struct BfdSessionStatus {
     /// Packets for this session that were refused (bad TTL, failed RFC 5880 §6.8.6 checks).
     pub packets_dropped: u64,
     pub send_errors: u64,
+    /// The last socket error (opening or sending), if any.
+    pub last_error: Option<String>,
 }
 
 /// The handle to the BFD task; clones share it. The task stops (telling every peer AdminDown) when
@@ -182,13 +184,16 @@ impl Key {
 struct Entry {
     spec: BfdSpec,
     session: Session,
-    tx: Option<UdpSocket>,
+    /// Non-blocking and never awaited: a datagram that cannot leave at once is counted as a send
+    /// error, not queued (a stale BFD packet is worse than none).
+    tx: Option<std::net::UdpSocket>,
     tx_retry_at: Option<Instant>,
     up_since: Option<SystemTime>,
     packets_in: u64,
     packets_out: u64,
     packets_dropped: u64,
     send_errors: u64,
+    last_error: Option<String>,
     /// Being removed: AdminDown is sent until then.
     draining: Option<Instant>,
 }
@@ -337,6 +342,7 @@ impl Task {
                     packets_out: 0,
                     packets_dropped: 0,
                     send_errors: 0,
+                    last_error: None,
                     draining: None,
                 },
             );
@@ -424,16 +430,18 @@ impl Task {
                         }
                         Err(e) => {
                             tracing::debug!(local = %key.local, error = %e, "BFD transmit socket not opened yet");
+                            entry.last_error = Some(format!("transmit socket: {e}"));
                             entry.tx_retry_at = Some(now + RETRY_EVERY);
                         }
                     }
                 }
                 let to = SocketAddr::new(key.peer, key.port());
                 for packet in queued {
-                    match entry.tx.as_ref().map(|s| s.try_send_to(&packet, to)) {
+                    match entry.tx.as_ref().map(|s| s.send_to(&packet, to)) {
                         Some(Ok(_)) => entry.packets_out += 1,
                         Some(Err(e)) => {
                             entry.send_errors += 1;
+                            entry.last_error = Some(format!("send: {e}"));
                             tracing::debug!(peer = %key.peer, error = %e, "BFD send failed");
                         }
                         None => entry.send_errors += 1,
@@ -514,6 +522,7 @@ impl Task {
                         packets_out: e.packets_out,
                         packets_dropped: e.packets_dropped,
                         send_errors: e.send_errors,
+                        last_error: e.last_error.clone(),
                     },
                 )
             })
@@ -605,7 +614,7 @@ fn receive_socket(local: IpAddr, port: u16) -> io::Result<UdpSocket> {
 
 /// A session's transmit socket: TTL 255 (RFC 5881 §5, RFC 5883 §5) and a source port from 49152–65535
 /// (RFC 5881 §4), starting at a random one.
-fn transmit_socket(local: IpAddr) -> io::Result<UdpSocket> {
+fn transmit_socket(local: IpAddr) -> io::Result<std::net::UdpSocket> {
     let socket = new_udp(local)?;
     if local.is_ipv4() {
         socket.set_ttl_v4(u32::from(TTL))?;
@@ -618,7 +627,7 @@ fn transmit_socket(local: IpAddr) -> io::Result<UdpSocket> {
     for i in 0..span {
         let port = SOURCE_PORTS.start() + ((start + i) % span) as u16;
         match socket.bind(&SocketAddr::new(local, port).into()) {
-            Ok(()) => return UdpSocket::from_std(socket.into()),
+            Ok(()) => return Ok(socket.into()),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = e,
             Err(e) => return Err(e),
         }
@@ -779,9 +788,30 @@ mod tests {
             "127.0.0.61:3784",
         )
         .unwrap();
+        // A well-formed packet from the peer's address that crossed a router (TTL 64) is refused by
+        // the single-hop session (RFC 5881 §5).
+        let single = status.iter().find(|s| !s.multihop).unwrap();
+        let hopped = std::net::UdpSocket::bind("127.0.0.62:0").unwrap();
+        hopped.set_ttl(64).unwrap();
+        let mut p = vgw_bfd::ControlPacket::decode(&[
+            0x20, 0x40, 3, 24, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0,
+        ])
+        .unwrap();
+        p.my_discriminator = single.remote_discriminator;
+        p.your_discriminator = single.local_discriminator;
+        p.state = vgw_bfd::State::Down;
+        hopped.send_to(&p.encode(), "127.0.0.61:3784").unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(a.dropped() >= 2, "{}", a.dropped());
-        assert!(a.status().iter().all(|s| s.state == "Up"));
+        let after = a.status();
+        assert!(
+            after.iter().all(|s| s.state == "Up" && s.send_errors == 0),
+            "{after:?}"
+        );
+        assert_eq!(
+            after.iter().find(|s| !s.multihop).unwrap().packets_dropped,
+            1
+        );
 
         // Timers change with a Poll sequence; the sessions stay up.
         let mut slower = spec("127.0.0.61", "127.0.0.62", false);

@@ -19,29 +19,42 @@ INTERVAL_MS=300
 MULT=3
 DOWN_LIMIT_MS=2000
 
-# bfd_topology single|multihop: sets A_ADDR and B_ADDR.
+# bfd_topology single|single6|multihop: sets A_ADDR, A_PREFIX (its length) and B_ADDR.
 bfd_topology() {
     lab_add_ns a
     lab_add_ns b
     if [ "$1" = single ]; then
         lab_link a 198.18.0.1/24 b 198.18.0.2/24
-        A_ADDR=198.18.0.1 B_ADDR=198.18.0.2
+        A_ADDR=198.18.0.1 A_PREFIX=24 B_ADDR=198.18.0.2
+    elif [ "$1" = single6 ]; then
+        lab_link a 198.18.0.1/24 b 198.18.0.2/24
+        # Otherwise the cut (link down) flushes the IPv6 addresses and they never return.
+        in_ns a sysctl -qw net.ipv6.conf.all.keep_addr_on_down=1
+        in_ns b sysctl -qw net.ipv6.conf.all.keep_addr_on_down=1
+        ip -n "$(ns a)" addr add 2001:db8:bfd::1/64 dev e-b nodad
+        ip -n "$(ns b)" addr add 2001:db8:bfd::2/64 dev e-a nodad
+        A_ADDR=2001:db8:bfd::1 A_PREFIX=64 B_ADDR=2001:db8:bfd::2
     else
         lab_add_ns r router
         lab_link a 10.10.0.1/24 r 10.10.0.254/24
         lab_link r 10.20.0.254/24 b 10.20.0.2/24
         ip -n "$(ns a)" route add default via 10.10.0.254
         ip -n "$(ns b)" route add default via 10.20.0.254
-        A_ADDR=10.10.0.1 B_ADDR=10.20.0.2
+        A_ADDR=10.10.0.1 A_PREFIX=24 B_ADDR=10.20.0.2
     fi
 }
 
-# bfd_peer_start [--multihop]: bfd_peer in namespace a; its JSON lines go to $LAB_WORK/peer.out.
+# bfd_peer_start [--multihop]: bfd_peer in namespace a; its JSON lines go to $LAB_WORK/peer.out, and
+# `peer_cmd remove|add` reaches its stdin through a fifo (held open by a sleep).
 bfd_peer_start() {
+    rm -f "$LAB_WORK/peer.in"; mkfifo "$LAB_WORK/peer.in"
+    sleep 600 >"$LAB_WORK/peer.in" &
+    LAB_PIDS+=($!)
     in_ns a "$BFD_PEER" --local "$A_ADDR" --peer "$B_ADDR" --interval-ms "$INTERVAL_MS" --multiplier "$MULT" "$@" \
-        >"$LAB_WORK/peer.out" 2>"$LAB_WORK/peer.log" </dev/null &
+        >"$LAB_WORK/peer.out" 2>"$LAB_WORK/peer.log" <"$LAB_WORK/peer.in" &
     LAB_PIDS+=($!)
 }
+peer_cmd() { timeout 2 sh -c "echo $1 >'$LAB_WORK/peer.in'"; }
 
 # Counting events lets each wait look only at lines after the previous step.
 events() { grep -c '"event"' "$LAB_WORK/peer.out" 2>/dev/null || true; }
@@ -59,7 +72,7 @@ bird_bfd() {
     local n=$1 name=$2 local_=$3 nbr=$4 mh=$5
     local dir="$LAB_WORK/$name"; mkdir -p "$dir"
     cat >"$dir/bird.conf" <<EOF
-router id $local_;
+router id 10.255.0.2;
 log "$dir/bird.log" all;
 protocol device { scan time 1; }
 protocol bfd bfd1 {
@@ -73,6 +86,7 @@ EOF
 }
 birdc_() { local name=$1; shift; birdc -s "$LAB_WORK/$name/bird.ctl" "$@"; }
 bird_up() { birdc_ bird show bfd sessions | grep -q " Up "; }
+bird_down() { birdc_ bird show bfd sessions | grep -q " Down "; }
 
 # frr_bfd NS NAME LOCAL NEIGHBOR MULTIHOP(yes|no): zebra and bfdd in NS, sockets in $LAB_WORK/NAME.
 frr_bfd() {
@@ -107,10 +121,12 @@ frr_bfd() {
 }
 vtysh_() { local name=$1; shift; vtysh --vty_socket "$LAB_WORK/$name" "$@"; }
 frr_up() { vtysh_ frr -c 'show bfd peers brief' | grep -qi " up "; }
+# FRR shows the diagnostic it set: "neighbor signaled session down" after our AdminDown.
+frr_down() { vtysh_ frr -c 'show bfd peers' | grep -qi "Diagnostics: neighbor signaled session down"; }
 
 # cut_path / restore_path KIND: the single-hop veth goes down; the multihop router drops everything.
 cut_path() {
-    if [ "$1" = single ]; then
+    if [ "$1" != multihop ]; then
         ip -n "$(ns b)" link set e-a down
     else
         ip netns exec "$(ns r)" nft -f - <<EOF
@@ -121,18 +137,21 @@ EOF
     fi
 }
 restore_path() {
-    if [ "$1" = single ]; then
+    if [ "$1" != multihop ]; then
         ip -n "$(ns b)" link set e-a up
     else
         ip netns exec "$(ns r)" nft delete table inet bfdcut
     fi
 }
 
-# run_case NAME ROUTER(bird|frr) KIND(single|multihop)
+# run_case NAME ROUTER(bird|frr) KIND(single|single6|multihop)
 run_case() {
     local name=$1 router=$2 kind=$3 mh_flag=() n
     bfd_topology "$kind"
     [ "$kind" = multihop ] && mh_flag=(--multihop)
+    # Single hop: the local address arrives only after bfd_peer started (as on a TUN that comes up
+    # with its tunnel), which the IP_FREEBIND sockets must survive.
+    [ "$kind" != multihop ] && ip -n "$(ns a)" addr del "$A_ADDR/$A_PREFIX" dev e-b
     if [ "$router" = bird ]; then
         bird_bfd b bird "$B_ADDR" "$A_ADDR" "$([ "$kind" = multihop ] && echo on || echo off)" \
             || { fail "$name: bird did not start"; lab_cleanup; return; }
@@ -141,6 +160,11 @@ run_case() {
             || { fail "$name: bfdd did not start"; lab_cleanup; return; }
     fi
     bfd_peer_start "${mh_flag[@]}"
+    if [ "$kind" != multihop ]; then
+        sleep 1.5
+        # shellcheck disable=SC2046 # nodad or nothing
+        ip -n "$(ns a)" addr add "$A_ADDR/$A_PREFIX" dev e-b $([ "$kind" = single6 ] && echo nodad)
+    fi
     if ! wait_event 1 up 15; then
         fail "$name: no Up within 15 s; last status: $(last_status)"; lab_cleanup; return
     fi
@@ -193,6 +217,28 @@ run_case() {
         fail "$name: Down after the peer's shutdown carried $diag, not $want"; lab_cleanup; return
     fi
     echo "  peer shut its session: Down ($diag)"
+
+    # The peer comes back; then vgw removes its session, and the peer hears AdminDown.
+    n=$((n + 1))
+    if [ "$router" = bird ]; then
+        birdc_ bird enable bfd1 >/dev/null
+    else
+        vtysh_ frr -c 'configure terminal' -c 'bfd' -c "$FRR_PEER" -c 'no shutdown' >/dev/null
+    fi
+    if ! wait_event "$n" up 15 || ! wait_for 5 "${router}_up"; then
+        fail "$name: not Up again after the peer re-enabled its session"; lab_cleanup; return
+    fi
+    n=$((n + 1))
+    t0=$(date +%s%3N)
+    peer_cmd remove
+    local peer_ms
+    if ! peer_ms=$(ms_until 3 "${router}_down"); then
+        fail "$name: the $router side is not Down 3 s after vgw removed its session"; lab_cleanup; return
+    fi
+    if ! wait_event "$n" down 3 || [ "$(nth_event "$n" | field diagnostic)" != AdminDown ]; then
+        fail "$name: bfd_peer reported no Down (AdminDown) on removing its session: $(nth_event "$n")"; lab_cleanup; return
+    fi
+    echo "  vgw removed its session: the $router side Down after ~$peer_ms ms (polled)"
     local dropped; dropped=$(last_status | grep -o '"dropped":[0-9]*')
     pass "$name (down in $ms ms; $dropped)"
     lab_cleanup
@@ -202,8 +248,22 @@ case_bird_single() { run_case "BIRD 2 single hop" bird single; }
 case_bird_multihop() { run_case "BIRD 2 multihop through a router" bird multihop; }
 case_frr_single() { run_case "FRR bfdd single hop" frr single; }
 case_frr_multihop() { run_case "FRR bfdd multihop through a router" frr multihop; }
+case_bird_single6() { run_case "BIRD 2 single hop over IPv6" bird single6; }
+case_frr_single6() { run_case "FRR bfdd single hop over IPv6" frr single6; }
 
-all="bird_single bird_multihop frr_single frr_multihop"
+# ms_until SECONDS CMD...: prints how many ms CMD took to succeed (polling every 50 ms), or fails.
+ms_until() {
+    local limit=$1; shift
+    local t0; t0=$(date +%s%N)
+    local end=$(( t0 + limit * 1000000000 ))
+    while [ "$(date +%s%N)" -lt "$end" ]; do
+        if "$@" >/dev/null 2>&1; then echo $(( ($(date +%s%N) - t0) / 1000000 )); return 0; fi
+        sleep 0.05
+    done
+    return 1
+}
+
+all="bird_single bird_multihop bird_single6 frr_single frr_multihop frr_single6"
 # Sourced (for debugging): define the functions only.
 [ "${BASH_SOURCE[0]}" = "$0" ] || return 0
 [ -x "$BFD_PEER" ] || { echo "build it first: cargo build -p vgw-control --example bfd_peer ($BFD_PEER)"; exit 1; }

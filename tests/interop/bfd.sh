@@ -54,7 +54,7 @@ bfd_peer_start() {
         >"$LAB_WORK/peer.out" 2>"$LAB_WORK/peer.log" <"$LAB_WORK/peer.in" &
     LAB_PIDS+=($!)
 }
-peer_cmd() { timeout 2 sh -c "echo $1 >'$LAB_WORK/peer.in'"; }
+peer_cmd() { timeout 2 sh -c "echo '$*' >'$LAB_WORK/peer.in'"; }
 
 # Counting events lets each wait look only at lines after the previous step.
 events() { grep -c '"event"' "$LAB_WORK/peer.out" 2>/dev/null || true; }
@@ -87,6 +87,8 @@ EOF
 birdc_() { local name=$1; shift; birdc -s "$LAB_WORK/$name/bird.ctl" "$@"; }
 bird_up() { birdc_ bird show bfd sessions | grep -q " Up "; }
 bird_down() { birdc_ bird show bfd sessions | grep -q " Down "; }
+# After vgw's `interval 600`: BIRD sends every 600 ms (our Required Min RX) and times out after 1.8 s.
+bird_slow() { birdc_ bird show bfd sessions | grep " Up " | grep -q "0.600 *1.800"; }
 
 # frr_bfd NS NAME LOCAL NEIGHBOR MULTIHOP(yes|no): zebra and bfdd in NS, sockets in $LAB_WORK/NAME.
 frr_bfd() {
@@ -123,6 +125,8 @@ vtysh_() { local name=$1; shift; vtysh --vty_socket "$LAB_WORK/$name" "$@"; }
 frr_up() { vtysh_ frr -c 'show bfd peers brief' | grep -qi " up "; }
 # FRR shows the diagnostic it set: "neighbor signaled session down" after our AdminDown.
 frr_down() { vtysh_ frr -c 'show bfd peers' | grep -qi "Diagnostics: neighbor signaled session down"; }
+frr_slow() { vtysh_ frr -c 'show bfd peers' | grep -A4 "Remote timers" | grep -q "Receive interval: 600ms"; }
+status_has() { last_status | grep -q "$1"; }
 
 # cut_path / restore_path KIND: the single-hop veth goes down; the multihop router drops everything.
 cut_path() {
@@ -175,6 +179,18 @@ run_case() {
     sleep 2
     local st; st=$(last_status)
     echo "  up: $(echo "$st" | grep -o '"txIntervalMs":[0-9]*'), $(echo "$st" | grep -o '"detectionTimeMs":[0-9]*')"
+
+    # New timers through a Poll sequence (RFC 5880 §6.8.3): the peer adopts them, nobody goes down.
+    n=$(events)
+    peer_cmd interval 600
+    if ! wait_for 5 "${router}_slow" || ! wait_for 3 status_has '"detectionTimeMs":1800'; then
+        fail "$name: the peer did not adopt 600 ms timers; status: $(last_status)"; lab_cleanup; return
+    fi
+    peer_cmd interval "$INTERVAL_MS"
+    if ! wait_for 5 status_has "\"detectionTimeMs\":$((INTERVAL_MS * MULT))" || [ "$(events)" != "$n" ]; then
+        fail "$name: timers did not return to $INTERVAL_MS ms without a state change; status: $(last_status)"; lab_cleanup; return
+    fi
+    echo "  timers changed to 600 ms and back with Poll sequences, the session stayed Up"
 
     # Cut the path: Down within detection time + margin.
     n=$(( $(events) + 1 ))

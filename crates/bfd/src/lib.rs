@@ -739,4 +739,40 @@ mod tests {
         a.handle_timeout(t);
         assert!(a.poll_transmit().is_some());
     }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_and_keep_a_deadline() {
+        // A cheap stand-in for the fuzz target (fuzz/) that runs with the unit tests: random and
+        // bit-flipped packets into sessions in every state.
+        let t0 = Instant::now();
+        let mut seed = 0x1234_5678_u64;
+        let mut rand = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (mut a, mut b) = pair(t0);
+        let mut now = run(&mut a, &mut b, t0, t0 + Duration::from_secs(3), false);
+        let valid = packet(State::Up, 0x22, 0x11).encode();
+        for i in 0..20_000 {
+            let mut buf = valid.to_vec();
+            if i % 2 == 0 {
+                let len = (rand() % 40) as usize;
+                buf = (0..len).map(|_| rand() as u8).collect();
+            } else {
+                let bit = (rand() % 192) as usize;
+                buf[bit / 8] ^= 1 << (bit % 8);
+            }
+            now += Duration::from_millis(rand() % 50);
+            let _ = a.handle_packet(now, &buf);
+            a.handle_timeout(now);
+            assert!(
+                a.poll_timeout().is_some(),
+                "a session always has a next deadline"
+            );
+            while a.poll_transmit().is_some() {}
+            while a.poll_event().is_some() {}
+        }
+    }
 }

@@ -3,8 +3,9 @@
 //!   bfd_peer --local A --peer B [--peer C ...] [--multihop] [--interval-ms 300] [--multiplier 3]
 //!
 //! Prints one JSON line per event (`{"event":"up"|"down","peer":..,"diagnostic":..,"unixMs":..}`) and
-//! one per second of status (`{"status":[...],"dropped":N,"unixMs":..}`). A line on stdin reading
-//! `remove` drops every session (the peers hear AdminDown), `add` restores them.
+//! one per second of status (`{"status":[...],"dropped":N,"unixMs":..}`). Lines on stdin: `remove`
+//! drops every session (the peers hear AdminDown), `add` restores them, `interval MS` changes both
+//! intervals (a Poll sequence).
 
 use std::io::{BufRead, Write};
 use std::net::IpAddr;
@@ -56,7 +57,7 @@ async fn main() {
     let (Some(local), false) = (local, peers.is_empty()) else {
         usage()
     };
-    let specs: Vec<BfdSpec> = peers
+    let mut specs: Vec<BfdSpec> = peers
         .iter()
         .map(|&peer| BfdSpec {
             local,
@@ -88,11 +89,23 @@ async fn main() {
                     json!({"event": "down", "peer": peer, "diagnostic": diagnostic, "unixMs": unix_ms()})
                 }
             }),
-            Some(line) = lines.recv() => match line.trim() {
-                "remove" => service.set_sessions(Vec::new()),
-                "add" => service.set_sessions(specs.clone()),
-                _ => {}
-            },
+            Some(line) = lines.recv() => {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                match words.as_slice() {
+                    ["remove"] => service.set_sessions(Vec::new()),
+                    ["add"] => service.set_sessions(specs.clone()),
+                    ["interval", ms] => {
+                        if let Ok(ms) = ms.parse::<u64>() {
+                            for s in specs.iter_mut() {
+                                s.min_tx = Duration::from_millis(ms);
+                                s.min_rx = Duration::from_millis(ms);
+                            }
+                            service.set_sessions(specs.clone());
+                        }
+                    }
+                    _ => eprintln!("unknown command: {line}"),
+                }
+            }
             _ = tick.tick() => emit(json!({
                 "status": service.status(),
                 "dropped": service.dropped(),

@@ -12,7 +12,9 @@
 //! the transmit interval is the larger of our DesiredMinTxInterval and the peer's RequiredMinRxInterval,
 //! jittered by up to 25% (§6.8.7); the detection time is the peer's Detect Mult times the larger of our
 //! RequiredMinRxInterval and its DesiredMinTxInterval), the 1 s slow transmit rate while not Up
-//! (§6.8.3), Poll/Final on parameter changes (§6.5), and diagnostics (§4.1). Not implemented:
+//! (§6.8.3), Poll/Final on parameter changes and on reaching Up, with a slower rate or a shorter
+//! detection time held back until the Final (§6.5, §6.8.3), silence while the peer's
+//! RequiredMinRxInterval is zero (§6.8.7), and diagnostics (§4.1). Not implemented:
 //! authentication (§6.7) and Demand mode (§6.6), which vgw's tunnels do not need: the packets travel
 //! inside the IPsec tunnel, which already authenticates them.
 
@@ -52,18 +54,34 @@ pub enum Diagnostic {
     None = 0,
     /// Control detection time expired.
     DetectionTimeExpired = 1,
+    /// Echo function failed.
+    EchoFunctionFailed = 2,
     /// The neighbor signaled session down.
     NeighborSignaledDown = 3,
+    /// Forwarding plane reset.
+    ForwardingPlaneReset = 4,
+    /// Path down.
+    PathDown = 5,
+    /// Concatenated path down.
+    ConcatenatedPathDown = 6,
     /// Administratively down.
     AdminDown = 7,
+    /// Reverse concatenated path down.
+    ReverseConcatenatedPathDown = 8,
 }
 
 impl Diagnostic {
+    /// Codes 9–31 are reserved (§4.1) and read as no diagnostic.
     fn from_bits(v: u8) -> Self {
         match v & 0x1f {
             1 => Self::DetectionTimeExpired,
+            2 => Self::EchoFunctionFailed,
             3 => Self::NeighborSignaledDown,
+            4 => Self::ForwardingPlaneReset,
+            5 => Self::PathDown,
+            6 => Self::ConcatenatedPathDown,
             7 => Self::AdminDown,
+            8 => Self::ReverseConcatenatedPathDown,
             _ => Self::None,
         }
     }
@@ -773,6 +791,18 @@ mod tests {
             );
             while a.poll_transmit().is_some() {}
             while a.poll_event().is_some() {}
+        }
+    }
+
+    #[test]
+    fn every_diagnostic_code_round_trips() {
+        // §4.1 codes 0–8; a peer's PathDown (5) must not read as "no diagnostic".
+        for code in 0..=8u8 {
+            let mut b = packet(State::Down, 0x22, 0).encode();
+            b[0] = (1 << 5) | code;
+            let p = ControlPacket::decode(&b).unwrap();
+            assert_eq!(p.diagnostic as u8, code);
+            assert_eq!(p.encode(), b);
         }
     }
 }

@@ -12,6 +12,10 @@
 //!
 //! The caller declares the sessions it wants ([`BfdService::set_sessions`]) and hears only transitions
 //! to and from Up ([`BfdEvent`]); [`BfdService::status`] is a snapshot for the API and status page.
+//!
+//! Peers (tests/interop/bfd.sh): FRR's bfdd signals AdminDown when its session is shut, which arrives
+//! here as `NeighborSignaledDown`; BIRD 2.0 removes a disabled session silently, so that is noticed
+//! only after the detection time, as `DetectionTimeExpired`.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
@@ -144,7 +148,8 @@ impl BfdService {
 
     /// Declarative: sessions not in the list are removed (sending AdminDown first), new ones added,
     /// changed timers applied with a Poll sequence (RFC 5880 §6.8.3). A session is identified by
-    /// (local, peer, multihop); specs whose addresses are of different families are ignored.
+    /// (local, peer, multihop); specs whose addresses are of different families are ignored, and
+    /// intervals below 10 ms are raised to it. Removing an Up session reports Down with `AdminDown`.
     pub fn set_sessions(&self, specs: Vec<BfdSpec>) {
         let _ = self.commands.send(specs);
     }

@@ -12,7 +12,9 @@
 //! the transmit interval is the larger of our DesiredMinTxInterval and the peer's RequiredMinRxInterval,
 //! jittered by up to 25% (§6.8.7); the detection time is the peer's Detect Mult times the larger of our
 //! RequiredMinRxInterval and its DesiredMinTxInterval), the 1 s slow transmit rate while not Up
-//! (§6.8.3), Poll/Final on parameter changes (§6.5), and diagnostics (§4.1). Not implemented:
+//! (§6.8.3), Poll/Final on parameter changes and on reaching Up, with a slower rate or a shorter
+//! detection time held back until the Final (§6.5, §6.8.3), silence while the peer's
+//! RequiredMinRxInterval is zero (§6.8.7), and diagnostics (§4.1). Not implemented:
 //! authentication (§6.7) and Demand mode (§6.6), which vgw's tunnels do not need: the packets travel
 //! inside the IPsec tunnel, which already authenticates them.
 
@@ -52,18 +54,34 @@ pub enum Diagnostic {
     None = 0,
     /// Control detection time expired.
     DetectionTimeExpired = 1,
+    /// Echo function failed.
+    EchoFunctionFailed = 2,
     /// The neighbor signaled session down.
     NeighborSignaledDown = 3,
+    /// Forwarding plane reset.
+    ForwardingPlaneReset = 4,
+    /// Path down.
+    PathDown = 5,
+    /// Concatenated path down.
+    ConcatenatedPathDown = 6,
     /// Administratively down.
     AdminDown = 7,
+    /// Reverse concatenated path down.
+    ReverseConcatenatedPathDown = 8,
 }
 
 impl Diagnostic {
+    /// Codes 9–31 are reserved (§4.1) and read as no diagnostic.
     fn from_bits(v: u8) -> Self {
         match v & 0x1f {
             1 => Self::DetectionTimeExpired,
+            2 => Self::EchoFunctionFailed,
             3 => Self::NeighborSignaledDown,
+            4 => Self::ForwardingPlaneReset,
+            5 => Self::PathDown,
+            6 => Self::ConcatenatedPathDown,
             7 => Self::AdminDown,
+            8 => Self::ReverseConcatenatedPathDown,
             _ => Self::None,
         }
     }
@@ -229,6 +247,10 @@ pub struct Session {
     remote_min_rx: Duration,
     remote_desired_tx: Duration,
     remote_detect_mult: u8,
+    /// The transmit interval and Required Min RX in force, which lag the configured ones while a Poll
+    /// sequence for a slower rate or a shorter detection time is outstanding (§6.8.3).
+    active_tx: Duration,
+    active_rx: Duration,
     poll_pending: bool,
     send_final: bool,
     next_tx: Option<Instant>,
@@ -247,6 +269,8 @@ impl Session {
     pub fn new(config: Config, now: Instant) -> Self {
         let jitter = config.discriminator.wrapping_mul(2_654_435_761);
         Self {
+            active_tx: config.desired_min_tx,
+            active_rx: config.required_min_rx,
             config,
             state: State::Down,
             diagnostic: Diagnostic::None,
@@ -275,15 +299,37 @@ impl Session {
         self.diagnostic
     }
 
+    /// Our discriminator (My Discriminator).
+    pub fn discriminator(&self) -> u32 {
+        self.config.discriminator
+    }
+
+    /// The peer's discriminator, zero until heard or after a detection timeout (§6.8.1).
+    pub fn remote_discriminator(&self) -> u32 {
+        self.remote_discriminator
+    }
+
+    /// The state the peer last reported.
+    pub fn remote_state(&self) -> State {
+        self.remote_state
+    }
+
+    /// The periodic transmit interval in force, before jitter (§6.8.7); `None` while the peer asks
+    /// for no packets (Required Min RX Interval zero).
+    pub fn transmit_interval(&self) -> Option<Duration> {
+        (!self.remote_min_rx.is_zero()).then(|| self.tx_interval())
+    }
+
     /// The detection time in force (§6.8.4), once the peer's parameters are known.
     pub fn detection_time(&self) -> Option<Duration> {
         (self.remote_detect_mult > 0).then(|| {
-            self.config.required_min_rx.max(self.remote_desired_tx)
-                * u32::from(self.remote_detect_mult)
+            self.active_rx.max(self.remote_desired_tx) * u32::from(self.remote_detect_mult)
         })
     }
 
-    /// Changes the timers; a Poll sequence tells the peer (§6.8.3).
+    /// Changes the timers; a Poll sequence tells the peer (§6.8.3). While Up, a slower transmit rate
+    /// and a shorter Required Min RX take effect only when the Poll sequence ends, so the peer's
+    /// detection time is never shorter than our real interval.
     pub fn set_timers(
         &mut self,
         desired_min_tx: Duration,
@@ -292,8 +338,24 @@ impl Session {
     ) {
         self.config.desired_min_tx = desired_min_tx;
         self.config.required_min_rx = required_min_rx;
+        if self.state == State::Up {
+            self.active_tx = self.active_tx.min(desired_min_tx);
+            self.active_rx = self.active_rx.max(required_min_rx);
+        } else {
+            self.active_tx = desired_min_tx;
+            self.active_rx = required_min_rx;
+        }
         self.poll_pending = true;
         self.next_tx = Some(now);
+    }
+
+    /// Changes our Detect Mult (carried in every packet; the peer's detection time follows it).
+    pub fn set_detect_mult(&mut self, detect_mult: u8, now: Instant) {
+        if detect_mult != 0 && detect_mult != self.config.detect_mult {
+            self.config.detect_mult = detect_mult;
+            self.poll_pending = true;
+            self.next_tx = Some(now);
+        }
     }
 
     /// Takes the session administratively down (the peer sees AdminDown and stops expecting us).
@@ -322,6 +384,10 @@ impl Session {
         }
         if state == State::Up {
             self.events.push_back(Event::Up);
+            // Our Desired Min TX drops from the 1 s slow rate to the configured one (§6.8.3).
+            if self.config.desired_min_tx < SLOW_TX {
+                self.poll_pending = true;
+            }
         } else if was_up {
             self.events.push_back(Event::Down(diagnostic));
         }
@@ -331,7 +397,7 @@ impl Session {
         if self.state != State::Up {
             return SLOW_TX.max(self.remote_min_rx);
         }
-        self.config.desired_min_tx.max(self.remote_min_rx)
+        self.active_tx.max(self.remote_min_rx)
     }
 
     /// Processes a received control packet (§6.8.6).
@@ -343,13 +409,18 @@ impl Session {
         self.remote_discriminator = p.my_discriminator;
         self.remote_state = p.state;
         self.remote_desired_tx = Duration::from_micros(u64::from(p.desired_min_tx));
-        self.remote_min_rx = Duration::from_micros(u64::from(p.required_min_rx.max(1)));
+        self.remote_min_rx = Duration::from_micros(u64::from(p.required_min_rx));
         self.remote_detect_mult = p.detect_mult;
         if p.final_ {
             self.poll_pending = false;
+            self.active_tx = self.config.desired_min_tx;
+            self.active_rx = self.config.required_min_rx;
         }
         if p.poll {
             self.send_final = true;
+            self.next_tx = Some(now);
+        }
+        if self.next_tx.is_none() && !self.remote_min_rx.is_zero() {
             self.next_tx = Some(now);
         }
         if self.state == State::AdminDown {
@@ -361,7 +432,9 @@ impl Session {
             }
             (State::AdminDown, _) => {}
             (State::Down, State::Down) => self.set_state(State::Init, Diagnostic::None),
-            (State::Init | State::Up, State::Down | State::Init) => {
+            // A peer still Up from an earlier session does not bring a Down session up: only Init
+            // does, so both sides pass through the handshake (§6.8.6).
+            (State::Init, State::Down) | (State::Init | State::Up, State::Init) => {
                 self.set_state(State::Up, Diagnostic::None)
             }
             (State::Down, State::Up) => {
@@ -388,9 +461,12 @@ impl Session {
             self.detect_deadline = None;
             if matches!(self.state, State::Init | State::Up) {
                 self.set_state(State::Down, Diagnostic::DetectionTimeExpired);
-                self.remote_discriminator = 0;
-                self.remote_min_rx = Duration::from_micros(1);
             }
+            // §6.8.1: the peer's discriminator is forgotten when the detection time expires, in any
+            // state, so a restarted peer is found again by addresses.
+            self.remote_discriminator = 0;
+            self.remote_min_rx = Duration::from_micros(1);
+            self.remote_detect_mult = 0;
         }
         if self.next_tx.is_some_and(|t| t <= now) {
             self.send(now);
@@ -416,6 +492,11 @@ impl Session {
         };
         self.send_final = false;
         self.transmit.push_back(packet.encode());
+        // §6.8.7: no periodic packets while the peer's Required Min RX is zero (a Final still goes).
+        if self.remote_min_rx.is_zero() {
+            self.next_tx = None;
+            return;
+        }
         // §6.8.7: jitter between 75% and 100% of the interval (90% when Detect Mult is 1).
         self.jitter = self.jitter.wrapping_mul(1_103_515_245).wrapping_add(12_345);
         let floor = if self.config.detect_mult == 1 { 90 } else { 75 };
@@ -562,5 +643,166 @@ mod tests {
         run(&mut a, &mut b, now, now + Duration::from_secs(1), false);
         assert_eq!(a.detection_time(), Some(Duration::from_millis(300)));
         assert_eq!(a.state(), State::Up);
+    }
+
+    fn packet(state: State, my: u32, your: u32) -> ControlPacket {
+        ControlPacket {
+            diagnostic: Diagnostic::None,
+            state,
+            poll: false,
+            final_: false,
+            detect_mult: 3,
+            my_discriminator: my,
+            your_discriminator: your,
+            desired_min_tx: 300_000,
+            required_min_rx: 300_000,
+            required_min_echo_rx: 0,
+        }
+    }
+
+    #[test]
+    fn a_down_session_is_not_brought_up_by_a_peer_still_up() {
+        // §6.8.6: Down moves only on Down (to Init) or Init (to Up); a stale Up is ignored.
+        let t0 = Instant::now();
+        let (mut a, _) = pair(t0);
+        a.handle_packet(t0, &packet(State::Up, 0x22, 0x11).encode())
+            .unwrap();
+        assert_eq!(a.state(), State::Down);
+        assert_eq!(a.poll_event(), None);
+        a.handle_packet(t0, &packet(State::Init, 0x22, 0x11).encode())
+            .unwrap();
+        assert_eq!(a.state(), State::Up);
+    }
+
+    #[test]
+    fn detection_expiry_forgets_the_remote_discriminator_in_any_state() {
+        let t0 = Instant::now();
+        let (mut a, _) = pair(t0);
+        a.handle_packet(t0, &packet(State::AdminDown, 0x22, 0).encode())
+            .unwrap();
+        assert_eq!(a.remote_discriminator(), 0x22);
+        let t = t0 + Duration::from_secs(10);
+        a.handle_timeout(t);
+        assert_eq!(a.state(), State::Down);
+        assert_eq!(a.remote_discriminator(), 0);
+        while let Some(p) = a.poll_transmit() {
+            assert_eq!(ControlPacket::decode(&p).unwrap().your_discriminator, 0);
+        }
+    }
+
+    #[test]
+    fn going_up_starts_a_poll_sequence_for_the_faster_rate() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = pair(t0);
+        let mut saw_poll = false;
+        let mut now = t0;
+        while now < t0 + Duration::from_secs(4) {
+            a.handle_timeout(now);
+            b.handle_timeout(now);
+            while let Some(p) = a.poll_transmit() {
+                saw_poll |= ControlPacket::decode(&p).unwrap().poll;
+                b.handle_packet(now, &p).unwrap();
+            }
+            while let Some(p) = b.poll_transmit() {
+                a.handle_packet(now, &p).unwrap();
+            }
+            now += Duration::from_millis(10);
+        }
+        assert!(saw_poll);
+        assert_eq!(a.state(), State::Up);
+        assert!(!a.poll_pending, "the peer's Final ends the sequence");
+    }
+
+    #[test]
+    fn a_slower_rate_waits_for_the_final() {
+        // §6.8.3: while Up, a larger Desired Min TX is used only after the Poll sequence ends.
+        let t0 = Instant::now();
+        let (mut a, mut b) = pair(t0);
+        let now = run(&mut a, &mut b, t0, t0 + Duration::from_secs(3), false);
+        a.set_timers(Duration::from_secs(2), Duration::from_millis(300), now);
+        assert_eq!(a.transmit_interval(), Some(Duration::from_millis(300)));
+        a.handle_timeout(now);
+        let poll = a.poll_transmit().unwrap();
+        assert!(ControlPacket::decode(&poll).unwrap().poll);
+        b.handle_packet(now, &poll).unwrap();
+        b.handle_timeout(now);
+        let fin = b.poll_transmit().unwrap();
+        assert!(ControlPacket::decode(&fin).unwrap().final_);
+        a.handle_packet(now, &fin).unwrap();
+        assert_eq!(a.transmit_interval(), Some(Duration::from_secs(2)));
+        // The peer's detection time now covers our slower rate.
+        assert_eq!(b.detection_time(), Some(Duration::from_secs(6)));
+    }
+
+    #[test]
+    fn no_periodic_packets_while_the_peer_wants_none() {
+        // §6.8.7: Required Min RX Interval zero means the peer wants no periodic packets.
+        let t0 = Instant::now();
+        let (mut a, _) = pair(t0);
+        let mut p = packet(State::Down, 0x22, 0);
+        p.required_min_rx = 0;
+        a.handle_packet(t0, &p.encode()).unwrap();
+        a.handle_timeout(t0);
+        let _ = a.poll_transmit();
+        assert_eq!(a.transmit_interval(), None);
+        let mut t = t0;
+        for _ in 0..50 {
+            t += Duration::from_millis(100);
+            a.handle_timeout(t);
+        }
+        assert!(a.poll_transmit().is_none());
+        // Asking again restarts them.
+        p.required_min_rx = 300_000;
+        a.handle_packet(t, &p.encode()).unwrap();
+        a.handle_timeout(t);
+        assert!(a.poll_transmit().is_some());
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_and_keep_a_deadline() {
+        // A cheap stand-in for the fuzz target (fuzz/) that runs with the unit tests: random and
+        // bit-flipped packets into sessions in every state.
+        let t0 = Instant::now();
+        let mut seed = 0x1234_5678_u64;
+        let mut rand = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (mut a, mut b) = pair(t0);
+        let mut now = run(&mut a, &mut b, t0, t0 + Duration::from_secs(3), false);
+        let valid = packet(State::Up, 0x22, 0x11).encode();
+        for i in 0..20_000 {
+            let mut buf = valid.to_vec();
+            if i % 2 == 0 {
+                let len = (rand() % 40) as usize;
+                buf = (0..len).map(|_| rand() as u8).collect();
+            } else {
+                let bit = (rand() % 192) as usize;
+                buf[bit / 8] ^= 1 << (bit % 8);
+            }
+            now += Duration::from_millis(rand() % 50);
+            let _ = a.handle_packet(now, &buf);
+            a.handle_timeout(now);
+            assert!(
+                a.poll_timeout().is_some(),
+                "a session always has a next deadline"
+            );
+            while a.poll_transmit().is_some() {}
+            while a.poll_event().is_some() {}
+        }
+    }
+
+    #[test]
+    fn every_diagnostic_code_round_trips() {
+        // §4.1 codes 0–8; a peer's PathDown (5) must not read as "no diagnostic".
+        for code in 0..=8u8 {
+            let mut b = packet(State::Down, 0x22, 0).encode();
+            b[0] = (1 << 5) | code;
+            let p = ControlPacket::decode(&b).unwrap();
+            assert_eq!(p.diagnostic as u8, code);
+            assert_eq!(p.encode(), b);
+        }
     }
 }

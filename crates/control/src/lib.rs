@@ -3,6 +3,7 @@
 //! [`controller::Controller::subscribe`]) drives the engines toward it.
 
 pub mod api;
+pub mod bfd_service;
 pub mod bgp;
 pub mod bgp_speaker;
 pub mod capture;

@@ -83,7 +83,11 @@ fo_gateways() {
     done
 }
 
-peer_up() { [ "$(vgwc "$1" vnet-gateway list-bgp-peer-status --peer "$2" --query 'value[0].state' -o tsv 2>/dev/null)" = Connected ]; }
+# peer_up GW NEIGHBOR: the BGP session is Connected (and, with BFD on, its BFD session Up).
+peer_up() {
+    local row; row=$(vgwc "$1" vnet-gateway list-bgp-peer-status --peer "$2" --query 'value[0].[state, bfdState]' -o tsv 2>/dev/null)
+    case "${FO_BFD:-0}:$row" in 0:Connected*|1:Connected*Up) return 0 ;; *) return 1 ;; esac
+}
 all_up() {
     is_connected site to-hub0 && is_connected site to-hub1 && peer_up site 10.255.0.1 && peer_up site 10.255.0.2 \
         && peer_up hub0 10.255.2.1 && peer_up hub1 10.255.2.1 \
@@ -94,6 +98,7 @@ backups_in_place() { ip -n "$(ns hub0)" route show 10.2.0.0/16 | grep -q "via 10
 
 # fo_up BFD: the lab, the gateways, everything converged.
 fo_up() {
+    FO_BFD=$1
     fo_lab && fo_gateways "$1" || return 1
     wait_for 40 all_up || { echo "not converged:"; vgwc site vpn-connection list -o table 2>&1 | tail -5; return 1; }
     wait_for 10 backups_in_place || { echo "hub0 has no backup route via hub1"; ip -n "$(ns hub0)" route; return 1; }

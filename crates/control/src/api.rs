@@ -649,9 +649,12 @@ async fn failover_drill(
 ) -> ApiResult {
     let (state, _) = app.controller.snapshot().await;
     let gw = require_gateway(&state, &name)?;
-    let connection = q
-        .get("connection")
-        .ok_or_else(|| ApiError::invalid("connection", "name the connection to drill: --connection NAME"))?;
+    let connection = q.get("connection").ok_or_else(|| {
+        ApiError::invalid(
+            "connection",
+            "name the connection to drill: --connection NAME",
+        )
+    })?;
     let c = state
         .connections
         .get(connection)
@@ -662,7 +665,10 @@ async fn failover_drill(
         .and_then(|lg| lg.gateway_ip_address.as_deref())
         .and_then(|a| a.parse().ok())
         .ok_or_else(|| {
-            ApiError::invalid("connection", format!("vpn-connection {connection}: its local gateway has no IP address to cut"))
+            ApiError::invalid(
+                "connection",
+                format!("vpn-connection {connection}: its local gateway has no IP address to cut"),
+            )
         })?;
     let duration: u64 = q
         .get("durationSeconds")
@@ -672,19 +678,30 @@ async fn failover_drill(
         .flatten()
         .unwrap_or(10);
     if !(1..=600).contains(&duration) {
-        return Err(ApiError::invalid("durationSeconds", "the cut lasts 1-600 s"));
+        return Err(ApiError::invalid(
+            "durationSeconds",
+            "the cut lasts 1-600 s",
+        ));
     }
     let interval: u64 = q
         .get("intervalMilliseconds")
         .and_then(|s| s.parse().ok())
         .unwrap_or(50);
     if !(10..=1000).contains(&interval) {
-        return Err(ApiError::invalid("intervalMilliseconds", "probe every 10-1000 ms"));
+        return Err(ApiError::invalid(
+            "intervalMilliseconds",
+            "probe every 10-1000 ms",
+        ));
     }
     let probe: std::net::Ipv4Addr = q
         .get("probeAddress")
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| ApiError::invalid("probeAddress", "give an IPv4 address behind the site that answers ping: --probe-address IP"))?;
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "probeAddress",
+                "give an IPv4 address behind the site that answers ping: --probe-address IP",
+            )
+        })?;
     let space: Vec<ipnet::IpNet> = gw
         .address_space
         .address_prefixes
@@ -724,7 +741,10 @@ async fn failover_drill(
         crate::diaglog::Category::TunnelDiagnosticLog,
         "info",
         &crate::model::resource_id(collection::CONNECTIONS, connection),
-        &format!("failover drill finished: {}", report["verdict"].as_str().unwrap_or("")),
+        &format!(
+            "failover drill finished: {}",
+            report["verdict"].as_str().unwrap_or("")
+        ),
         report.clone(),
     );
     Ok(json_response(StatusCode::OK, report))

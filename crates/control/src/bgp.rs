@@ -48,6 +48,8 @@ pub struct PeerSpec {
     pub max_prefixes: u32,
     /// What happens above the limit.
     pub max_prefix_action: MaxPrefixAction,
+    /// BFD with the neighbour: interval and detection multiplier (vgw extension `enableBfd`).
+    pub bfd: Option<(Duration, u8)>,
 }
 
 /// The gateway's own peering address when BGP is enabled: this instance's entry of
@@ -116,6 +118,14 @@ pub fn peers(state: &DesiredState) -> BTreeMap<String, PeerSpec> {
                     .max_prefix_action
                     .or(gw_bgp.max_prefix_action)
                     .unwrap_or_default(),
+                bfd: c.enable_bfd.then(|| {
+                    (
+                        Duration::from_millis(u64::from(
+                            c.bfd_interval_milliseconds.unwrap_or(300),
+                        )),
+                        c.bfd_multiplier.unwrap_or(3),
+                    )
+                }),
             },
         );
     }
@@ -193,6 +203,8 @@ pub struct PeerStatus {
     pub messages_received: u64,
     /// Why the session is not up (last NOTIFICATION, hold timer, no route...).
     pub last_error: Option<String>,
+    /// BFD session state (Up, Down, Init, AdminDown) when BFD is on.
+    pub bfd_state: Option<String>,
 }
 
 /// One route, as `list-learned-routes` and `list-advertised-routes` show it.
@@ -280,6 +292,7 @@ impl BgpStatus {
                     "messagesReceived": p.messages_received,
                     "connection": p.connection,
                     "lastError": p.last_error,
+                    "bfdState": p.bfd_state,
                 })
             })
             .collect();

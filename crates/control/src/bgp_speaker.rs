@@ -27,6 +27,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use vgw_bgp::{Event, PeerId, PeerInfo, Rib, RibChanges, Session, SessionConfig, State};
 
+use crate::bfd_service::{BfdEvent, BfdService, BfdSpec};
 use crate::bgp::{BgpStatus, PeerSpec, PeerState, PeerStatus, RouteRow, Snapshot};
 use crate::controller::Controller;
 use crate::diaglog::{Category, DiagLog};
@@ -48,7 +49,10 @@ pub fn spawn(
     links: BgpLinks,
 ) {
     let (io_tx, io_rx) = mpsc::unbounded_channel();
+    let (bfd, bfd_events) = BfdService::spawn();
     let speaker = Speaker {
+        bfd,
+        bfd_specs: Vec::new(),
         controller,
         log,
         status,
@@ -63,7 +67,7 @@ pub fn spawn(
         listener: None,
         dirty: true,
     };
-    tokio::spawn(speaker.run(io_rx, links.tunnel_events));
+    tokio::spawn(speaker.run(io_rx, links.tunnel_events, bfd_events));
 }
 
 /// What the socket tasks report.
@@ -118,6 +122,9 @@ struct Peer {
 }
 
 struct Speaker {
+    /// BFD sessions with the neighbours that have `enableBfd` (RFC 5883 multihop over the tunnel).
+    bfd: BfdService,
+    bfd_specs: Vec<BfdSpec>,
     controller: Arc<Controller>,
     log: Arc<DiagLog>,
     status: Arc<BgpStatus>,
@@ -152,6 +159,7 @@ impl Speaker {
         mut self,
         mut io: mpsc::UnboundedReceiver<Io>,
         mut tunnel_events: mpsc::UnboundedReceiver<TunnelEvent>,
+        mut bfd_events: mpsc::UnboundedReceiver<BfdEvent>,
     ) {
         let mut changes = self.controller.subscribe();
         self.reconcile().await;
@@ -170,6 +178,7 @@ impl Speaker {
                     self.reconcile().await;
                 }
                 Some(event) = tunnel_events.recv() => self.tunnel_event(event),
+                Some(event) = bfd_events.recv() => self.bfd_event(event),
                 Some(event) = io.recv() => self.io_event(event),
                 _ = tokio::time::sleep_until(wake) => self.timeouts(),
                 _ = listen_retry.tick() => self.ensure_listener().await,
@@ -272,6 +281,25 @@ impl Speaker {
         }
         let changes = self.rib.set_networks(networks);
         self.apply(changes, now);
+        let bfd_specs: Vec<BfdSpec> = self
+            .peers
+            .values()
+            .filter_map(|p| {
+                let (interval, multiplier) = p.spec.bfd?;
+                Some(BfdSpec {
+                    local: p.spec.local_address,
+                    peer: p.spec.peer_address,
+                    min_tx: interval,
+                    min_rx: interval,
+                    multiplier,
+                    multihop: true,
+                })
+            })
+            .collect();
+        if bfd_specs != self.bfd_specs {
+            self.bfd.set_sessions(bfd_specs.clone());
+            self.bfd_specs = bfd_specs;
+        }
         self.ensure_listener().await;
         self.dirty = true;
     }
@@ -345,34 +373,82 @@ impl Speaker {
             }
         } else {
             self.tunnels_up.remove(&event.connection);
-            let Some(mut peer) = self.peers.remove(&event.connection) else {
-                return;
-            };
-            if peer.session.state() != State::Idle {
-                // No Cease: the tunnel is gone, and a reset (or our restart) should look to the peer
-                // like a dropped connection, so a graceful-restart helper keeps our routes meanwhile.
-                peer.session.connection_closed(now);
-                while peer.session.poll_event().is_some() {}
-                while peer.session.poll_transmit().is_some() {}
-                peer.session.stop(now);
-                peer.last_error = Some("the tunnel went down".into());
+            self.drop_session(&event.connection, "its tunnel went down", now);
+        }
+        self.dirty = true;
+    }
+
+    /// Stops a session at once and withdraws its routes (no stale period), because the path under it
+    /// is gone. No Cease: a reset (or our restart) should look to the peer like a dropped connection,
+    /// so a graceful-restart helper keeps our routes meanwhile.
+    fn drop_session(&mut self, connection: &str, why: &str, now: Instant) {
+        let Some(mut peer) = self.peers.remove(connection) else {
+            return;
+        };
+        if peer.session.state() != State::Idle {
+            peer.session.connection_closed(now);
+            while peer.session.poll_event().is_some() {}
+            while peer.session.poll_transmit().is_some() {}
+            peer.session.stop(now);
+            peer.last_error = Some(why.to_string());
+            self.log.log(
+                Category::RouteDiagnosticLog,
+                "warning",
+                &resource(connection),
+                &format!(
+                    "BGP session with {} stopped: {why}; its routes are withdrawn",
+                    peer.spec.peer_address
+                ),
+                json!({"connection": connection}),
+            );
+        }
+        self.drive(&mut peer, now);
+        self.close(&mut peer);
+        peer.stale_until = None;
+        let changes = self.rib.peer_down(peer.id, false);
+        self.peers.insert(connection.to_string(), peer);
+        self.apply(changes, now);
+    }
+
+    /// BFD went down (RFC 5882 §4.3): the session and its routes go at once, without waiting for the
+    /// hold timer; the session then starts over, and comes up again only if the path works.
+    fn bfd_event(&mut self, event: BfdEvent) {
+        let now = Instant::now();
+        let (peer_address, down) = match &event {
+            BfdEvent::Up { peer } => (*peer, None),
+            BfdEvent::Down { peer, diagnostic } => (*peer, Some(diagnostic.clone())),
+        };
+        let Some(name) = self
+            .peers
+            .iter()
+            .find(|(_, p)| p.spec.peer_address == peer_address && p.spec.bfd.is_some())
+            .map(|(n, _)| n.clone())
+        else {
+            return;
+        };
+        match down {
+            None => self.log.log(
+                Category::RouteDiagnosticLog,
+                "info",
+                &resource(&name),
+                &format!("BFD session with {peer_address} is up"),
+                json!({"connection": name}),
+            ),
+            Some(diagnostic) => {
                 self.log.log(
                     Category::RouteDiagnosticLog,
                     "warning",
-                    &resource(&event.connection),
-                    &format!(
-                        "BGP session with {} stopped: its tunnel went down; its routes are withdrawn",
-                        peer.spec.peer_address
-                    ),
-                    json!({"connection": event.connection}),
+                    &resource(&name),
+                    &format!("BFD session with {peer_address} went down ({diagnostic})"),
+                    json!({"connection": name, "diagnostic": diagnostic}),
                 );
+                self.drop_session(&name, &format!("BFD went down ({diagnostic})"), now);
+                if self.tunnels_up.contains(&name)
+                    && let Some(peer) = self.peers.get_mut(&name)
+                {
+                    peer.session.start(now);
+                }
             }
-            self.drive(&mut peer, now);
-            self.close(&mut peer);
-            peer.stale_until = None;
-            let changes = self.rib.peer_down(peer.id, false);
-            self.peers.insert(event.connection.clone(), peer);
-            self.apply(changes, now);
         }
         self.dirty = true;
     }
@@ -833,6 +909,11 @@ impl Speaker {
     /// Publishes the peers and routes for the API, metrics and status page.
     fn publish(&mut self) {
         self.dirty = false;
+        let bfd = if self.bfd_specs.is_empty() {
+            Vec::new()
+        } else {
+            self.bfd.status()
+        };
         let local = |p: &Peer| p.spec.local_address.to_string();
         let peers: Vec<PeerStatus> = self
             .peers
@@ -857,6 +938,11 @@ impl Speaker {
                     messages_sent: c.messages_sent,
                     messages_received: c.messages_received,
                     last_error: p.last_error.clone(),
+                    bfd_state: p.spec.bfd.and_then(|_| {
+                        bfd.iter()
+                            .find(|s| s.peer == p.spec.peer_address)
+                            .map(|s| s.state.clone())
+                    }),
                 }
             })
             .collect();

@@ -225,7 +225,11 @@ impl StatusSource for MergedStatus {
     fn connection_status(&self, name: &str) -> ConnectionStatus {
         let mut status = self.local.connection_status(name);
         let other = match self.ha.peer_report() {
-            Some(report) => report.tunnels.get(name).cloned().map(|t| (report.instance, t)),
+            Some(report) => report
+                .tunnels
+                .get(name)
+                .cloned()
+                .map(|t| (report.instance, t)),
             None => Some((
                 1 - instance().min(1),
                 TunnelStatus {
@@ -332,7 +336,9 @@ async fn run(ha: Arc<Ha>, controller: Arc<Controller>, log: Arc<DiagLog>) {
                     if ha.peer.replicate && report.state_digest != applied_digest {
                         match replicate(&ha.peer, &controller).await {
                             Ok(digest) => applied_digest = digest,
-                            Err(e) => tracing::warn!(error = %e, "replicating the desired state failed"),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "replicating the desired state failed")
+                            }
                         }
                     }
                     let wanted = report.reachable.iter().copied().collect();
@@ -392,7 +398,11 @@ async fn replicate(peer: &PeerInstance, controller: &Controller) -> Result<Strin
 }
 
 /// One HTTP/1.1 request to the other instance's API; returns the JSON body of a 2xx answer.
-async fn request(peer: &PeerInstance, method: &str, path: &str) -> Result<serde_json::Value, String> {
+async fn request(
+    peer: &PeerInstance,
+    method: &str,
+    path: &str,
+) -> Result<serde_json::Value, String> {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(peer.api)
             .await
@@ -490,6 +500,9 @@ mod tests {
         let text = serde_json::to_string(&r).unwrap();
         let back: ReplicatedState = serde_json::from_str(&text).unwrap();
         let state2 = back.into_state();
-        assert_eq!(state2.connections["c1"].shared_key.as_deref(), Some("s3cret"));
+        assert_eq!(
+            state2.connections["c1"].shared_key.as_deref(),
+            Some("s3cret")
+        );
     }
 }

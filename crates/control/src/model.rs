@@ -535,6 +535,16 @@ pub struct ConnectionSpec {
     /// Run BGP over this connection.
     #[serde(default)]
     pub enable_bgp: bool,
+    /// vgw extension: BFD (RFC 5880, multihop RFC 5883) with the site's BGP peering address over the
+    /// tunnel; a BFD failure takes the BGP session and its routes down within interval x multiplier.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub enable_bfd: bool,
+    /// vgw extension: BFD transmit and receive interval in milliseconds (default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd_interval_milliseconds: Option<u32>,
+    /// vgw extension: BFD detection multiplier (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd_multiplier: Option<u8>,
     /// Custom APIPA BGP addresses of the gateway for this connection.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gateway_custom_bgp_ip_addresses: Vec<String>,

@@ -114,7 +114,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
             ))
         }
         None if config.replicate => {
-            return Err("--replicate needs --peer-instance ADDR (the primary instance's API)".into());
+            return Err(
+                "--replicate needs --peer-instance ADDR (the primary instance's API)".into(),
+            );
         }
         None => None,
     };

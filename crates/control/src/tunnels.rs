@@ -591,7 +591,9 @@ impl Driver {
                 set.extend(prefixes.iter().copied());
             }
         }
-        set.retain(|p| !(p.prefix_len() == p.max_prefix_len() && self.bgp_neighbours.contains(&p.addr())));
+        set.retain(|p| {
+            !(p.prefix_len() == p.max_prefix_len() && self.bgp_neighbours.contains(&p.addr()))
+        });
         let list: Vec<IpNet> = set.into_iter().collect();
         let mut published = self
             .status

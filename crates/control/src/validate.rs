@@ -854,6 +854,28 @@ fn check_connection(c: &ConnectionSpec, state: &DesiredState) -> Result {
             ),
         ));
     }
+    if c.enable_bfd && !c.enable_bgp {
+        return Err(ApiError::invalid(
+            "enableBfd",
+            "BFD runs between the BGP peering addresses; enable BGP on the connection (--enable-bgp) too",
+        ));
+    }
+    if let Some(ms) = c.bfd_interval_milliseconds
+        && !(10..=60_000).contains(&ms)
+    {
+        return Err(ApiError::invalid(
+            "bfdIntervalMilliseconds",
+            format!("bfdIntervalMilliseconds {ms} is outside 10-60000"),
+        ));
+    }
+    if let Some(m) = c.bfd_multiplier
+        && !(2..=50).contains(&m)
+    {
+        return Err(ApiError::invalid(
+            "bfdMultiplier",
+            format!("bfdMultiplier {m} is outside 2-50"),
+        ));
+    }
     if c.enable_bgp {
         if !gw.enable_bgp || gw.bgp_settings.is_none() {
             return Err(ApiError::invalid(

@@ -86,6 +86,15 @@ pub struct ConnectionArgs {
     /// within about a second, for fast failover to a redundant tunnel.
     #[arg(long)]
     pub dpd_timeout_seconds: Option<u32>,
+    /// Run BFD with the site's BGP speaker over the tunnel (vgw extension; needs --enable-bgp).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = bool_flag())]
+    pub enable_bfd: Option<bool>,
+    /// BFD interval in milliseconds (10-60000; default 300).
+    #[arg(long)]
+    pub bfd_interval: Option<u32>,
+    /// BFD detection multiplier (2-50; default 3).
+    #[arg(long)]
+    pub bfd_multiplier: Option<u8>,
     /// Permit DES/3DES/MD5/DH1/DH2/DH24 on this connection.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = bool_flag())]
     pub allow_legacy_crypto: Option<bool>,
@@ -251,6 +260,9 @@ fn apply_flags(body: &mut Value, a: &ConnectionArgs) {
     set(body, "connectionProtocol", a.connection_protocol.clone());
     set(body, "connectionMode", a.connection_mode.clone());
     set(body, "dpdTimeoutSeconds", a.dpd_timeout_seconds);
+    set(body, "enableBfd", a.enable_bfd);
+    set(body, "bfdIntervalMilliseconds", a.bfd_interval);
+    set(body, "bfdMultiplier", a.bfd_multiplier);
     set(body, "allowLegacyCrypto", a.allow_legacy_crypto);
     set(body, "ingressNatRules", a.ingress_nat_rule.clone());
     set(body, "egressNatRules", a.egress_nat_rule.clone());

@@ -273,10 +273,39 @@ fn bad_inputs_are_refused_with_the_field_named() {
                     "--shared-key",
                     "abc",
                     "--dpd-timeout-seconds",
-                    "5",
+                    "0",
                 ],
             ),
             "dpdTimeoutSeconds",
+        ),
+        (
+            conn(
+                "c9",
+                &[
+                    "--local-gateway2",
+                    "site1",
+                    "--shared-key",
+                    "abc",
+                    "--enable-bfd",
+                ],
+            ),
+            "enableBfd",
+        ),
+        (
+            conn(
+                "c9",
+                &[
+                    "--local-gateway2",
+                    "site1",
+                    "--shared-key",
+                    "abc",
+                    "--enable-bgp",
+                    "--enable-bfd",
+                    "--bfd-interval",
+                    "5",
+                ],
+            ),
+            "bfdIntervalMilliseconds",
         ),
         (
             conn(

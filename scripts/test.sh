@@ -38,6 +38,13 @@ REKEY_SECONDS=${REKEY_SECONDS:-120} bash tests/interop/strongswan.sh
 echo "== interop: BGP with BIRD, FRR and vgw over the tunnels"
 bash tests/interop/bgp.sh
 
+echo "== interop: BFD with BIRD 2 and FRR bfdd (single hop, multihop, IPv4, IPv6)"
+cargo build --locked -p vgw-control --example bfd_peer
+bash tests/interop/bfd.sh
+
+echo "== interop: redundant tunnels, BFD, active-active gateways and the failover drill"
+bash tests/interop/failover.sh
+
 echo "== interop: point-to-site road warriors (strongSwan with vgw pki certificates)"
 bash tests/interop/p2s.sh
 

@@ -151,7 +151,13 @@ cut_and_restore() {
 scenario_dpd() {
     local name="dpd: cutting one of two tunnels (BGP 3/9, dpdTimeoutSeconds 1)"
     fo_up 0 || { fail "$name: setup"; lab_cleanup; return; }
-    cut_and_restore 2000 "$name"
+    cut_and_restore 2000 "$name" || { lab_cleanup; return; }
+    # The returning path was held down before it took traffic back.
+    if vgwc site logs --category RouteDiagnosticLog | grep -q "10.255.0.1 held down for 2 s"; then
+        pass "dpd: the returning session was held down 2 s before taking traffic back"
+    else
+        fail "dpd: no hold-down logged for the returning session"
+    fi
     lab_cleanup
 }
 

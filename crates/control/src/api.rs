@@ -71,7 +71,6 @@ pub fn router(state: AppState) -> Router {
         .route(&format!("{gw}/reset"), post(reset_gateway))
         .route(&format!("{gw}/failoverDrill"), post(failover_drill))
         .route("/api/instance", get(instance_report))
-        .route("/api/instance/desiredState", get(instance_desired_state))
         .route(&format!("{gw}/getBgpPeerStatus"), post(bgp_peer_status))
         .route(&format!("{gw}/getLearnedRoutes"), post(learned_routes))
         .route(
@@ -757,15 +756,6 @@ async fn instance_report(State(app): State<AppState>) -> ApiResult {
     let reachable = app.live.as_ref().map(|l| l.reachable()).unwrap_or_default();
     let report = crate::ha::local_report(&state, app.local_status.as_ref(), reachable);
     Ok(json_response(StatusCode::OK, json!(report)))
-}
-
-/// `GET /api/instance/desiredState`: the whole desired state, shared keys included, for a replica.
-async fn instance_desired_state(State(app): State<AppState>) -> ApiResult {
-    let (state, _) = app.controller.snapshot().await;
-    Ok(json_response(
-        StatusCode::OK,
-        json!(crate::ha::ReplicatedState::from_state(&state)),
-    ))
 }
 
 async fn bgp_peer_status(

@@ -10,7 +10,8 @@
 //! peering address (our BGP identifier) survives.
 //!
 //! Decisions: the data plane sends a prefix into one tunnel, so a multipath set is installed through its
-//! first (best) path; the redundancy issue spreads traffic over all of them. Graceful restart is
+//! first (best) path and the others stand by (a failed tunnel's routes go at once, so the next path
+//! takes over with the next packet; spreading flows over the set is left for later). Graceful restart is
 //! advertised with a 120 s restart time and the forwarding bit set, because vgw reinstalls its routes
 //! from the desired state as soon as it starts; as a receiving speaker vgw keeps a restarting peer's
 //! routes (stale) until its End-of-RIB or the restart time, unless the tunnel itself went down.
@@ -38,6 +39,25 @@ use crate::tunnels::{BgpLinks, BgpRouteChange, TunnelEvent};
 const BGP_PORT: u16 = 179;
 /// How long a TCP connect may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Failures within this window count towards the hold-down.
+const FLAP_WINDOW: Duration = Duration::from_secs(300);
+/// Hold-down after the first failure; it doubles with every further failure in the window.
+const HOLD_DOWN_BASE: Duration = Duration::from_secs(2);
+/// The longest hold-down.
+const HOLD_DOWN_MAX: Duration = Duration::from_secs(60);
+
+/// How long a session waits before it starts again after `failures` failures within
+/// [`FLAP_WINDOW`]: 2 s, 4 s, 8 s ... up to a minute. A path that comes back takes traffic only once
+/// it has stayed up that long, so a flapping link does not move traffic back and forth.
+fn hold_down(failures: usize) -> Duration {
+    match failures {
+        0 => Duration::ZERO,
+        n => HOLD_DOWN_BASE
+            .saturating_mul(1 << (n - 1).min(6))
+            .min(HOLD_DOWN_MAX),
+    }
+}
+
 /// How often the published status is refreshed while things change.
 const PUBLISH_EVERY: Duration = Duration::from_millis(200);
 
@@ -119,6 +139,10 @@ struct Peer {
     stale_until: Option<Instant>,
     last_error: Option<String>,
     warned_max_prefix: bool,
+    /// When the session's path failed (tunnel down, BFD down), within [`FLAP_WINDOW`].
+    failures: std::collections::VecDeque<Instant>,
+    /// A held-down session starts at this time (if its tunnel is up).
+    start_at: Option<Instant>,
 }
 
 struct Speaker {
@@ -195,7 +219,7 @@ impl Speaker {
     fn next_timeout(&self) -> Option<Instant> {
         self.peers
             .values()
-            .flat_map(|p| [p.session.poll_timeout(), p.stale_until])
+            .flat_map(|p| [p.session.poll_timeout(), p.stale_until, p.start_at])
             .flatten()
             .min()
     }
@@ -263,6 +287,8 @@ impl Speaker {
                     stale_until: None,
                     last_error: None,
                     warned_max_prefix: false,
+                    failures: std::collections::VecDeque::new(),
+                    start_at: None,
                 },
             );
         }
@@ -366,11 +392,7 @@ impl Speaker {
         let now = Instant::now();
         if event.up {
             self.tunnels_up.insert(event.connection.clone());
-            if let Some(peer) = self.peers.get_mut(&event.connection)
-                && peer.session.state() == State::Idle
-            {
-                peer.session.start(now);
-            }
+            self.start_after_hold_down(&event.connection, now);
         } else {
             self.tunnels_up.remove(&event.connection);
             self.drop_session(&event.connection, "its tunnel went down", now);
@@ -405,9 +427,51 @@ impl Speaker {
         self.drive(&mut peer, now);
         self.close(&mut peer);
         peer.stale_until = None;
+        peer.start_at = None;
+        while peer
+            .failures
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > FLAP_WINDOW)
+        {
+            peer.failures.pop_front();
+        }
+        peer.failures.push_back(now);
         let changes = self.rib.peer_down(peer.id, false);
         self.peers.insert(connection.to_string(), peer);
         self.apply(changes, now);
+    }
+
+    /// Starts a stopped session whose tunnel is up, after the hold-down its recent failures call for.
+    fn start_after_hold_down(&mut self, connection: &str, now: Instant) {
+        let Some(peer) = self.peers.get_mut(connection) else {
+            return;
+        };
+        if peer.session.state() != State::Idle || !self.tunnels_up.contains(connection) {
+            return;
+        }
+        let recent = peer
+            .failures
+            .iter()
+            .filter(|t| now.saturating_duration_since(**t) <= FLAP_WINDOW)
+            .count();
+        let hold = hold_down(recent);
+        if hold.is_zero() {
+            peer.session.start(now);
+            return;
+        }
+        peer.start_at = Some(now + hold);
+        self.log.log(
+            Category::RouteDiagnosticLog,
+            "info",
+            &resource(connection),
+            &format!(
+                "BGP session with {} held down for {} s ({recent} path failure(s) in the last {} min) before it starts again",
+                peer.spec.peer_address,
+                hold.as_secs(),
+                FLAP_WINDOW.as_secs() / 60
+            ),
+            json!({"connection": connection, "holdDownSeconds": hold.as_secs()}),
+        );
     }
 
     /// BFD went down (RFC 5882 §4.3): the session and its routes go at once, without waiting for the
@@ -443,11 +507,7 @@ impl Speaker {
                     json!({"connection": name, "diagnostic": diagnostic}),
                 );
                 self.drop_session(&name, &format!("BFD went down ({diagnostic})"), now);
-                if self.tunnels_up.contains(&name)
-                    && let Some(peer) = self.peers.get_mut(&name)
-                {
-                    peer.session.start(now);
-                }
+                self.start_after_hold_down(&name, now);
             }
         }
         self.dirty = true;
@@ -902,6 +962,13 @@ impl Speaker {
                 let changes = self.rib.flush_stale(p.id, None);
                 self.apply_elsewhere(changes, &mut p, now);
             }
+            if p.start_at.is_some_and(|t| t <= now) {
+                p.start_at = None;
+                if p.session.state() == State::Idle && self.tunnels_up.contains(&name) {
+                    p.session.start(now);
+                    self.dirty = true;
+                }
+            }
             self.peers.insert(name, p);
         }
     }
@@ -1034,5 +1101,20 @@ fn describe_connect_error(e: &std::io::Error, remote: IpAddr) -> String {
             CONNECT_TIMEOUT.as_secs()
         ),
         _ => format!("{remote}: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hold_down_doubles_with_failures_and_is_capped() {
+        assert_eq!(hold_down(0), Duration::ZERO);
+        assert_eq!(hold_down(1), Duration::from_secs(2));
+        assert_eq!(hold_down(2), Duration::from_secs(4));
+        assert_eq!(hold_down(4), Duration::from_secs(16));
+        assert_eq!(hold_down(6), Duration::from_secs(60));
+        assert_eq!(hold_down(1000), HOLD_DOWN_MAX);
     }
 }

@@ -8,7 +8,8 @@
 //!
 //! - **replicates the desired state** (`--replicate`): decision: one instance holds the configuration
 //!   (the primary, where the operator writes) and the other pulls it — the "one exports, the other
-//!   applies" model, done continuously (every [`POLL_EVERY`], by digest). It keeps the two instances
+//!   applies" model (the export document of `vgw export`, shared keys included, applied whole as
+//!   `vgw apply` would), done continuously (every [`POLL_EVERY`], by digest). It keeps the two instances
 //!   independent at run time (a replica keeps its tunnels and last state when the primary is gone; no
 //!   quorum, nothing to elect among two), needs no extra engine (etcd needs three members to survive one
 //!   loss, which two gateways do not have), and a write can never be half-applied on one side. A
@@ -36,8 +37,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::controller::Controller;
 use crate::diaglog::{Category, DiagLog};
-use crate::model::{ConnectionSpec, LocalGatewaySpec, VnetGatewaySpec};
-use crate::state::DesiredState;
+use crate::model::VnetGatewaySpec;
+use crate::state::{DesiredState, StateDocument};
 use crate::status::{ConnectionState, ConnectionStatus, StatusSource, TunnelStatus};
 
 /// How often an instance polls the other.
@@ -106,77 +107,19 @@ pub struct InstanceReport {
     pub tunnels: BTreeMap<String, TunnelStatus>,
     /// Prefixes it routes into its own tunnels now (static prefixes of connected tunnels, BGP routes).
     pub reachable: Vec<IpNet>,
-    /// SHA-256 of its replicated desired state, so a replica fetches only changes.
+    /// [`state_digest`] of its desired state, so a replica fetches only changes.
     pub state_digest: String,
 }
 
-/// The desired state as replicated: everything, shared keys included (the interconnect carries the
-/// same bearer token as the API, so it is as trusted as an administrator).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ReplicatedState {
-    /// The gateway.
-    pub gateway: Option<VnetGatewaySpec>,
-    /// Local gateways.
-    pub local_gateways: Vec<LocalGatewaySpec>,
-    /// Connections, each with its shared key.
-    pub connections: Vec<ReplicatedConnection>,
-}
-
-/// One connection with its write-only shared key.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ReplicatedConnection {
-    /// The connection (its key is skipped by its serialiser).
-    pub spec: ConnectionSpec,
-    /// The pre-shared key.
-    pub shared_key: Option<String>,
-}
-
-impl ReplicatedState {
-    /// Captures `state`.
-    pub fn from_state(state: &DesiredState) -> Self {
-        Self {
-            gateway: state.gateway.clone(),
-            local_gateways: state.local_gateways.values().cloned().collect(),
-            connections: state
-                .connections
-                .values()
-                .map(|c| ReplicatedConnection {
-                    spec: c.clone(),
-                    shared_key: c.shared_key.clone(),
-                })
-                .collect(),
-        }
-    }
-
-    /// Rebuilds the desired state.
-    pub fn into_state(self) -> DesiredState {
-        let mut state = DesiredState {
-            gateway: self.gateway,
-            ..Default::default()
-        };
-        for lg in self.local_gateways {
-            state.local_gateways.insert(lg.name.clone(), lg);
-        }
-        for c in self.connections {
-            let mut spec = c.spec;
-            spec.shared_key = c.shared_key;
-            state.connections.insert(spec.name.clone(), spec);
-        }
-        state.normalise();
-        state
-    }
-
-    /// The digest a replica compares.
-    pub fn digest(&self) -> String {
-        let text = serde_json::to_string(self).unwrap_or_default();
-        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes())
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    }
+/// The digest of a desired state as the replica sees it: SHA-256 of its export document with the
+/// shared keys (`GET /api/desiredState?includeSecrets=true`), so a key change replicates too.
+pub fn state_digest(state: &DesiredState) -> String {
+    let text = state.to_document(true).to_string();
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The interconnect as the API sees it.
@@ -281,7 +224,7 @@ pub fn local_report(
             })
             .collect(),
         reachable,
-        state_digest: ReplicatedState::from_state(state).digest(),
+        state_digest: state_digest(state),
     }
 }
 
@@ -335,7 +278,8 @@ async fn run(ha: Arc<Ha>, controller: Arc<Controller>, log: Arc<DiagLog>) {
                     *ha.last_error.write().unwrap_or_else(|p| p.into_inner()) = None;
                     if ha.peer.replicate && report.state_digest != applied_digest {
                         match replicate(&ha.peer, &controller).await {
-                            Ok(digest) => applied_digest = digest,
+                            // The primary's digest, so an unchanged primary is not fetched again.
+                            Ok(()) => applied_digest = report.state_digest.clone(),
                             Err(e) => {
                                 tracing::warn!(error = %e, "replicating the desired state failed")
                             }
@@ -384,17 +328,18 @@ async fn run(ha: Arc<Ha>, controller: Arc<Controller>, log: Arc<DiagLog>) {
     }
 }
 
-/// Fetches the primary's desired state and applies it; returns its digest.
-async fn replicate(peer: &PeerInstance, controller: &Controller) -> Result<String, String> {
-    let value = request(peer, "GET", "/api/instance/desiredState").await?;
-    let replicated: ReplicatedState =
+/// Fetches the primary's desired state (its export document, shared keys included: `vgw export`
+/// then `vgw apply`, done continuously) and applies it whole.
+async fn replicate(peer: &PeerInstance, controller: &Controller) -> Result<(), String> {
+    let value = request(peer, "GET", "/api/desiredState?includeSecrets=true").await?;
+    let document: StateDocument =
         serde_json::from_value(value).map_err(|e| format!("unreadable desired state: {e}"))?;
-    let digest = replicated.digest();
+    let state = DesiredState::from_document(document)?;
     controller
-        .replace(replicated.into_state())
+        .replace(state)
         .await
         .map_err(|e| format!("the primary's desired state was refused here: {e:?}"))?;
-    Ok(digest)
+    Ok(())
 }
 
 /// One HTTP/1.1 request to the other instance's API; returns the JSON body of a 2xx answer.
@@ -488,21 +433,20 @@ mod tests {
     }
 
     #[test]
-    fn replicated_state_keeps_shared_keys_and_digests_stably() {
+    fn digest_follows_shared_keys_and_survives_the_export_round_trip() {
         let mut state = DesiredState::default();
-        let c: ConnectionSpec = serde_json::from_value(json!({
+        let c: crate::model::ConnectionSpec = serde_json::from_value(json!({
             "name": "c1", "localNetworkGateway2": "site", "sharedKey": "s3cret"
         }))
         .unwrap();
         state.connections.insert("c1".into(), c);
-        let r = ReplicatedState::from_state(&state);
-        assert_eq!(r.digest(), ReplicatedState::from_state(&state).digest());
-        let text = serde_json::to_string(&r).unwrap();
-        let back: ReplicatedState = serde_json::from_str(&text).unwrap();
-        let state2 = back.into_state();
-        assert_eq!(
-            state2.connections["c1"].shared_key.as_deref(),
-            Some("s3cret")
-        );
+        state.normalise();
+        let document: StateDocument = serde_json::from_value(state.to_document(true)).unwrap();
+        let back = DesiredState::from_document(document).unwrap();
+        assert_eq!(back.connections["c1"].shared_key.as_deref(), Some("s3cret"));
+        assert_eq!(state_digest(&back), state_digest(&state));
+        let mut rekeyed = state.clone();
+        rekeyed.connections.get_mut("c1").unwrap().shared_key = Some("other".into());
+        assert_ne!(state_digest(&rekeyed), state_digest(&state));
     }
 }

@@ -411,4 +411,23 @@ fn bgp_metrics(f: &mut Family<'_>, snap: &crate::bgp::Snapshot) {
         "BGP messages received from the neighbour.",
         &|p| p.messages_received as f64,
     );
+    if snap.peers.iter().any(|p| p.bfd_state.is_some()) {
+        f.header(
+            "vgw_bfd_session_up",
+            "gauge",
+            "BFD session with the BGP neighbour (enableBfd): 1 when Up.",
+        );
+        for p in &snap.peers {
+            if let Some(state) = &p.bfd_state {
+                f.sample(
+                    "vgw_bfd_session_up",
+                    &[
+                        ("neighbor", &p.neighbor),
+                        ("connection_name", &p.connection),
+                    ],
+                    f64::from(u8::from(state == "Up")),
+                );
+            }
+        }
+    }
 }

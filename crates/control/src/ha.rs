@@ -69,16 +69,6 @@ pub fn public_ip(gw: &VnetGatewaySpec) -> Option<IpAddr> {
         .and_then(|c| c.public_ip_address.parse().ok())
 }
 
-/// The other instance's public address, when the gateway is active-active.
-pub fn other_public_ip(gw: &VnetGatewaySpec) -> Option<IpAddr> {
-    if !gw.active_active {
-        return None;
-    }
-    gw.ip_configurations
-        .get(1 - instance().min(1))
-        .and_then(|c| c.public_ip_address.parse().ok())
-}
-
 /// This instance's entry of a comma-separated `bgpPeeringAddress` list.
 pub fn instance_peering_address(list: &str) -> Option<IpAddr> {
     list.split(',').nth(instance())?.trim().parse().ok()
@@ -176,7 +166,11 @@ impl StatusSource for MergedStatus {
             None => Some((
                 1 - instance().min(1),
                 TunnelStatus {
-                    tunnel: format!("instance {} (not answering)", 1 - instance().min(1)),
+                    tunnel: format!(
+                        "instance {} (not answering: {})",
+                        1 - instance().min(1),
+                        self.ha.peer_error().unwrap_or_else(|| "no report yet".into())
+                    ),
                     connection_status: ConnectionState::Unknown,
                     ..Default::default()
                 },

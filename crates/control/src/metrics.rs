@@ -29,6 +29,9 @@ pub struct MetricsState {
     pub started: SystemTime,
     /// What the BGP speaker publishes.
     pub bgp: Arc<crate::bgp::BgpStatus>,
+    /// Connection status as the API shows it (with active-active, both instances' tunnels), for the
+    /// status page; `live` when absent.
+    pub status: Option<Arc<dyn crate::status::StatusSource>>,
 }
 
 /// The metrics router: `GET /metrics`, plus the read-only status page ([`crate::statuspage`]).

@@ -132,6 +132,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
         live: live.clone(),
         started,
         bgp: bgp_status.clone(),
+        status: Some(status.clone()),
     });
     log.log(
         Category::GatewayDiagnosticLog,

@@ -272,9 +272,10 @@ pub async fn collect(state: &MetricsState) -> StatusDocument {
         .values()
         .zip(metrics)
         .map(|(c, m)| {
-            let status = match &state.live {
-                Some(live) => live.connection_status(&c.name),
-                None => ConnectionStatus::default(),
+            let status = match (&state.status, &state.live) {
+                (Some(merged), _) => merged.connection_status(&c.name),
+                (None, Some(live)) => live.connection_status(&c.name),
+                (None, None) => ConnectionStatus::default(),
             };
             let site = desired.local_gateways.get(&c.local_network_gateway2.name);
             ConnectionRow {
@@ -1097,6 +1098,7 @@ mod tests {
             live: live.then(|| Arc::new(crate::tunnels::LiveStatus::default())),
             started: SystemTime::now(),
             bgp: Arc::default(),
+            status: None,
         })
     }
 

@@ -169,7 +169,9 @@ impl StatusSource for MergedStatus {
                     tunnel: format!(
                         "instance {} (not answering: {})",
                         1 - instance().min(1),
-                        self.ha.peer_error().unwrap_or_else(|| "no report yet".into())
+                        self.ha
+                            .peer_error()
+                            .unwrap_or_else(|| "no report yet".into())
                     ),
                     connection_status: ConnectionState::Unknown,
                     ..Default::default()

@@ -530,6 +530,12 @@ fn check_gateway(gw: &VnetGatewaySpec) -> Result {
                     ),
                 ));
             }
+            if gw.enable_bgp && gw.active_active && list.len() < 2 {
+                return Err(ApiError::invalid(
+                    "bgpSettings.bgpPeeringAddress",
+                    "an active-active gateway peers from each instance: give two addresses, --bgp-peering-address A,B",
+                ));
+            }
             for addr in list {
                 check_bgp_peering_address("bgpSettings.bgpPeeringAddress", addr)?;
             }

@@ -13,6 +13,7 @@
 #   dpd    - cut hub0's underlay link: dead-peer detection (dpdTimeoutSeconds 1) takes the tunnel and its
 #            BGP routes down; at most 2 s of pings lost; restoring the link loses none.
 #   bfd    - the same with BFD (100 ms x 3) on both connections: at most 1 s lost.
+#   ecmp   - the site learns the hub's prefix over both tunnels and spreads 64 UDP flows over both.
 #   tcp    - a TCP transfer running across the cut completes with its data intact (sha256).
 #   reset  - `vnet-gateway reset --gateway-vip` of hub0 (asked on hub1, forwarded): within the same bounds;
 #            `vpn-connection show` lists both tunnels with their status; hub1 refuses writes.
@@ -168,6 +169,36 @@ scenario_bfd() {
     lab_cleanup
 }
 
+# ecmp: the site learns the hub's prefix from both instances (a multipath set) and spreads flows over
+# both tunnels by flow hash.
+scenario_ecmp() {
+    local name="ecmp: the site spreads flows over both tunnels"
+    fo_up 0 || { fail "$name: setup"; lab_cleanup; return; }
+    local paths
+    paths=$(vgwc site vnet-gateway list-learned-routes --query "length(value[?network=='10.1.0.0/16'])" -o tsv)
+    egress() { vgwc site vpn-connection show -n "$1" --query egressBytesTransferred -o tsv; }
+    local a0 b0 a1 b1
+    a0=$(egress to-hub0); b0=$(egress to-hub1)
+    # 64 UDP flows (one source port each) from the site LAN to the hub LAN.
+    in_ns sitehost python3 -c '
+import socket
+for port in range(40000, 40064):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("10.2.0.10", port))
+    for _ in range(10):
+        s.sendto(b"x" * 200, ("10.1.0.10", 9))
+    s.close()'
+    sleep 1
+    a1=$(egress to-hub0); b1=$(egress to-hub1)
+    echo "  learned paths for 10.1.0.0/16: $paths; egress bytes to-hub0 +$((a1 - a0)), to-hub1 +$((b1 - b0))"
+    if [ "$paths" = 2 ] && [ $((a1 - a0)) -gt 10000 ] && [ $((b1 - b0)) -gt 10000 ]; then
+        pass "$name"
+    else
+        fail "$name"
+    fi
+    lab_cleanup
+}
+
 scenario_tcp() {
     local name="tcp: a transfer across the cut completes intact"
     fo_up 0 || { fail "$name: setup"; lab_cleanup; return; }
@@ -262,7 +293,7 @@ scenario_drill() {
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     [ "$(id -u)" = 0 ] || { echo "run as root (network namespaces)"; exit 2; }
     scenarios=("$@")
-    [ ${#scenarios[@]} -gt 0 ] || scenarios=(dpd bfd tcp reset drill)
+    [ ${#scenarios[@]} -gt 0 ] || scenarios=(dpd bfd ecmp tcp reset drill)
     for s in "${scenarios[@]}"; do "scenario_$s"; done
     summary
 fi

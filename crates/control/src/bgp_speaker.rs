@@ -9,9 +9,9 @@
 //! OPENs with the rule the OPENs would give: the connection opened by the speaker with the higher
 //! peering address (our BGP identifier) survives.
 //!
-//! Decisions: the data plane sends a prefix into one tunnel, so a multipath set is installed through its
-//! first (best) path and the others stand by (a failed tunnel's routes go at once, so the next path
-//! takes over with the next packet; spreading flows over the set is left for later). Graceful restart is
+//! Decisions: a prefix's multipath set (up to four equal paths) is handed to the data plane, which
+//! spreads flows over its tunnels by flow hash; a failed tunnel's routes go at once, so its flows move
+//! to the remaining paths with the next packet. Graceful restart is
 //! advertised with a 120 s restart time and the forwarding bit set, because vgw reinstalls its routes
 //! from the desired state as soon as it starts; as a receiving speaker vgw keeps a restarting peer's
 //! routes (stale) until its End-of-RIB or the restart time, unless the tunnel itself went down.
@@ -918,11 +918,12 @@ impl Speaker {
     fn apply(&mut self, changes: RibChanges, _now: Instant) {
         let mut routes = Vec::new();
         for change in changes.fib {
-            let via = change
+            let via: Vec<String> = change
                 .next_hops
-                .first()
-                .and_then(|id| self.by_id.get(id))
-                .cloned();
+                .iter()
+                .filter_map(|id| self.by_id.get(id))
+                .cloned()
+                .collect();
             routes.push((change.prefix, via));
         }
         if !routes.is_empty() {

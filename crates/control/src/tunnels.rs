@@ -353,9 +353,9 @@ impl TunnelHandle {
     }
 }
 
-/// A route the BGP speaker wants into the forwarding tables via a connection's tunnel (`Some`), or
-/// out of them (`None`).
-pub type BgpRouteChange = (IpNet, Option<String>);
+/// A route the BGP speaker wants into the forwarding tables via the tunnels of its multipath set
+/// (connection names, best first), or out of them (an empty set).
+pub type BgpRouteChange = (IpNet, Vec<String>);
 
 /// A connection's tunnel came up (its first Child SA) or went down (its IKE SA).
 #[derive(Debug, Clone)]
@@ -446,7 +446,7 @@ struct Driver {
     peers: HashMap<ConnId, std::net::SocketAddr>,
     ticks: u64,
     /// Routes the BGP speaker installed, by prefix. A connection's static prefixes win over them.
-    bgp_routes: HashMap<IpNet, ConnId>,
+    bgp_routes: HashMap<IpNet, Vec<ConnId>>,
     /// Tunnel up/down, for the BGP speaker.
     tunnel_events: mpsc::UnboundedSender<TunnelEvent>,
     /// The gateway's BGP peering address as assigned to the TUN.
@@ -611,29 +611,29 @@ impl Driver {
     }
 
     /// Installs or removes the BGP speaker's routes: the data plane's table points the prefix at the
-    /// connection's tunnel and the kernel routes it into the TUN.
+    /// tunnels of its multipath set (one flow stays on one tunnel) and the kernel routes it into the TUN.
     async fn apply_bgp_routes(&mut self, changes: Vec<BgpRouteChange>) {
-        for (prefix, connection) in changes {
-            let id = connection.as_ref().and_then(|n| self.ids.get(n)).copied();
-            match id {
-                Some(id) => {
-                    let previous = self.bgp_routes.insert(prefix, id);
-                    if self.is_static(&prefix) || previous == Some(id) {
-                        continue;
-                    }
-                    self.dp.route(prefix, Some(id));
-                    if previous.is_none()
-                        && let Err(e) = self.routes.add(prefix).await
-                    {
-                        tracing::warn!(%prefix, error = %e, "cannot add the BGP route to the kernel");
-                    }
+        for (prefix, connections) in changes {
+            let ids: Vec<ConnId> = connections
+                .iter()
+                .filter_map(|n| self.ids.get(n).copied())
+                .collect();
+            if ids.is_empty() {
+                if self.bgp_routes.remove(&prefix).is_some() && !self.is_static(&prefix) {
+                    self.dp.route(prefix, None);
+                    let _ = self.routes.remove(prefix).await;
                 }
-                None => {
-                    if self.bgp_routes.remove(&prefix).is_some() && !self.is_static(&prefix) {
-                        self.dp.route(prefix, None);
-                        let _ = self.routes.remove(prefix).await;
-                    }
-                }
+                continue;
+            }
+            let previous = self.bgp_routes.insert(prefix, ids.clone());
+            if self.is_static(&prefix) || previous.as_ref() == Some(&ids) {
+                continue;
+            }
+            self.dp.route_multipath(prefix, &ids);
+            if previous.is_none()
+                && let Err(e) = self.routes.add(prefix).await
+            {
+                tracing::warn!(%prefix, error = %e, "cannot add the BGP route to the kernel");
             }
         }
     }
@@ -644,7 +644,7 @@ impl Driver {
             return;
         }
         match self.bgp_routes.get(&prefix) {
-            Some(id) => self.dp.route(prefix, Some(*id)),
+            Some(ids) => self.dp.route_multipath(prefix, ids),
             None => {
                 self.dp.route(prefix, None);
                 let _ = self.routes.remove(prefix).await;

@@ -241,6 +241,11 @@ enum TxCommand {
         prefix: IpNet,
         tunnel: Option<TunnelId>,
     },
+    RouteMultipath {
+        prefix: IpNet,
+        tunnels: [TunnelId; fib::MAX_PATHS],
+        count: usize,
+    },
     RemoveTunnel {
         tunnel: TunnelId,
     },
@@ -555,6 +560,19 @@ impl DataPlane {
         self.send_tx(TxCommand::Route { prefix, tunnel });
     }
 
+    /// Spreads `prefix` over `tunnels` (a BGP multipath set, best first, at most four) by flow hash;
+    /// an empty set removes the route.
+    pub fn route_multipath(&self, prefix: IpNet, tunnels: &[TunnelId]) {
+        let mut set = [0; fib::MAX_PATHS];
+        let count = tunnels.len().min(fib::MAX_PATHS);
+        set[..count].copy_from_slice(&tunnels[..count]);
+        self.send_tx(TxCommand::RouteMultipath {
+            prefix,
+            tunnels: set,
+            count,
+        });
+    }
+
     /// Removes a tunnel's SAs and routes.
     pub fn remove_tunnel(&self, tunnel: TunnelId) {
         self.send_tx(TxCommand::RemoveTunnel { tunnel });
@@ -697,6 +715,11 @@ impl TxWorker {
                 prefix,
                 tunnel: None,
             } => self.fib.remove(prefix),
+            TxCommand::RouteMultipath {
+                prefix,
+                tunnels,
+                count,
+            } => self.fib.insert_multipath(prefix, &tunnels[..count]),
             TxCommand::RemoveTunnel { tunnel } => {
                 self.tunnels.remove(&tunnel);
                 self.counters.remove(&tunnel);
@@ -824,7 +847,10 @@ impl TxWorker {
             self.drops.malformed.fetch_add(1, Ordering::Relaxed);
             return None;
         };
-        let Some(tunnel) = self.fib.lookup(dst) else {
+        let Some(tunnel) = self
+            .fib
+            .lookup_flow(dst, || packet::flow_hash(&slot[inner.clone()]))
+        else {
             self.drops.no_route.fetch_add(1, Ordering::Relaxed);
             return None;
         };

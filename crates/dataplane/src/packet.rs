@@ -25,6 +25,31 @@ pub fn addresses(packet: &[u8]) -> Option<(IpAddr, IpAddr)> {
     }
 }
 
+/// A hash of the packet's flow (addresses, protocol and, for TCP/UDP first fragments, ports) that
+/// picks one tunnel of a multipath set: every packet of a flow takes the same tunnel.
+pub fn flow_hash(packet: &[u8]) -> u32 {
+    let (addrs, proto, l4) = match packet.first().map(|b| b >> 4) {
+        Some(4) if packet.len() >= 20 => {
+            let ihl = usize::from(packet[0] & 0x0f) * 4;
+            let first_fragment = u16::from_be_bytes([packet[6], packet[7]]) & 0x1fff == 0;
+            (&packet[12..20], packet[9], first_fragment.then_some(ihl))
+        }
+        Some(6) if packet.len() >= 40 => (&packet[8..40], packet[6], Some(40)),
+        _ => return 0,
+    };
+    // FNV-1a: cheap, and good enough to spread flows over at most four tunnels.
+    let mut h: u32 = 0x811c_9dc5;
+    let mut mix = |b: u8| h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    addrs.iter().for_each(|&b| mix(b));
+    mix(proto);
+    if matches!(proto, 6 | 17)
+        && let Some(ports) = l4.and_then(|o| packet.get(o..o + 4))
+    {
+        ports.iter().for_each(|&b| mix(b));
+    }
+    h ^ (h >> 16)
+}
+
 /// Lowers the MSS option of a TCP SYN to `mss` so that the peer's segments fit the tunnel without
 /// fragmentation; the TCP checksum is updated incrementally (RFC 1624). Other packets are untouched.
 pub fn clamp_mss(packet: &mut [u8], mss: u16) {

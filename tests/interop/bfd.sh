@@ -267,18 +267,6 @@ case_frr_multihop() { run_case "FRR bfdd multihop through a router" frr multihop
 case_bird_single6() { run_case "BIRD 2 single hop over IPv6" bird single6; }
 case_frr_single6() { run_case "FRR bfdd single hop over IPv6" frr single6; }
 
-# ms_until SECONDS CMD...: prints how many ms CMD took to succeed (polling every 50 ms), or fails.
-ms_until() {
-    local limit=$1; shift
-    local t0; t0=$(date +%s%N)
-    local end=$(( t0 + limit * 1000000000 ))
-    while [ "$(date +%s%N)" -lt "$end" ]; do
-        if "$@" >/dev/null 2>&1; then echo $(( ($(date +%s%N) - t0) / 1000000 )); return 0; fi
-        sleep 0.05
-    done
-    return 1
-}
-
 all="bird_single bird_multihop bird_single6 frr_single frr_multihop frr_single6"
 # Sourced (for debugging): define the functions only.
 [ "${BASH_SOURCE[0]}" = "$0" ] || return 0

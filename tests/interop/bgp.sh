@@ -124,18 +124,6 @@ no_learned() { [ -z "$(learned "$1" "$2")" ]; }
 kernel_has() { [ -n "$(ip -n "$(ns "$1")" route show "$2" 2>/dev/null)" ]; }
 kernel_lacks() { [ -z "$(ip -n "$(ns "$1")" route show "$2" 2>/dev/null)" ]; }
 
-# ms_until SECONDS CMD...: prints how many ms CMD took to succeed (polling every 50 ms), or fails.
-ms_until() {
-    local limit=$1; shift
-    local t0; t0=$(date +%s%N)
-    local end=$(( t0 + limit * 1000000000 ))
-    while [ "$(date +%s%N)" -lt "$end" ]; do
-        if "$@" >/dev/null 2>&1; then echo $(( ($(date +%s%N) - t0) / 1000000 )); return 0; fi
-        sleep 0.05
-    done
-    return 1
-}
-
 # check_site_routes ROUTER_DESC: the checks shared by the bird, frr and vgw scenarios.
 check_learned_three() {
     local problems="" r

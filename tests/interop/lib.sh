@@ -155,6 +155,18 @@ wait_for() {
     return 1
 }
 
+# ms_until SECONDS CMD...: prints how many ms CMD took to succeed (polling every 50 ms), or fails.
+ms_until() {
+    local limit=$1; shift
+    local t0; t0=$(date +%s%N)
+    local end=$(( t0 + limit * 1000000000 ))
+    while [ "$(date +%s%N)" -lt "$end" ]; do
+        if "$@" >/dev/null 2>&1; then echo $(( ($(date +%s%N) - t0) / 1000000 )); return 0; fi
+        sleep 0.05
+    done
+    return 1
+}
+
 conn_status() { vgwc "$1" vpn-connection show -n "$2" --query connectionStatus -o tsv; }
 is_connected() { [ "$(conn_status "$1" "$2")" = Connected ]; }
 

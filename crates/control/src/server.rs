@@ -78,6 +78,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
     ));
     let (status, tunnels, live): (Arc<dyn StatusSource>, _, _) = match config.dataplane.clone() {
         Some(dp) => {
+            crate::drill::clear_leftover_cut();
             let live = Arc::new(crate::tunnels::LiveStatus::default());
             let (handle, bgp_links) = crate::tunnels::start(controller.clone(), log.clone(), live.clone(), dp, config.state_dir.join("p2s")).map_err(|e| {
                 format!("cannot start the data plane: {e}; run vgw serve as root (it needs /dev/net/tun and UDP 500/4500), or pass --dataplane off to serve only the API")

@@ -3,8 +3,9 @@
 # iperf3 TCP from sitelan to hublan through plain routing, strongSwan<->strongSwan (kernel-libipsec),
 # wireguard-go<->wireguard-go, vgw<->strongSwan and vgw<->vgw (AES-GCM-256 and ChaCha20-Poly1305);
 # median of RUNS runs. Also 64-byte UDP packets/s (iperf3 -u -l 64 -b 0, received at hublan) for plain,
-# wireguard-go and vgw, TCP retransmits (iperf3, of the median run), machine-wide CPU per Gbit/s transferred (busy jiffies of /proc/stat during the
-# run, so other load on the machine shows up too), the ratios, and the ESP crypto microbenchmark.
+# wireguard-go and vgw, TCP retransmits (iperf3, of the median run), machine-wide CPU per Gbit/s
+# transferred (busy jiffies of /proc/stat during the run, so other load on the machine shows up too),
+# the ratios, and the ESP crypto microbenchmark.
 # Run as root from the repository: bash bench/throughput.sh
 # Environment: SECONDS_PER_RUN (default 10), RUNS (default 3), STREAMS (default "1 4"),
 # ONLY (rows to run, default all: "plain swan wg vgw-swan vgw vgw-chacha"), UDP (1: 64-byte rows, default 1),

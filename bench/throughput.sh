@@ -3,8 +3,9 @@
 # iperf3 TCP from sitelan to hublan through plain routing, strongSwan<->strongSwan (kernel-libipsec),
 # wireguard-go<->wireguard-go, vgw<->strongSwan and vgw<->vgw (AES-GCM-256 and ChaCha20-Poly1305);
 # median of RUNS runs. Also 64-byte UDP packets/s (iperf3 -u -l 64 -b 0, received at hublan) for plain,
-# wireguard-go and vgw, machine-wide CPU per Gbit/s transferred (busy jiffies of /proc/stat during the
-# run, so other load on the machine shows up too), the ratios, and the ESP crypto microbenchmark.
+# wireguard-go and vgw, TCP retransmits (iperf3, of the median run), machine-wide CPU per Gbit/s
+# transferred (busy jiffies of /proc/stat during the run, so other load on the machine shows up too),
+# the ratios, and the ESP crypto microbenchmark.
 # Run as root from the repository: bash bench/throughput.sh
 # Environment: SECONDS_PER_RUN (default 10), RUNS (default 3), STREAMS (default "1 4"),
 # ONLY (rows to run, default all: "plain swan wg vgw-swan vgw vgw-chacha"), UDP (1: 64-byte rows, default 1),
@@ -33,7 +34,7 @@ want() { case " $ONLY " in *" $1 "*) return 0 ;; esac; return 1; }
 
 busy_jiffies() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9; exit}' /proc/stat; }
 
-# one_run ARGS...: one iperf3 run sitelan -> hublan; prints "GBPS PPS CPU_SECONDS".
+# one_run ARGS...: one iperf3 run sitelan -> hublan; prints "GBPS PPS CPU_SECONDS RETRANSMITS".
 one_run() {
     local out b0 b1
     in_ns hublan iperf3 -s -1 -D >/dev/null 2>&1
@@ -53,22 +54,22 @@ try:
     pps = 0
     if "packets" in s:
         pps = (s["packets"] - s.get("lost_packets", 0)) / s["seconds"]
-    print(gbps, pps, busy / hz)
+    print(gbps, pps, busy / hz, e.get("sum_sent", {}).get("retransmits", 0))
 except Exception:
-    print(0, 0, busy / hz)' "$b1" "$b0"
+    print(0, 0, busy / hz, 0)' "$b1" "$b0"
     sleep 0.5
 }
 
-# runs ARGS...: RUNS runs; prints the median "GBPS PPS CPU_S_PER_GBIT".
+# runs ARGS...: RUNS runs; prints the median "GBPS PPS CPU_S_PER_GBIT RETRANSMITS" (of the median run).
 runs() {
     local r
     for r in $(seq "$RUNS"); do one_run "$@"; done | python3 -c 'import sys
 rows = sorted((tuple(map(float, l.split())) for l in sys.stdin if l.strip()), key=lambda r: (r[0], r[1]))
 if not rows:
-    print(0, 0, 0); sys.exit()
-g, p, c = rows[len(rows) // 2]
+    print(0, 0, 0, 0); sys.exit()
+g, p, c, rt = rows[len(rows) // 2]
 T = float(sys.argv[1])
-print(g, p, c / (g * T) if g else 0)' "$T"
+print(g, p, c / (g * T) if g else 0, int(rt))' "$T"
 }
 
 measure() {
@@ -77,7 +78,7 @@ measure() {
         r=$(runs -P "$p")
         RESULT["$name/$p"]=$(echo "$r" | cut -d' ' -f1)
         CPU["$name/$p"]=$(echo "$r" | cut -d' ' -f3)
-        printf '  %-36s %d stream(s): %7.3f Gbit/s  %6.2f CPU-s/Gbit\n' "$name" "$p" "${RESULT["$name/$p"]}" "${CPU["$name/$p"]}"
+        printf '  %-36s %d stream(s): %7.3f Gbit/s  %6.2f CPU-s/Gbit  %6d TCP retransmits\n' "$name" "$p" "${RESULT["$name/$p"]}" "${CPU["$name/$p"]}" "$(echo "$r" | cut -d' ' -f4)"
     done
     if [ "$UDP" = 1 ] && [ -n "${2:-}" ]; then
         r=$(runs -u -l 64 -b 0)

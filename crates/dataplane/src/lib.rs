@@ -284,18 +284,31 @@ pub struct DataPlane {
 fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     let socket = UdpSocket::bind(addr)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot bind UDP {addr}: {e}")))?;
-    // Bursts of ESP must not overflow the receive queue while the worker is busy sealing.
+    // Bursts of ESP must not overflow the receive queue while the worker is busy or waits for a
+    // core. Plain SO_RCVBUF is silently capped at net.core.rmem_max (208 KB on a stock kernel,
+    // 4 MB on the bench machine); with 4 TCP streams the 4500 socket then overflowed, each drop
+    // a whole GRO train of one flow, and the senders retransmitted thousands of segments per
+    // run (docs/performance.md). The *FORCE options (CAP_NET_ADMIN, which the data plane has
+    // for its TUN anyway) ignore the cap; without the capability the capped size is taken.
     let size: libc::c_int = 8 << 20;
-    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
-        // SAFETY: setsockopt with a valid fd and a c_int-sized option value.
-        unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
+    for (force, opt) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        let set = |opt| {
+            // SAFETY: setsockopt with a valid fd and a c_int-sized option value.
+            unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            }
+        };
+        if set(force) != 0 {
+            set(opt);
         }
     }
     socket.set_read_timeout(Some(Duration::from_millis(100)))?;

@@ -75,7 +75,9 @@ pub fn clear_leftover_cut() {
         .status()
         .is_ok_and(|s| s.success());
     if exists && nft(&format!("delete table inet {TABLE}\n")).is_ok() {
-        tracing::warn!("removed the cut of an interrupted failover drill (nftables table inet {TABLE})");
+        tracing::warn!(
+            "removed the cut of an interrupted failover drill (nftables table inet {TABLE})"
+        );
     }
 }
 

@@ -669,23 +669,20 @@ async fn failover_drill(
                 format!("vpn-connection {connection}: its local gateway has no IP address to cut"),
             )
         })?;
-    let duration: u64 = q
-        .get("durationSeconds")
-        .map(|s| s.parse())
-        .transpose()
-        .ok()
-        .flatten()
-        .unwrap_or(10);
+    let number = |key: &str, default: u64| -> Result<u64, ApiError> {
+        q.get(key).map_or(Ok(default), |s| {
+            s.parse()
+                .map_err(|_| ApiError::invalid(key, format!("'{s}' is not a whole number")))
+        })
+    };
+    let duration = number("durationSeconds", 10)?;
     if !(1..=600).contains(&duration) {
         return Err(ApiError::invalid(
             "durationSeconds",
             "the cut lasts 1-600 s",
         ));
     }
-    let interval: u64 = q
-        .get("intervalMilliseconds")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(50);
+    let interval = number("intervalMilliseconds", 50)?;
     if !(10..=1000).contains(&interval) {
         return Err(ApiError::invalid(
             "intervalMilliseconds",

@@ -69,6 +69,11 @@ pub fn public_ip(gw: &VnetGatewaySpec) -> Option<IpAddr> {
         .and_then(|c| c.public_ip_address.parse().ok())
 }
 
+/// The other active-active instance's index.
+fn other_instance() -> usize {
+    1 - instance().min(1)
+}
+
 /// This instance's entry of a comma-separated `bgpPeeringAddress` list.
 pub fn instance_peering_address(list: &str) -> Option<IpAddr> {
     list.split(',').nth(instance())?.trim().parse().ok()
@@ -164,11 +169,11 @@ impl StatusSource for MergedStatus {
                 .cloned()
                 .map(|t| (report.instance, t)),
             None => Some((
-                1 - instance().min(1),
+                other_instance(),
                 TunnelStatus {
                     tunnel: format!(
                         "instance {} (not answering: {})",
-                        1 - instance().min(1),
+                        other_instance(),
                         self.ha
                             .peer_error()
                             .unwrap_or_else(|| "no report yet".into())
@@ -334,7 +339,7 @@ async fn replicate(peer: &PeerInstance, controller: &Controller) -> Result<(), S
     controller
         .replace(state)
         .await
-        .map_err(|e| format!("the primary's desired state was refused here: {e:?}"))?;
+        .map_err(|e| format!("the primary's desired state was refused here: {e}"))?;
     Ok(())
 }
 

@@ -413,6 +413,7 @@ pub fn start(
         tunnel_events: tunnel_events_tx,
         peering_address: None,
         bgp_neighbours: HashSet::new(),
+        reachable_dirty: true,
         p2s_dir,
         p2s_key: None,
         kernel_pending: Vec::new(),
@@ -454,6 +455,8 @@ struct Driver {
     /// The local gateways' BGP peering addresses: their host routes are never backed up by an
     /// active-active peer (a BGP session must only ever run over its own connection's tunnel).
     bgp_neighbours: HashSet<IpAddr>,
+    /// Routes or tunnel states changed since `reachable` was last published.
+    reachable_dirty: bool,
     /// Where the point-to-site server credentials live.
     p2s_dir: std::path::PathBuf,
     /// What the running remote-access connection was built from (None: point-to-site off).
@@ -550,8 +553,11 @@ impl Driver {
         }
         while let Some(event) = self.endpoint.poll_event() {
             self.apply(event);
+            self.reachable_dirty = true;
         }
-        self.publish_reachable();
+        if std::mem::take(&mut self.reachable_dirty) {
+            self.publish_reachable();
+        }
         for (prefix, add) in std::mem::take(&mut self.kernel_pending) {
             let result = if add {
                 self.routes.add(prefix).await
@@ -613,6 +619,7 @@ impl Driver {
     /// Installs or removes the BGP speaker's routes: the data plane's table points the prefix at the
     /// tunnels of its multipath set (one flow stays on one tunnel) and the kernel routes it into the TUN.
     async fn apply_bgp_routes(&mut self, changes: Vec<BgpRouteChange>) {
+        self.reachable_dirty = true;
         for (prefix, connections) in changes {
             let ids: Vec<ConnId> = connections
                 .iter()
@@ -1160,6 +1167,7 @@ impl Driver {
     }
 
     async fn reconcile(&mut self) {
+        self.reachable_dirty = true;
         let (state, _) = self.controller.snapshot().await;
         let now = Instant::now();
         // The gateway's BGP peering address lives on the TUN, so BGP's TCP can bind to it and the

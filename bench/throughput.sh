@@ -23,7 +23,7 @@ T=${SECONDS_PER_RUN:-10}
 RUNS=${RUNS:-3}
 STREAMS=${STREAMS:-"1 4"}
 PSK="BenchPsk0123456789abcdef"
-declare -A RESULT CPU PPS
+declare -A RESULT CPU PPS PAIRS
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
@@ -60,10 +60,10 @@ except Exception:
     sleep 0.5
 }
 
-# runs ARGS...: RUNS runs; prints the median "GBPS PPS CPU_S_PER_GBIT RETRANSMITS" (of the median run).
-runs() {
-    local r
-    for r in $(seq "$RUNS"); do one_run "$@"; done | python3 -c 'import sys
+# summarize: reads one_run lines on stdin; prints the median "GBPS PPS CPU_S_PER_GBIT RETRANSMITS"
+# (CPU and retransmits of the median run).
+summarize() {
+    python3 -c 'import sys
 rows = sorted((tuple(map(float, l.split())) for l in sys.stdin if l.strip()), key=lambda r: (r[0], r[1]))
 if not rows:
     print(0, 0, 0, 0); sys.exit()
@@ -72,13 +72,35 @@ T = float(sys.argv[1])
 print(g, p, c / (g * T) if g else 0, int(rt))' "$T"
 }
 
+# runs ARGS...: RUNS runs of one kind; prints their summary.
+runs() {
+    local r
+    for r in $(seq "$RUNS"); do one_run "$@"; done | summarize
+}
+
+# measure NAME [udp]: the TCP rows of one path, then (with "udp") its 64-byte UDP row. The stream
+# counts are interleaved (run 1 of each count, then run 2 of each, ...) so that load from elsewhere on
+# the machine, which drifts over a minute, falls on all of them alike; each pair of runs taken back to
+# back is also compared directly ("N streams ahead of 1 in k of RUNS pairs").
 measure() {
-    local name=$1 p r
+    local name=$1 p r first
+    local -A raw=()
+    for r in $(seq "$RUNS"); do
+        for p in $STREAMS; do raw[$p]+="$(one_run -P "$p")"$'\n'; done
+    done
+    first=${STREAMS%% *}
     for p in $STREAMS; do
-        r=$(runs -P "$p")
+        r=$(printf '%s' "${raw[$p]}" | summarize)
         RESULT["$name/$p"]=$(echo "$r" | cut -d' ' -f1)
         CPU["$name/$p"]=$(echo "$r" | cut -d' ' -f3)
-        printf '  %-36s %d stream(s): %7.3f Gbit/s  %6.2f CPU-s/Gbit  %6d TCP retransmits\n' "$name" "$p" "${RESULT["$name/$p"]}" "${CPU["$name/$p"]}" "$(echo "$r" | cut -d' ' -f4)"
+        printf '  %-36s %d stream(s): %7.3f Gbit/s  %6.2f CPU-s/Gbit  %6d TCP retransmits  (runs: %s)\n' "$name" "$p" \
+            "${RESULT["$name/$p"]}" "${CPU["$name/$p"]}" "$(echo "$r" | cut -d' ' -f4)" \
+            "$(printf '%s' "${raw[$p]}" | awk '{printf "%s%.2f", (NR > 1 ? " " : ""), $1}')"
+        if [ "$p" != "$first" ]; then
+            PAIRS["$name/$p"]=$(paste -d' ' <(printf '%s' "${raw[$first]}" | cut -d' ' -f1) \
+                <(printf '%s' "${raw[$p]}" | cut -d' ' -f1) | awk '$2 > $1 {k++} END {printf "%d of %d", k, NR}')
+            printf '  %-36s %d streams ahead of %d in %s back-to-back pairs\n' "$name" "$p" "$first" "${PAIRS["$name/$p"]}"
+        fi
     done
     if [ "$UDP" = 1 ] && [ -n "${2:-}" ]; then
         r=$(runs -u -l 64 -b 0)
@@ -128,8 +150,28 @@ up_or_skip() { # NAME CHECK...
     return 1
 }
 
+# Session-based fair sharing ("autogroup", a desktop feature Debian's kernels enable) splits the cores
+# by process session, not by work: here a daemon that detaches (iperf3 -s -D, wireguard-go, charon) gets
+# a session of its own, and everything this script starts in the background (both vgw daemons, the
+# iperf3 client) shares one. Measured on 2 vCPUs: the iperf3 server then takes as much CPU as both
+# gateways together, vgw<->vgw loses ~15% and its 4-stream runs swing between two levels. The topology
+# stands in for separate hosts, so the run switches autogroup off (all rows alike) and restores the
+# setting on exit; AUTOGROUP=keep leaves it alone.
+AUTOGROUP_SYSCTL=/proc/sys/kernel/sched_autogroup_enabled
+AUTOGROUP_SAVED=
+if [ "${AUTOGROUP:-off}" != keep ] && [ -w "$AUTOGROUP_SYSCTL" ]; then
+    AUTOGROUP_SAVED=$(cat "$AUTOGROUP_SYSCTL")
+    echo 0 >"$AUTOGROUP_SYSCTL"
+fi
+bench_finish() {
+    [ -n "$AUTOGROUP_SAVED" ] && echo "$AUTOGROUP_SAVED" >"$AUTOGROUP_SYSCTL"
+    lab_finish
+}
+trap bench_finish EXIT
+
 echo "vgw throughput benchmark: iperf3 TCP sitelan -> hublan, ${T} s x ${RUNS} runs (median), streams: $STREAMS"
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)," \
+    "autogroup $( [ -r "$AUTOGROUP_SYSCTL" ] && cat "$AUTOGROUP_SYSCTL" || echo n/a)"
 
 # 1. Plain routing.
 if want plain; then

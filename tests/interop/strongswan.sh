@@ -98,6 +98,33 @@ scenario_rekey() {
     lab_cleanup
 }
 
+# Volume lifetime (saDataSizeKilobytes, RFC 4301 §4.4.2.1): 100 MB through SAs limited to 20 MB. vgw
+# must rekey each SA when the data plane sees it near the limit (before, a tunnel stopped carrying
+# traffic after the limit while IKE still said Connected).
+scenario_volume_rekey() {
+    local name="volume rekey: 100 MB through Child SAs limited to 20 MB (saDataSizeKilobytes 20480)"
+    lab_topology
+    lab_vgw hub hub || { fail "$name: setup failed"; lab_cleanup; return; }
+    site_conf aes256gcm16-prfsha256-ecp256 aes256gcm16 start
+    lab_charon site site || { fail "$name: setup failed"; lab_cleanup; return; }
+    hub_conf ResponderOnly --ike-encryption GCMAES256 --ike-integrity SHA256 --dh-group ECP256 \
+        --ipsec-encryption GCMAES256 --ipsec-integrity GCMAES256 --pfs-group None --sa-max-size 20480
+    wait_for 10 is_connected hub to-site || { fail "$name: not Connected"; lab_cleanup; return; }
+    if ! bulk_ok; then
+        fail "$name: the transfer did not arrive intact ($(conn_status hub to-site), $(vgwc hub vpn-connection show -n to-site --query childSaRekeys -o tsv) rekeys)"
+        lab_cleanup; return
+    fi
+    local child logged
+    child=$(vgwc hub vpn-connection show -n to-site --query childSaRekeys -o tsv)
+    logged=$(grep -c "near its volume lifetime" "$LAB_WORK/hub.log")
+    if [ "$child" -ge 4 ] && [ "$logged" -ge 4 ] && wait_for 5 traffic_ok; then
+        pass "$name: intact, $child Child SA rekeys ($logged started by volume), still passing traffic"
+    else
+        fail "$name: $child Child SA rekeys, $logged started by volume"
+    fi
+    lab_cleanup
+}
+
 scenario_dead_peer() {
     local name="dead peer: strongSwan killed, PEER_DEAD within dpdTimeoutSeconds + 5 s, back after restart"
     lab_topology
@@ -219,6 +246,6 @@ scenario_operations() {
     lab_cleanup
 }
 
-all="a b c d nat wrong_psk proposal_mismatch policy_based operations dead_peer rekey"
+all="a b c d nat wrong_psk proposal_mismatch policy_based operations volume_rekey dead_peer rekey"
 for s in ${*:-$all}; do "scenario_$s"; done
 summary

@@ -16,7 +16,7 @@ use ipnet::IpNet;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use vgw_dataplane::{
-    AddrRange, DataPlane, DataPlaneConfig, IkeDatagram, Selectors, routes::KernelRoutes,
+    AddrRange, DataPlane, DataPlaneConfig, IkeDatagram, LimitState, Selectors, routes::KernelRoutes,
 };
 use vgw_esp::{Lifetime, SaParams, Spi};
 use vgw_ike::crypto::{DhGroup, Encryption, Integrity, Prf};
@@ -494,6 +494,7 @@ impl Driver {
         // ESP activity is handed to the IKE engine every tick: short, so that a one-second dead-peer
         // detection (dpdTimeoutSeconds 1) never probes a peer whose ESP is flowing.
         let mut tick = tokio::time::interval(TICK);
+        let lifetime = Arc::clone(self.dp.lifetime_events());
         loop {
             let wake = self
                 .endpoint
@@ -517,11 +518,55 @@ impl Driver {
                 _ = tick.tick() => {
                     self.note_esp_activity();
                 }
+                _ = lifetime.notified() => self.rekey_on_volume(&lifetime.take()),
                 Some(command) = commands.recv() => self.command(command),
                 Some(changes) = bgp_routes.recv() => self.apply_bgp_routes(changes).await,
             }
             self.flush().await;
         }
+    }
+
+    /// Child SAs the data plane saw reach a volume limit: at the soft limit IKE rekeys them
+    /// (RFC 4301 §4.4.2.1, RFC 7296 §2.8), before the hard limit makes the data plane refuse
+    /// them. Without this a tunnel stopped carrying traffic after saDataSizeKilobytes (about
+    /// 100 GB by default: 80 s at 10 Gbit/s) while IKE still said Connected.
+    fn rekey_on_volume(&mut self, events: &[vgw_dataplane::LifetimeEvent]) {
+        let now = Instant::now();
+        for e in events {
+            let started = self.endpoint.rekey_child_sa(e.tunnel, e.spi.0, now);
+            let Some(name) = self.names.get(&e.tunnel).cloned() else {
+                continue; // a point-to-site client: its rekey is logged when it completes
+            };
+            let sa = format!("{:08x}_{}", e.spi.0, if e.outbound { "o" } else { "i" });
+            let (level, message) = match e.state {
+                LimitState::SoftReached if started => (
+                    "info",
+                    format!(
+                        "Child SA {sa} carried {} bytes, near its volume lifetime \
+                         (saDataSizeKilobytes); rekeying",
+                        e.bytes
+                    ),
+                ),
+                LimitState::SoftReached => continue, // its rekey is already under way
+                _ => (
+                    "warning",
+                    format!(
+                        "Child SA {sa} reached its volume lifetime (saDataSizeKilobytes, {} bytes) \
+                         before its rekey completed; its packets are dropped until the new SA is \
+                         installed. A larger saDataSizeKilobytes leaves the rekey more time.",
+                        e.bytes
+                    ),
+                ),
+            };
+            self.log.log(
+                Category::TunnelDiagnosticLog,
+                level,
+                &conn_resource(&name),
+                &message,
+                json!({"connection": name, "spi": sa, "bytes": e.bytes}),
+            );
+        }
+        self.reachable_dirty = true;
     }
 
     /// ESP that arrived since the last tick proves the peer alive (no liveness check needed).
@@ -1044,14 +1089,14 @@ impl Driver {
         let Some(suite) = esp_suite(&keys) else {
             return;
         };
-        let params = |spi: u32| SaParams {
+        let params = |spi: u32, outbound: bool| SaParams {
             spi: Spi(spi),
             suite,
             esn: keys.suite.esn,
-            lifetime: Lifetime::default(),
+            lifetime: child_lifetime(None, keys.suite.esn, outbound),
         };
-        let out = vgw_esp::OutboundSa::new(params(keys.outbound_spi), &keys.outbound_key);
-        let inn = vgw_esp::InboundSa::new(params(keys.inbound_spi), &keys.inbound_key);
+        let out = vgw_esp::OutboundSa::new(params(keys.outbound_spi, true), &keys.outbound_key);
+        let inn = vgw_esp::InboundSa::new(params(keys.inbound_spi, false), &keys.inbound_key);
         let (Ok(out), Ok(inn)) = (out, inn) else {
             return;
         };
@@ -1084,17 +1129,12 @@ impl Driver {
                 return;
             }
         };
-        let lifetime = Lifetime {
-            soft_bytes: keys.lifetime_bytes.map(|b| b / 10 * 9),
-            hard_bytes: keys.lifetime_bytes,
-            ..Default::default()
-        };
         let out = vgw_esp::OutboundSa::new(
             SaParams {
                 spi: Spi(keys.outbound_spi),
                 suite,
                 esn: keys.suite.esn,
-                lifetime,
+                lifetime: child_lifetime(keys.lifetime_bytes, keys.suite.esn, true),
             },
             &keys.outbound_key,
         );
@@ -1103,7 +1143,7 @@ impl Driver {
                 spi: Spi(keys.inbound_spi),
                 suite,
                 esn: keys.suite.esn,
-                lifetime,
+                lifetime: child_lifetime(keys.lifetime_bytes, keys.suite.esn, false),
             },
             &keys.inbound_key,
         );
@@ -1600,4 +1640,22 @@ fn build_config(state: &DesiredState, c: &ConnectionSpec) -> Result<(Config, Vec
         },
         routed,
     ))
+}
+
+/// The data plane's volume limits for one direction of a Child SA (RFC 4301 §4.4.2.1).
+///
+/// The hard limit is the negotiated saDataSizeKilobytes. The soft limit, where the rekey starts,
+/// is 90% of it for the sending side and 95% for the receiving side: both directions count the
+/// same bulk transfer, and the sender starting first keeps the two gateways from rekeying the
+/// same SA at once (a collision §2.8.1 resolves, at the cost of a wasted exchange). Without
+/// extended sequence numbers the 32-bit counter must never wrap (RFC 4303 §3.3.3): a rekey
+/// starts after 90% of 2^32 packets whatever the byte limit.
+fn child_lifetime(bytes: Option<u64>, esn: bool, outbound: bool) -> Lifetime {
+    let soft_share = if outbound { 90 } else { 95 };
+    Lifetime {
+        soft_bytes: bytes.map(|b| b / 100 * soft_share),
+        hard_bytes: bytes,
+        soft_packets: (!esn).then_some(u64::from(u32::MAX) / 100 * soft_share),
+        hard_packets: None,
+    }
 }

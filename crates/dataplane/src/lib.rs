@@ -54,6 +54,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use tun_rs::{DeviceBuilder, SyncDevice};
+pub use vgw_esp::sa::LimitState;
 use vgw_esp::{InboundSa, OutboundSa, Spi};
 
 pub use capture::{CaptureSink, CaptureTap, Direction};
@@ -204,6 +205,50 @@ pub struct TunnelCounters {
     pub last_ingress_ms: AtomicU64,
 }
 
+/// A Child SA that reached its soft or hard volume limit (RFC 4301 §4.4.2.1), reported once
+/// per limit so that the control plane asks IKE for a rekey before the SA stops carrying traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LifetimeEvent {
+    /// The tunnel (connection or client) the SA belongs to.
+    pub tunnel: TunnelId,
+    /// The SA's SPI (ours for inbound, the peer's for outbound).
+    pub spi: Spi,
+    /// True for the sending direction.
+    pub outbound: bool,
+    /// The limit reached.
+    pub state: LimitState,
+    /// Inner bytes the SA had protected when it crossed the limit.
+    pub bytes: u64,
+}
+
+/// Lifetime events from the workers to the control plane. A worker takes the lock only when an
+/// SA crosses a limit (twice per SA at most), never per packet.
+#[derive(Debug, Default)]
+pub struct LifetimeEvents {
+    pending: Mutex<Vec<LifetimeEvent>>,
+    notify: tokio::sync::Notify,
+}
+
+impl LifetimeEvents {
+    fn report(&self, event: LifetimeEvent) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(event);
+        self.notify.notify_one();
+    }
+
+    /// Takes the events reported since the last call.
+    pub fn take(&self) -> Vec<LifetimeEvent> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Completes when an event was reported (at once if one came since the last wait).
+    pub async fn notified(&self) {
+        self.notify.notified().await;
+    }
+}
+
 /// Global drop counters by cause.
 #[derive(Debug, Default)]
 pub struct DropCounters {
@@ -279,6 +324,7 @@ pub struct DataPlane {
     tun_index: u32,
     started: Instant,
     tap: Arc<CaptureTap>,
+    lifetime: Arc<LifetimeEvents>,
 }
 
 fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
@@ -362,6 +408,7 @@ impl DataPlane {
         let stop = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
         let tap = Arc::new(CaptureTap::default());
+        let lifetime = Arc::new(LifetimeEvents::default());
         let (tx_cmd, tx_cmds) = channel();
         let (rx_cmd, rx_cmds) = channel();
         let mut workers = Vec::new();
@@ -380,6 +427,7 @@ impl DataPlane {
                 counters: FastMap::default(),
                 tap: tap.clone(),
                 port: config.natt_port,
+                lifetime: lifetime.clone(),
             };
             workers.push(
                 std::thread::Builder::new()
@@ -402,6 +450,7 @@ impl DataPlane {
                 started,
                 counters: FastMap::default(),
                 tap: tap.clone(),
+                lifetime: lifetime.clone(),
             };
             workers.push(
                 std::thread::Builder::new()
@@ -458,7 +507,13 @@ impl DataPlane {
             tun_index,
             started,
             tap,
+            lifetime,
         })
+    }
+
+    /// SAs that reached a volume limit, for the control plane to rekey.
+    pub fn lifetime_events(&self) -> &Arc<LifetimeEvents> {
+        &self.lifetime
     }
 
     /// The packet-capture tap (see [`capture`]).
@@ -625,6 +680,7 @@ struct TxWorker {
     tap: Arc<CaptureTap>,
     /// Our NAT-T port, for the capture's outer packets.
     port: u16,
+    lifetime: Arc<LifetimeEvents>,
 }
 
 /// Room before the inner packet for the ESP header and IV, and after it for padding and ICV.
@@ -890,7 +946,18 @@ impl TxWorker {
         packet::clamp_mss(&mut slot[inner.clone()], self.mss);
         self.tap
             .inner(tunnel, Direction::Outbound, &slot[inner.clone()]);
-        match child.sa.seal_in_place(slot, inner) {
+        let sealed = child.sa.seal_in_place(slot, inner);
+        if let Some(state) = child.sa.poll_limit() {
+            let (spi, bytes) = (child.sa.spi(), child.sa.counters().bytes);
+            self.lifetime.report(LifetimeEvent {
+                tunnel,
+                spi,
+                outbound: true,
+                state,
+                bytes,
+            });
+        }
+        match sealed {
             Ok(range) => {
                 self.tap.outer(
                     Direction::Outbound,
@@ -934,6 +1001,7 @@ struct RxWorker {
     started: Instant,
     counters: FastMap<TunnelId, Arc<TunnelCounters>>,
     tap: Arc<CaptureTap>,
+    lifetime: Arc<LifetimeEvents>,
 }
 
 /// Scratch state of the receive loop (raw pointers: built on the worker's own thread).
@@ -1120,7 +1188,17 @@ impl RxWorker {
             return None;
         };
         let counters = self.counters.get(&child.tunnel)?;
-        let opened = match child.sa.open_in_place(packet) {
+        let opened = child.sa.open_in_place(packet);
+        if let Some(state) = child.sa.poll_limit() {
+            self.lifetime.report(LifetimeEvent {
+                tunnel: child.tunnel,
+                spi: child.sa.spi(),
+                outbound: false,
+                state,
+                bytes: child.sa.counters().bytes,
+            });
+        }
+        let opened = match opened {
             Ok(o) => o,
             Err(e) => {
                 use vgw_esp::ErrorKind;

@@ -382,6 +382,24 @@ impl Endpoint {
         }
     }
 
+    /// Starts the rekey of the Child SA of `conn` that `spi` names (either direction's SPI),
+    /// as the data plane asks when the SA reaches its soft volume limit (RFC 4301 §4.4.2.1).
+    /// Returns true when a rekey was started; false when the SA is unknown, retiring, or its
+    /// rekey is already under way.
+    pub fn rekey_child_sa(&mut self, conn: ConnId, spi: u32, now: Instant) -> bool {
+        let Some(config) = self.config_of(conn) else {
+            return false;
+        };
+        let mut started = false;
+        for ike_spi in self.conn_sas.get(&conn).into_iter().flatten() {
+            if let Some(sa) = self.sas.get_mut(ike_spi).filter(|s| s.is_established()) {
+                started |= sa.rekey_child_sa(&config, spi, now);
+            }
+        }
+        self.collect(now, Scope::All);
+        started
+    }
+
     /// Starts a rekey of every Child SA of `conn` (operator action, tests).
     pub fn rekey_children(&mut self, conn: ConnId, now: Instant) {
         let Some(config) = self.config_of(conn) else {

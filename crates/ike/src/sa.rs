@@ -2987,6 +2987,35 @@ impl IkeSa {
         next
     }
 
+    /// Starts the rekey of the Child SA that `spi` names (ours inbound or the peer's outbound),
+    /// because the data plane saw it reach its soft volume limit (RFC 4301 §4.4.2.1, RFC 7296
+    /// §2.8). Does nothing when that SA is already being rekeyed or deleted. Returns true when
+    /// a rekey was queued.
+    pub fn rekey_child_sa(&mut self, config: &Config, spi: u32, now: Instant) -> bool {
+        let Some(child) = self
+            .children
+            .iter_mut()
+            .find(|c| !c.retiring && (c.inbound_spi == spi || c.outbound_spi == spi))
+        else {
+            return false;
+        };
+        let inbound = child.inbound_spi;
+        let is_rekey_of = |r: &Request| matches!(r, Request::CreateChild { rekey_of: Some(old), .. } if *old == inbound);
+        if self.queue.iter().any(is_rekey_of)
+            || self
+                .pending
+                .as_ref()
+                .is_some_and(|p| is_rekey_of(&p.request))
+        {
+            return false;
+        }
+        // The time-based rekey starts over with the new SA; it must not fire for this one too.
+        child.rekey_at = now + config.child_lifetime;
+        let index = child.config_index;
+        self.queue_create_child(config, index, Some(inbound), now);
+        true
+    }
+
     /// Starts the Child SA rekey for testing and operator-triggered rekeys.
     pub fn rekey_children(&mut self, config: &Config, now: Instant) {
         let spis: Vec<(u32, usize)> = self

@@ -442,3 +442,44 @@ fn initial_contact_after_a_peer_restart_drops_the_stale_sa() {
         "the connection never went down"
     );
 }
+
+/// The data plane asks for a rekey when a Child SA nears its volume limit (either direction's
+/// SPI names it); a second request while that rekey runs starts nothing.
+#[test]
+fn volume_rekey_replaces_the_named_child_sa_once() {
+    let mut p = Pair::new(
+        config(A, B, "k", Mode::Default),
+        config(B, A, "k", Mode::ResponderOnly),
+    );
+    p.run(Duration::from_secs(1), Duration::from_millis(100));
+    let first = children(&p.events_a)[0];
+    let (first_in, first_out) = (first.inbound_spi, first.outbound_spi);
+    assert!(!p.a.rekey_child_sa(1, 0x0bad_cafe, p.now), "unknown SPI");
+    // The responder's inbound SA reached its limit: it names the SA by its own inbound SPI,
+    // which is the initiator's outbound one.
+    assert!(p.b.rekey_child_sa(7, first_out, p.now));
+    assert!(!p.b.rekey_child_sa(7, first_in, p.now), "already rekeying");
+    p.run(Duration::from_secs(2), Duration::from_millis(100));
+    let after = children(&p.events_a);
+    assert_eq!(after.len(), 2, "{:?}", p.events_a);
+    assert_eq!(
+        p.events_a
+            .iter()
+            .filter(|e| matches!(
+                e,
+                Event::ChildSaUp {
+                    replaces: Some(_),
+                    ..
+                }
+            ))
+            .count(),
+        1
+    );
+    assert!(after[1].inbound_spi != first_in);
+    // The new SA can be rekeyed by volume in turn, by its outbound SPI on the initiator.
+    let next_out = after[1].outbound_spi;
+    assert!(p.a.rekey_child_sa(1, next_out, p.now));
+    p.run(Duration::from_secs(2), Duration::from_millis(100));
+    assert_eq!(children(&p.events_a).len(), 3);
+    assert!(down_reason(&p.events_a).is_none() && down_reason(&p.events_b).is_none());
+}

@@ -90,23 +90,25 @@ impl KernelRoutes {
         let Some(message) = Self::via_message(prefix, gateway, metric) else {
             return Ok(());
         };
-        match self.handle.route().del(message).execute().await {
-            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ESRCH => Ok(()),
-            other => other,
-        }
+        missing_is_ok(self.handle.route().del(message).execute().await)
     }
 
     /// Removes the route for `prefix` (a missing route is not an error).
     pub async fn remove(&self, prefix: IpNet) -> Result<(), rtnetlink::Error> {
-        match self
-            .handle
-            .route()
-            .del(self.message(prefix))
-            .execute()
-            .await
-        {
-            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ESRCH => Ok(()),
-            other => other,
-        }
+        missing_is_ok(
+            self.handle
+                .route()
+                .del(self.message(prefix))
+                .execute()
+                .await,
+        )
+    }
+}
+
+/// A route delete that found no such route (ESRCH) leaves the table as asked: not an error.
+fn missing_is_ok(result: Result<(), rtnetlink::Error>) -> Result<(), rtnetlink::Error> {
+    match result {
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ESRCH => Ok(()),
+        other => other,
     }
 }

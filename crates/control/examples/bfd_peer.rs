@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
-use vgw_control::bfd_service::{BfdEvent, BfdService, BfdSpec};
+use vgw_control::drivers::bfd::{BfdEvent, BfdService, BfdSpec};
 
 fn usage() -> ! {
     eprintln!(

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio::sync::{Mutex, watch};
 
-use crate::diaglog::{Category, DiagLog};
+use crate::ops::diaglog::{Category, DiagLog};
 
-use crate::error::ApiError;
+use crate::api::error::ApiError;
 use crate::model::{ConnectionSpec, LocalGatewaySpec, VnetGatewaySpec, collection};
 use crate::state::{Change, ChangeAction, DesiredState, diff};
 use crate::store::{ResourceKey, StateStore, StoredResource, Write};

@@ -1,27 +1,21 @@
 //! The vgw control plane: desired state (resources with Azure's names), validation, the embedded store,
 //! and the REST API. The API and the CLI only change desired state and read status; a reconciler (fed by
 //! [`controller::Controller::subscribe`]) drives the engines toward it.
+//!
+//! The layout (docs/architecture.md): [`store`] keeps the desired state, [`plan`] translates it into
+//! engine configurations, [`drivers`] run one event loop per engine, [`api`] serves the REST API,
+//! [`status`] and [`ops`] are the operator evidence, [`ha`] the active-active interconnect, and
+//! [`server`] wires them together.
 
 pub mod api;
-pub mod bfd_service;
-pub mod bgp;
-pub mod bgp_speaker;
-pub mod capture;
 pub mod controller;
-pub mod diaglog;
-pub mod drill;
-pub mod error;
+pub mod drivers;
 pub mod ha;
-pub mod metrics;
 pub mod model;
-pub mod openapi;
-pub mod p2s;
-pub mod p2s_download;
+pub mod ops;
+pub mod plan;
 pub mod server;
 pub mod state;
 pub mod status;
-pub mod statuspage;
 pub mod store;
-pub mod tunnels;
 pub mod validate;
-pub mod wireguard;

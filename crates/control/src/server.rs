@@ -11,10 +11,10 @@ use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 
+use crate::api::error::ApiError;
 use crate::api::{AppState, router};
 use crate::controller::Controller;
-use crate::diaglog::{Category, DiagLog};
-use crate::error::ApiError;
+use crate::ops::diaglog::{Category, DiagLog};
 use crate::status::{NoEngines, StatusSource};
 use crate::store::SqliteStore;
 
@@ -71,19 +71,19 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
     );
     let controller = Arc::new(Controller::load(Box::new(store), log.clone())?);
     let started = std::time::SystemTime::now();
-    let bgp_status = Arc::new(crate::bgp::BgpStatus::default());
-    let downloads = Arc::new(crate::p2s_download::Downloads::new(
+    let bgp_status = Arc::new(crate::plan::bgp::BgpStatus::default());
+    let downloads = Arc::new(crate::api::p2s_download::Downloads::new(
         config.p2s_download_port,
         config.state_dir.join("p2s"),
     ));
     let (status, tunnels, live): (Arc<dyn StatusSource>, _, _) = match config.dataplane.clone() {
         Some(dp) => {
-            crate::drill::clear_leftover_cut();
-            let live = Arc::new(crate::tunnels::LiveStatus::default());
-            let (handle, bgp_links) = crate::tunnels::start(controller.clone(), log.clone(), live.clone(), dp, config.state_dir.join("p2s")).map_err(|e| {
+            crate::ops::drill::clear_leftover_cut();
+            let live = Arc::new(crate::drivers::tunnels::LiveStatus::default());
+            let (handle, bgp_links) = crate::drivers::tunnels::start(controller.clone(), log.clone(), live.clone(), dp, config.state_dir.join("p2s")).map_err(|e| {
                 format!("cannot start the data plane: {e}; run vgw serve as root (it needs /dev/net/tun and UDP 500/4500), or pass --dataplane off to serve only the API")
             })?;
-            crate::bgp_speaker::spawn(
+            crate::drivers::bgp_speaker::spawn(
                 controller.clone(),
                 log.clone(),
                 bgp_status.clone(),
@@ -128,7 +128,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
         }),
         None => status,
     };
-    let metrics_app = crate::metrics::router(crate::metrics::MetricsState {
+    let metrics_app = crate::status::metrics::router(crate::status::metrics::MetricsState {
         controller: controller.clone(),
         live: live.clone(),
         started,
@@ -149,7 +149,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
         log: log.clone(),
         tunnels,
         live,
-        captures: Arc::new(crate::capture::CaptureManager::new(
+        captures: Arc::new(crate::ops::capture::CaptureManager::new(
             config.state_dir.join("captures"),
         )),
         bgp: bgp_status,
@@ -166,7 +166,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
     if config.dataplane.is_some() && config.p2s_download_port != 0 {
         let (controller, downloads) = (controller_for_downloads, downloads.clone());
         tokio::spawn(async move {
-            if let Err(e) = crate::p2s_download::serve(controller, downloads).await {
+            if let Err(e) = crate::api::p2s_download::serve(controller, downloads).await {
                 tracing::warn!(error = %e, "point-to-site profile downloads are off");
             }
         });

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
 
-use crate::error::ApiError;
+use crate::api::error::ApiError;
 use crate::model::*;
 use crate::state::DesiredState;
 

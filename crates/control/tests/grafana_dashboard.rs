@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 const DASHBOARD: &str = include_str!("../../../dashboards/grafana/vgw.json");
-const METRICS_SOURCE: &str = include_str!("../src/metrics.rs");
+const METRICS_SOURCE: &str = include_str!("../src/status/metrics.rs");
 
 /// Metrics the BGP and point-to-site engines will export; the dashboard has placeholder panels for them.
 const FUTURE_METRICS: &[&str] = &[];

@@ -28,12 +28,12 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use vgw_bgp::{Event, PeerId, PeerInfo, Rib, RibChanges, Session, SessionConfig, State};
 
-use crate::bfd_service::{BfdEvent, BfdService, BfdSpec};
-use crate::bgp::{BgpStatus, PeerSpec, PeerState, PeerStatus, RouteRow, Snapshot};
 use crate::controller::Controller;
-use crate::diaglog::{Category, DiagLog};
+use crate::drivers::bfd::{BfdEvent, BfdService, BfdSpec};
+use crate::drivers::tunnels::{BgpLinks, BgpRouteChange, TunnelEvent};
 use crate::model::MaxPrefixAction;
-use crate::tunnels::{BgpLinks, BgpRouteChange, TunnelEvent};
+use crate::ops::diaglog::{Category, DiagLog};
+use crate::plan::bgp::{BgpStatus, PeerSpec, PeerState, PeerStatus, RouteRow, Snapshot};
 
 /// BGP's port (RFC 4271 §8.2.1).
 const BGP_PORT: u16 = 179;
@@ -227,7 +227,7 @@ impl Speaker {
     /// Brings the peers in line with the desired state.
     async fn reconcile(&mut self) {
         let (state, _) = self.controller.snapshot().await;
-        let specs = crate::bgp::peers(&state);
+        let specs = crate::plan::bgp::peers(&state);
         let local_asn = specs.values().next().map_or(0, |s| s.local_asn);
         let now = Instant::now();
         if local_asn != self.rib.local_asn() {

@@ -713,7 +713,7 @@ impl CaptureManager {
         let summary = json!({
             "status": "InProgress",
             "scope": key,
-            "startTime": crate::diaglog::rfc3339(millis(started)),
+            "startTime": crate::ops::diaglog::rfc3339(millis(started)),
             "tracingFlags": filter.tracing_flags,
             "maxPacketBufferSize": filter.snap_len,
             "maxFileSizeBytes": filter.max_file_bytes,
@@ -756,7 +756,7 @@ impl CaptureManager {
             session
         };
         let stopped = SystemTime::now();
-        let stamp = crate::diaglog::rfc3339(millis(stopped))
+        let stamp = crate::ops::diaglog::rfc3339(millis(stopped))
             .replace([':', '-'], "")
             .replace('.', "");
         let file = self
@@ -771,8 +771,8 @@ impl CaptureManager {
             "file": file.display().to_string(),
             "fileName": file.file_name().map(|n| n.to_string_lossy().into_owned()),
             "fileBytes": bytes.len(),
-            "startTime": crate::diaglog::rfc3339(millis(session.started)),
-            "endTime": crate::diaglog::rfc3339(millis(stopped)),
+            "startTime": crate::ops::diaglog::rfc3339(millis(session.started)),
+            "endTime": crate::ops::diaglog::rfc3339(millis(stopped)),
             "packetsSeen": session.seen,
             "packetsCaptured": session.ring.len(),
             "packetsDroppedForMaxFileSize": session.evicted,

@@ -16,7 +16,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 use crate::controller::Controller;
-use crate::tunnels::LiveStatus;
+use crate::drivers::tunnels::LiveStatus;
 
 /// What the metrics endpoint reads.
 #[derive(Clone)]
@@ -28,17 +28,17 @@ pub struct MetricsState {
     /// When the daemon started.
     pub started: SystemTime,
     /// What the BGP speaker publishes.
-    pub bgp: Arc<crate::bgp::BgpStatus>,
+    pub bgp: Arc<crate::plan::bgp::BgpStatus>,
     /// Connection status as the API shows it (with active-active, both instances' tunnels), for the
     /// status page; `live` when absent.
     pub status: Option<Arc<dyn crate::status::StatusSource>>,
 }
 
-/// The metrics router: `GET /metrics`, plus the read-only status page ([`crate::statuspage`]).
+/// The metrics router: `GET /metrics`, plus the read-only status page ([`crate::status::page`]).
 pub fn router(state: MetricsState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .merge(crate::statuspage::routes())
+        .merge(crate::status::page::routes())
         .with_state(state)
 }
 
@@ -164,10 +164,10 @@ pub async fn render(state: &MetricsState) -> String {
         None => desired
             .connections
             .keys()
-            .map(|n| crate::tunnels::ConnectionMetrics::idle(n))
+            .map(|n| crate::drivers::tunnels::ConnectionMetrics::idle(n))
             .collect(),
     };
-    type Getter = fn(&crate::tunnels::ConnectionMetrics) -> f64;
+    type Getter = fn(&crate::drivers::tunnels::ConnectionMetrics) -> f64;
     let per_tunnel: [(&str, &str, &str, Getter); 8] = [
         (
             "vgw_tunnel_ingress_bytes_total",
@@ -361,12 +361,12 @@ pub async fn render(state: &MetricsState) -> String {
 }
 
 /// Azure's BgpPeerStatus, BgpRoutesLearned and BgpRoutesAdvertised, per neighbour.
-fn bgp_metrics(f: &mut Family<'_>, snap: &crate::bgp::Snapshot) {
+fn bgp_metrics(f: &mut Family<'_>, snap: &crate::plan::bgp::Snapshot) {
     let rows = |f: &mut Family<'_>,
                 name: &str,
                 kind: &str,
                 help: &str,
-                value: &dyn Fn(&crate::bgp::PeerStatus) -> f64| {
+                value: &dyn Fn(&crate::plan::bgp::PeerStatus) -> f64| {
         f.header(name, kind, help);
         for p in &snap.peers {
             f.sample(
@@ -384,7 +384,7 @@ fn bgp_metrics(f: &mut Family<'_>, snap: &crate::bgp::Snapshot) {
         "vgw_bgp_peer_up",
         "gauge",
         "BGP session state (Azure's BgpPeerStatus): 1 when Connected.",
-        &|p| f64::from(u8::from(p.state == crate::bgp::PeerState::Connected)),
+        &|p| f64::from(u8::from(p.state == crate::plan::bgp::PeerState::Connected)),
     );
     rows(
         f,

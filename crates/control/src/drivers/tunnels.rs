@@ -26,8 +26,8 @@ use vgw_ike::{ChildConfig, ChildSaKeys, Config, ConnId, Endpoint, Event, Failure
 use zeroize::Zeroizing;
 
 use crate::controller::Controller;
-use crate::diaglog::{Category, DiagLog};
 use crate::model::{self, ConnectionSpec, IpsecPolicy, LocalGatewaySpec, VnetGatewaySpec};
+use crate::ops::diaglog::{Category, DiagLog};
 use crate::state::DesiredState;
 use crate::status::{ConnectionState, ConnectionStatus, StatusSource, TunnelStatus};
 
@@ -47,9 +47,9 @@ pub struct LiveStatus {
     /// IKE datagrams exchanged per peer address (for `vgw doctor`: did anything arrive?).
     ike_peers: std::sync::Mutex<HashMap<std::net::IpAddr, IkeTraffic>>,
     /// Connected point-to-site clients.
-    pub p2s: crate::p2s::P2sStatus,
+    pub p2s: crate::plan::p2s::P2sStatus,
     /// The WireGuard server, when point-to-site lists WireGuard.
-    pub wireguard: std::sync::Mutex<Option<Arc<crate::wireguard::Server>>>,
+    pub wireguard: std::sync::Mutex<Option<Arc<crate::drivers::wireguard::Server>>>,
     /// Prefixes routed into this instance's own tunnels now (static prefixes of connected tunnels and
     /// BGP routes, without BGP neighbours' host routes): what an active-active peer backs up (crate::ha).
     reachable: RwLock<Vec<IpNet>>,
@@ -201,7 +201,7 @@ impl LiveStatus {
                 .get(&ip)
                 .copied()
                 .unwrap_or_default();
-            let at = |ms: u64| (ms > 0).then(|| crate::diaglog::rfc3339(ms));
+            let at = |ms: u64| (ms > 0).then(|| crate::ops::diaglog::rfc3339(ms));
             json!({
                 "peer": ip.to_string(),
                 "packetsReceived": t.received,
@@ -233,7 +233,7 @@ impl LiveStatus {
     }
 
     /// WireGuard peers heard from recently (empty when WireGuard is off).
-    pub fn wireguard_health(&self) -> Vec<crate::wireguard::PeerHealth> {
+    pub fn wireguard_health(&self) -> Vec<crate::drivers::wireguard::PeerHealth> {
         self.wireguard
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -474,7 +474,7 @@ fn conn_resource(name: &str) -> String {
 }
 
 fn utc_now() -> String {
-    crate::diaglog::rfc3339(
+    crate::ops::diaglog::rfc3339(
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -731,7 +731,7 @@ impl Driver {
                 level,
                 exchange,
                 message,
-            } if conn == crate::p2s::P2S_CONN || conn >= vgw_ike::CLIENT_CONN_BASE => {
+            } if conn == crate::plan::p2s::P2S_CONN || conn >= vgw_ike::CLIENT_CONN_BASE => {
                 self.log.log(
                     Category::P2sDiagnosticLog,
                     level,
@@ -879,11 +879,11 @@ impl Driver {
             ])
             .to_string()
         });
-        let wanted = crate::p2s::build_config(state, &self.p2s_dir);
+        let wanted = crate::plan::p2s::build_config(state, &self.p2s_dir);
         match wanted {
             None => {
                 if self.p2s_key.take().is_some() {
-                    self.endpoint.remove(crate::p2s::P2S_CONN, now);
+                    self.endpoint.remove(crate::plan::p2s::P2S_CONN, now);
                     self.log.log(
                         Category::P2sDiagnosticLog,
                         "info",
@@ -908,7 +908,8 @@ impl Driver {
             Some(Ok(config)) => {
                 if self.p2s_key != key {
                     self.p2s_key = key;
-                    self.endpoint.set_config(crate::p2s::P2S_CONN, config, now);
+                    self.endpoint
+                        .set_config(crate::plan::p2s::P2S_CONN, config, now);
                     self.log.log(
                         Category::P2sDiagnosticLog,
                         "info",
@@ -927,9 +928,9 @@ impl Driver {
             .gateway
             .as_ref()
             .and_then(|g| g.vpn_client_configuration.as_ref())
-            .filter(|p| crate::p2s::wireguard_on(p));
+            .filter(|p| crate::plan::p2s::wireguard_on(p));
         let half = p2s.and_then(|p| {
-            crate::wireguard::wireguard_half(&p.vpn_client_address_pool.address_prefixes)
+            crate::drivers::wireguard::wireguard_half(&p.vpn_client_address_pool.address_prefixes)
         });
         let running = self.wireguard.as_ref().map(|(h, _)| *h);
         if running.is_some() && running != half {
@@ -943,7 +944,7 @@ impl Driver {
         let (Some(p2s), Some(half)) = (p2s, half) else {
             return;
         };
-        let keys = match crate::wireguard::Keys::load(&self.p2s_dir) {
+        let keys = match crate::drivers::wireguard::Keys::load(&self.p2s_dir) {
             Ok(k) => k,
             Err(e) => {
                 tracing::warn!(error = %e, "WireGuard keys unavailable");
@@ -951,9 +952,11 @@ impl Driver {
             }
         };
         if self.wireguard.is_none() {
-            let started =
-                crate::wireguard::Server::start(keys.server(), crate::wireguard::DEFAULT_PORT)
-                    .and_then(|server| Ok((KernelRoutes::new(server.tun_index())?, server)));
+            let started = crate::drivers::wireguard::Server::start(
+                keys.server(),
+                crate::drivers::wireguard::DEFAULT_PORT,
+            )
+            .and_then(|server| Ok((KernelRoutes::new(server.tun_index())?, server)));
             match started {
                 Ok((routes, server)) => {
                     if let Err(e) = routes.add(IpNet::V4(half)).await {
@@ -971,7 +974,7 @@ impl Driver {
                         &self.gateway_resource(),
                         &format!(
                             "point-to-site (WireGuard) on UDP {} for {half}",
-                            crate::wireguard::DEFAULT_PORT
+                            crate::drivers::wireguard::DEFAULT_PORT
                         ),
                         Value::Null,
                     );
@@ -988,7 +991,7 @@ impl Driver {
                 }
             }
         }
-        let peers = crate::p2s::wireguard_peers(p2s, &keys)
+        let peers = crate::plan::p2s::wireguard_peers(p2s, &keys)
             .into_iter()
             .map(|(peer, _)| peer)
             .collect();
@@ -1034,9 +1037,9 @@ impl Driver {
                 info.subject,
                 info.thumbprint
             ),
-            json!({"vpnConnectionId": crate::p2s::connection_id(info.client), "vpnUserName": info.user_name}),
+            json!({"vpnConnectionId": crate::plan::p2s::connection_id(info.client), "vpnUserName": info.user_name}),
         );
-        self.status.p2s.insert(crate::p2s::ClientRow {
+        self.status.p2s.insert(crate::plan::p2s::ClientRow {
             id: info.client,
             user_name: info.user_name,
             thumbprint: info.thumbprint,
@@ -1079,7 +1082,7 @@ impl Driver {
                 failure.reason.as_str(),
                 failure.message
             ),
-            json!({"vpnConnectionId": crate::p2s::connection_id(client), "reason": failure.reason.as_str()}),
+            json!({"vpnConnectionId": crate::plan::p2s::connection_id(client), "reason": failure.reason.as_str()}),
         );
     }
 
@@ -1214,7 +1217,7 @@ impl Driver {
         self.gateway_name = state.gateway.as_ref().map(|g| g.name.clone());
         self.reconcile_p2s(&state, now);
         self.reconcile_wireguard(&state).await;
-        let peering = crate::bgp::local_peering_address(&state);
+        let peering = crate::plan::bgp::local_peering_address(&state);
         if peering != self.peering_address
             && let Some(addr) = peering
         {

@@ -112,7 +112,7 @@ async fn download(
             .into_response();
     }
     let (state, _) = st.controller.snapshot().await;
-    let package = crate::p2s::profile_input(&state, &st.downloads.dir)
+    let package = crate::plan::p2s::profile_input(&state, &st.downloads.dir)
         .and_then(|input| vgw_pki::profiles::build_profile(&input).map_err(|e| e.to_string()));
     match package {
         Ok(p) => (
@@ -138,11 +138,11 @@ fn tls_config(dir: &std::path::Path) -> Result<Arc<rustls::ServerConfig>, String
             .map_err(|e| format!("cannot read {}: {e}", dir.join(name).display()))
     };
     let chain: Vec<CertificateDer<'static>> =
-        crate::p2s::pem_blocks(&read("server.crt.pem")?, "CERTIFICATE")
+        crate::plan::p2s::pem_blocks(&read("server.crt.pem")?, "CERTIFICATE")
             .into_iter()
             .map(CertificateDer::from)
             .collect();
-    let key = crate::p2s::pem_blocks(&read("server.key.pem")?, "PRIVATE KEY")
+    let key = crate::plan::p2s::pem_blocks(&read("server.key.pem")?, "PRIVATE KEY")
         .pop()
         .ok_or("server.key.pem holds no PKCS#8 key")?;
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(

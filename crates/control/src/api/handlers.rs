@@ -19,8 +19,8 @@ use axum::routing::{get, post, put};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use crate::api::error::ApiError;
 use crate::controller::Controller;
-use crate::error::ApiError;
 use crate::model::*;
 use crate::state::{DesiredState, StateDocument};
 use crate::status::StatusSource;
@@ -38,17 +38,17 @@ pub struct AppState {
     /// Live status.
     pub status: Arc<dyn StatusSource>,
     /// Diagnostic logs.
-    pub log: Arc<crate::diaglog::DiagLog>,
+    pub log: Arc<crate::ops::diaglog::DiagLog>,
     /// The tunnel reconciler, when the data plane runs.
-    pub tunnels: Option<crate::tunnels::TunnelHandle>,
+    pub tunnels: Option<crate::drivers::tunnels::TunnelHandle>,
     /// Live tunnel state (tunnel ids, the data plane), when the data plane runs.
-    pub live: Option<Arc<crate::tunnels::LiveStatus>>,
+    pub live: Option<Arc<crate::drivers::tunnels::LiveStatus>>,
     /// Packet captures.
-    pub captures: Arc<crate::capture::CaptureManager>,
+    pub captures: Arc<crate::ops::capture::CaptureManager>,
     /// What the BGP speaker publishes.
-    pub bgp: Arc<crate::bgp::BgpStatus>,
+    pub bgp: Arc<crate::plan::bgp::BgpStatus>,
     /// Signed client-package URLs.
-    pub downloads: Arc<crate::p2s_download::Downloads>,
+    pub downloads: Arc<crate::api::p2s_download::Downloads>,
     /// This instance's own status (without the other active-active instance's tunnels).
     pub local_status: Arc<dyn StatusSource>,
     /// The active-active interconnect, when `vgw serve --peer-instance` is given.
@@ -180,7 +180,7 @@ async fn method_not_allowed() -> ApiError {
 }
 
 async fn openapi() -> Response {
-    axum::Json(crate::openapi::document()).into_response()
+    axum::Json(crate::api::openapi::document()).into_response()
 }
 
 // ---- request parsing ----------------------------------------------------------------------------------
@@ -627,7 +627,7 @@ async fn reset_gateway(
         return Ok(json_response(StatusCode::OK, reply));
     }
     let message = match &app.tunnels {
-        Some(t) if t.send(crate::tunnels::TunnelCommand::ResetAll) => {
+        Some(t) if t.send(crate::drivers::tunnels::TunnelCommand::ResetAll) => {
             format!("re-establishing {} connection(s); configuration is unchanged", names.len())
         }
         _ => "the data plane is not running, so no tunnel needed re-establishing; configuration is unchanged".to_string(),
@@ -640,7 +640,7 @@ async fn reset_gateway(
 
 /// `POST .../failoverDrill?connection=N&durationSeconds=S&probeAddress=IP[&sourceAddress=IP]
 /// [&intervalMilliseconds=MS]`: cuts this instance's tunnel of one connection for a while and reports
-/// the traffic lost (crate::drill). The request returns when the drill is over.
+/// the traffic lost (crate::ops::drill). The request returns when the drill is over.
 async fn failover_drill(
     State(app): State<AppState>,
     Path(name): Path<String>,
@@ -708,14 +708,14 @@ async fn failover_drill(
         Some(s) => s
             .parse()
             .map_err(|_| ApiError::invalid("sourceAddress", format!("'{s}' is not an IPv4 address")))?,
-        None => crate::drill::local_address_in(&space).ok_or_else(|| {
+        None => crate::ops::drill::local_address_in(&space).ok_or_else(|| {
             ApiError::invalid(
                 "sourceAddress",
                 "this host has no address inside the gateway's addressSpace to probe from; give --source-address IP",
             )
         })?,
     };
-    let request = crate::drill::DrillRequest {
+    let request = crate::ops::drill::DrillRequest {
         connection: connection.clone(),
         remote,
         duration: std::time::Duration::from_secs(duration),
@@ -724,17 +724,17 @@ async fn failover_drill(
         interval: std::time::Duration::from_millis(interval),
     };
     app.log.log(
-        crate::diaglog::Category::TunnelDiagnosticLog,
+        crate::ops::diaglog::Category::TunnelDiagnosticLog,
         "warning",
         &crate::model::resource_id(collection::CONNECTIONS, connection),
         &format!("failover drill: cutting the tunnel to {remote} for {duration} s"),
         json!({"probeAddress": probe.to_string()}),
     );
-    let report = crate::drill::run(request, app.local_status.clone())
+    let report = crate::ops::drill::run(request, app.local_status.clone())
         .await
         .map_err(|e| ApiError::conflict("DrillFailed", "connection", e))?;
     app.log.log(
-        crate::diaglog::Category::TunnelDiagnosticLog,
+        crate::ops::diaglog::Category::TunnelDiagnosticLog,
         "info",
         &crate::model::resource_id(collection::CONNECTIONS, connection),
         &format!(
@@ -825,7 +825,7 @@ async fn disconnect_clients(
     for (i, v) in ids.iter().enumerate() {
         let id = v
             .as_str()
-            .and_then(crate::p2s::parse_connection_id)
+            .and_then(crate::plan::p2s::parse_connection_id)
             .ok_or_else(|| {
                 ApiError::invalid(
                     format!("vpnConnectionIds[{i}]"),
@@ -835,7 +835,7 @@ async fn disconnect_clients(
         engine_ids.push(id);
     }
     let sent = app.tunnels.as_ref().is_some_and(|t| {
-        t.send(crate::tunnels::TunnelCommand::DisconnectClients(
+        t.send(crate::drivers::tunnels::TunnelCommand::DisconnectClients(
             engine_ids.clone(),
         ))
     });
@@ -859,7 +859,7 @@ async fn vpn_client_package(State(app): State<AppState>, Path(name): Path<String
     }
     // Build the package once now, so a configuration that cannot produce one fails here, not at
     // download time.
-    let input = crate::p2s::profile_input(&state, &app.downloads.dir).map_err(|m| {
+    let input = crate::plan::p2s::profile_input(&state, &app.downloads.dir).map_err(|m| {
         ApiError::conflict("VpnClientPackageUnavailable", "vpnClientConfiguration", m)
     })?;
     vgw_pki::profiles::build_profile(&input).map_err(|e| {
@@ -894,7 +894,7 @@ fn capture_tap(app: &AppState) -> Result<Arc<vgw_dataplane::CaptureTap>, ApiErro
 /// `filterData` from an optional JSON body `{"filterData": ...}`.
 fn capture_filter(
     body: Result<Bytes, BytesRejection>,
-) -> Result<crate::capture::FilterData, ApiError> {
+) -> Result<crate::ops::capture::FilterData, ApiError> {
     let bytes = body_bytes(body)?;
     let value: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
         Value::Null
@@ -903,12 +903,12 @@ fn capture_filter(
             ApiError::bad_content(format!("the request body is not JSON: {e}"), None)
         })?
     };
-    crate::capture::FilterData::parse(&value["filterData"])
+    crate::ops::capture::FilterData::parse(&value["filterData"])
         .map_err(|m| ApiError::invalid("filterData", m))
 }
 
-fn capture_locals(state: &DesiredState) -> crate::capture::LocalAddrs {
-    let mut local = crate::capture::LocalAddrs::default();
+fn capture_locals(state: &DesiredState) -> crate::ops::capture::LocalAddrs {
+    let mut local = crate::ops::capture::LocalAddrs::default();
     for c in state.gateway.iter().flat_map(|g| &g.ip_configurations) {
         match c.public_ip_address.parse::<std::net::IpAddr>() {
             Ok(std::net::IpAddr::V4(a)) if local.v4.is_none() => local.v4 = Some(a),
@@ -923,7 +923,7 @@ fn capture_locals(state: &DesiredState) -> crate::capture::LocalAddrs {
 fn start_capture(
     app: &AppState,
     state: &DesiredState,
-    scope: crate::capture::Scope,
+    scope: crate::ops::capture::Scope,
     body: Result<Bytes, BytesRejection>,
     resource: &str,
 ) -> ApiResult {
@@ -939,7 +939,7 @@ fn start_capture(
         .start(&tap, scope, filter, capture_locals(state), names)
         .map_err(|m| ApiError::conflict("PacketCaptureRunning", "packetCapture", m))?;
     app.log.log(
-        crate::diaglog::Category::GatewayDiagnosticLog,
+        crate::ops::diaglog::Category::GatewayDiagnosticLog,
         "info",
         resource,
         "packet capture started",
@@ -951,12 +951,12 @@ fn start_capture(
 fn capture_stopped(
     app: &AppState,
     resource: &str,
-    result: Result<crate::capture::CaptureResult, String>,
+    result: Result<crate::ops::capture::CaptureResult, String>,
 ) -> ApiResult {
     let result =
         result.map_err(|m| ApiError::conflict("PacketCaptureNotRunning", "packetCapture", m))?;
     app.log.log(
-        crate::diaglog::Category::GatewayDiagnosticLog,
+        crate::ops::diaglog::Category::GatewayDiagnosticLog,
         "info",
         resource,
         &format!("packet capture written to {}", result.file.display()),
@@ -976,7 +976,7 @@ async fn start_gateway_capture(
     start_capture(
         &app,
         &state,
-        crate::capture::Scope::Gateway(name),
+        crate::ops::capture::Scope::Gateway(name),
         body,
         &resource,
     )
@@ -988,7 +988,7 @@ async fn stop_gateway_capture(State(app): State<AppState>, Path(name): Path<Stri
     let tap = capture_tap(&app)?;
     let result = app
         .captures
-        .stop(&tap, &crate::capture::Scope::Gateway(name.clone()));
+        .stop(&tap, &crate::ops::capture::Scope::Gateway(name.clone()));
     capture_stopped(&app, &resource_id(collection::GATEWAYS, &name), result)
 }
 
@@ -997,7 +997,7 @@ fn connection_scope(
     app: &AppState,
     state: &DesiredState,
     name: &str,
-) -> Result<crate::capture::Scope, ApiError> {
+) -> Result<crate::ops::capture::Scope, ApiError> {
     let conn = state
         .connections
         .get(name)
@@ -1017,7 +1017,7 @@ fn connection_scope(
         .find(|(_, n)| n.as_str() == name)
         .map(|(id, _)| *id)
         .unwrap_or(0);
-    Ok(crate::capture::Scope::Connection {
+    Ok(crate::ops::capture::Scope::Connection {
         name: name.to_string(),
         tunnel,
         remote,
@@ -1636,7 +1636,7 @@ async fn reset_connection(State(app): State<AppState>, Path(name): Path<String>)
         .get(&name)
         .ok_or_else(|| ApiError::not_found(kind::CONNECTION, &name))?;
     let message = match &app.tunnels {
-        Some(t) if t.send(crate::tunnels::TunnelCommand::Reset(name.clone())) => {
+        Some(t) if t.send(crate::drivers::tunnels::TunnelCommand::Reset(name.clone())) => {
             format!("vpn-connection {name}: re-establishing; other connections are untouched")
         }
         _ => format!(
@@ -1655,7 +1655,7 @@ async fn read_logs(
     State(app): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    use crate::diaglog::{Category, Filter};
+    use crate::ops::diaglog::{Category, Filter};
     let category = match q.get("category") {
         None => None,
         Some(c) => Some(Category::parse(c).ok_or_else(|| {

@@ -133,9 +133,9 @@ pub fn build_config(state: &DesiredState, credentials: &Path) -> Option<Result<C
         let mut pool_v6: Option<(Ipv6Addr, u8)> = None;
         for p in &p2s.vpn_client_address_pool.address_prefixes {
             match p.parse::<IpNet>() {
-                // With WireGuard on, IKEv2 leases from the lower half (crate::wireguard's decision).
+                // With WireGuard on, IKEv2 leases from the lower half (crate::drivers::wireguard's decision).
                 Ok(IpNet::V4(n)) if pool_v4.is_none() && wireguard_on(p2s) => {
-                    let (ike, _) = crate::wireguard::split_pool(n.trunc());
+                    let (ike, _) = crate::drivers::wireguard::split_pool(n.trunc());
                     pool_v4 = Some((ike.network(), ike.prefix_len()));
                 }
                 Ok(IpNet::V4(n)) if pool_v4.is_none() => {
@@ -238,10 +238,10 @@ pub fn wireguard_on(p2s: &crate::model::VpnClientConfiguration) -> bool {
 /// The WireGuard peers `p2s` lists, with their derived keys (base64 private key) and addresses.
 pub fn wireguard_peers(
     p2s: &crate::model::VpnClientConfiguration,
-    keys: &crate::wireguard::Keys,
-) -> Vec<(crate::wireguard::Peer, String)> {
+    keys: &crate::drivers::wireguard::Keys,
+) -> Vec<(crate::drivers::wireguard::Peer, String)> {
     let Some(half) =
-        crate::wireguard::wireguard_half(&p2s.vpn_client_address_pool.address_prefixes)
+        crate::drivers::wireguard::wireguard_half(&p2s.vpn_client_address_pool.address_prefixes)
     else {
         return Vec::new();
     };
@@ -249,15 +249,15 @@ pub fn wireguard_peers(
         .iter()
         .enumerate()
         .filter_map(|(i, name)| {
-            let address = crate::wireguard::peer_address(half, i)?;
+            let address = crate::drivers::wireguard::peer_address(half, i)?;
             let secret = keys.client(name);
             Some((
-                crate::wireguard::Peer {
+                crate::drivers::wireguard::Peer {
                     name: name.clone(),
                     public: boringtun::x25519::PublicKey::from(&secret),
                     address: IpAddr::V4(address),
                 },
-                crate::wireguard::b64(secret.as_bytes()),
+                crate::drivers::wireguard::b64(secret.as_bytes()),
             ))
         })
         .collect()
@@ -284,7 +284,7 @@ fn proposals(
     }
     let (mut ike, mut esp, mut pfs) = (Vec::new(), Vec::new(), None);
     for p in &p2s.vpn_client_ipsec_policies {
-        let (i, e, f) = crate::tunnels::policy_specs(p)?;
+        let (i, e, f) = crate::drivers::tunnels::policy_specs(p)?;
         ike.push(i);
         esp.push(e);
         pfs = pfs.or(f);
@@ -353,11 +353,11 @@ pub fn profile_input(
         client: None,
         wireguard: wireguard_on(p2s)
             .then(|| {
-                let keys = crate::wireguard::Keys::load(dir).ok()?;
+                let keys = crate::drivers::wireguard::Keys::load(dir).ok()?;
                 let server = boringtun::x25519::PublicKey::from(&keys.server());
                 Some(vgw_pki::profiles::WireGuardInput {
-                    server_public_key: crate::wireguard::b64(server.as_bytes()),
-                    endpoint: format!("{public_ip}:{}", crate::wireguard::DEFAULT_PORT),
+                    server_public_key: crate::drivers::wireguard::b64(server.as_bytes()),
+                    endpoint: format!("{public_ip}:{}", crate::drivers::wireguard::DEFAULT_PORT),
                     clients: wireguard_peers(p2s, &keys)
                         .into_iter()
                         .map(|(peer, private)| vgw_pki::profiles::WireGuardClient {
@@ -470,7 +470,7 @@ impl P2sStatus {
     }
 
     /// `getVpnClientConnectionHealth` in Azure's shape, IKEv2 clients and the WireGuard peers `wg`.
-    pub fn health_json_with(&self, wg: &[crate::wireguard::PeerHealth]) -> Value {
+    pub fn health_json_with(&self, wg: &[crate::drivers::wireguard::PeerHealth]) -> Value {
         let mut v = self.health_json();
         let now = std::time::Instant::now();
         for p in wg {
@@ -513,10 +513,10 @@ impl P2sStatus {
                 });
                 json!({
                     "vpnConnectionId": connection_id(c.id),
-                    "vpnConnectionDuration": crate::bgp::timespan(
+                    "vpnConnectionDuration": crate::plan::bgp::timespan(
                         now.duration_since(c.connected_at).unwrap_or_default()
                     ),
-                    "vpnConnectionTime": crate::diaglog::rfc3339(
+                    "vpnConnectionTime": crate::ops::diaglog::rfc3339(
                         c.connected_at
                             .duration_since(std::time::UNIX_EPOCH)
                             .map(|d| d.as_millis() as u64)

@@ -17,14 +17,14 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use serde::Serialize;
 
-use crate::metrics::MetricsState;
+use crate::drivers::tunnels::ConnectionMetrics;
+use crate::status::metrics::MetricsState;
 use crate::status::{ConnectionState, ConnectionStatus, StatusSource, TunnelStatus};
-use crate::tunnels::ConnectionMetrics;
 
-const INDEX_HTML: &str = include_str!("statuspage/index.html");
-const APP_JS: &str = include_str!("statuspage/app.js");
-const STYLE_CSS: &str = include_str!("statuspage/style.css");
-const FAVICON_SVG: &str = include_str!("statuspage/favicon.svg");
+const INDEX_HTML: &str = include_str!("page/index.html");
+const APP_JS: &str = include_str!("page/app.js");
+const STYLE_CSS: &str = include_str!("page/style.css");
+const FAVICON_SVG: &str = include_str!("page/favicon.svg");
 
 /// The Content-Security-Policy of every status page response: this origin only, no framing.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
@@ -405,17 +405,17 @@ pub async fn collect(state: &MetricsState) -> StatusDocument {
                     .collect::<Vec<_>>()
                     .join(", "),
                 public_ip_address: c.public.clone(),
-                connected_since: crate::diaglog::rfc3339(millis(c.connected_at)),
+                connected_since: crate::ops::diaglog::rfc3339(millis(c.connected_at)),
                 ingress_bytes_transferred: load(|k| &k.ingress_bytes),
                 egress_bytes_transferred: load(|k| &k.egress_bytes),
             }
         })
         .collect();
     StatusDocument {
-        generated_at: crate::diaglog::rfc3339(millis(now)),
+        generated_at: crate::ops::diaglog::rfc3339(millis(now)),
         daemon: DaemonInfo {
             version: env!("CARGO_PKG_VERSION").to_string(),
-            started_at: crate::diaglog::rfc3339(millis(state.started)),
+            started_at: crate::ops::diaglog::rfc3339(millis(state.started)),
             uptime_seconds: now.duration_since(state.started).map_or(0, |d| d.as_secs()),
             dataplane_running: state.live.is_some(),
         },
@@ -1024,8 +1024,8 @@ mod tests {
 
     use super::*;
     use crate::controller::Controller;
-    use crate::diaglog::DiagLog;
     use crate::model::*;
+    use crate::ops::diaglog::DiagLog;
     use crate::store::SqliteStore;
 
     const SHARED_KEY: &str = "TopSecretKey12345";
@@ -1093,9 +1093,9 @@ mod tests {
     }
 
     fn app(controller: Arc<Controller>, live: bool) -> Router {
-        crate::metrics::router(MetricsState {
+        crate::status::metrics::router(MetricsState {
             controller,
-            live: live.then(|| Arc::new(crate::tunnels::LiveStatus::default())),
+            live: live.then(|| Arc::new(crate::drivers::tunnels::LiveStatus::default())),
             started: SystemTime::now(),
             bgp: Arc::default(),
             status: None,

@@ -36,8 +36,8 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::controller::Controller;
-use crate::diaglog::{Category, DiagLog};
 use crate::model::VnetGatewaySpec;
+use crate::ops::diaglog::{Category, DiagLog};
 use crate::state::{DesiredState, StateDocument};
 use crate::status::{ConnectionState, ConnectionStatus, StatusSource, TunnelStatus};
 

@@ -521,7 +521,9 @@ impl Task {
                         tx_interval_ms: s.transmit_interval().map(millis),
                         detection_time_ms: s.detection_time().map(millis),
                         up_since: e.up_since.map(|t| {
-                            crate::diaglog::rfc3339(t.duration_since(UNIX_EPOCH).map_or(0, millis))
+                            crate::ops::diaglog::rfc3339(
+                                t.duration_since(UNIX_EPOCH).map_or(0, millis),
+                            )
                         }),
                         packets_in: e.packets_in,
                         packets_out: e.packets_out,

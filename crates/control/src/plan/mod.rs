@@ -1,0 +1,4 @@
+//! Pure translation of the desired state into engine configurations: no I/O, no clocks, unit-tested.
+
+pub mod bgp;
+pub mod p2s;

@@ -128,7 +128,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
         }),
         None => status,
     };
-    let metrics_app = crate::status::metrics::router(crate::status::metrics::MetricsState {
+    let metrics_app = crate::status::listener::router(crate::status::metrics::MetricsState {
         controller: controller.clone(),
         live: live.clone(),
         started,

@@ -284,7 +284,7 @@ fn proposals(
     }
     let (mut ike, mut esp, mut pfs) = (Vec::new(), Vec::new(), None);
     for p in &p2s.vpn_client_ipsec_policies {
-        let (i, e, f) = crate::drivers::tunnels::policy_specs(p)?;
+        let (i, e, f) = crate::plan::ipsec::policy_specs(p)?;
         ike.push(i);
         esp.push(e);
         pfs = pfs.or(f);

@@ -9,11 +9,9 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
 
 use crate::controller::Controller;
 use crate::drivers::tunnels::LiveStatus;
@@ -34,15 +32,8 @@ pub struct MetricsState {
     pub status: Option<Arc<dyn crate::status::StatusSource>>,
 }
 
-/// The metrics router: `GET /metrics`, plus the read-only status page ([`crate::status::page`]).
-pub fn router(state: MetricsState) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .merge(crate::status::page::routes())
-        .with_state(state)
-}
-
-async fn metrics(State(state): State<MetricsState>) -> impl IntoResponse {
+/// `GET /metrics`: the text exposition of every metric.
+pub(crate) async fn metrics(State(state): State<MetricsState>) -> impl IntoResponse {
     let body = render(&state).await;
     (
         [(

@@ -3,6 +3,7 @@
 //! The REST API asks a [`StatusSource`] for each connection's state. Until the tunnel engines run, the
 //! daemon uses [`NoEngines`], which answers `Unknown` and zero bytes — the honest answer.
 
+pub mod listener;
 pub mod metrics;
 pub mod page;
 

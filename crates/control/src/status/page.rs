@@ -1093,7 +1093,7 @@ mod tests {
     }
 
     fn app(controller: Arc<Controller>, live: bool) -> Router {
-        crate::status::metrics::router(MetricsState {
+        crate::status::listener::router(MetricsState {
             controller,
             live: live.then(|| Arc::new(crate::drivers::tunnels::LiveStatus::default())),
             started: SystemTime::now(),

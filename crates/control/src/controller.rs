@@ -13,11 +13,10 @@ use tokio::sync::{Mutex, watch};
 
 use crate::ops::diaglog::{Category, DiagLog};
 
-use crate::api::error::ApiError;
 use crate::model::{ConnectionSpec, LocalGatewaySpec, VnetGatewaySpec, collection};
 use crate::state::{Change, ChangeAction, DesiredState, diff};
-use crate::store::{ResourceKey, StateStore, StoredResource, Write};
-use crate::validate::validate_state;
+use crate::store::{ChangeFeed, ResourceKey, StateStore, StoreError, StoredResource, Write};
+use crate::validate::{ValidationError, validate_state};
 
 struct Inner {
     store: Box<dyn StateStore>,
@@ -30,9 +29,41 @@ pub struct Controller {
     inner: Mutex<Inner>,
     /// Set on an active-active replica: where the configuration is written instead (crate::ha).
     replica_of: std::sync::OnceLock<String>,
-    generation: watch::Sender<u64>,
+    changes: ChangeFeed,
     log: Arc<DiagLog>,
 }
+
+/// Why the controller refused a change. Not an HTTP type: the API maps it (400, 409, 500).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControllerError {
+    /// The new state breaks a validation rule.
+    Invalid(ValidationError),
+    /// This instance replicates its configuration from `primary` (active-active) and takes no writes.
+    ReadOnlyReplica {
+        /// Where the change has to be made instead.
+        primary: String,
+    },
+    /// The store did not commit the change; nothing changed.
+    Store(StoreError),
+    /// A broken invariant of the controller itself.
+    Internal(&'static str),
+}
+
+impl std::fmt::Display for ControllerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Invalid(e) => e.fmt(f),
+            Self::ReadOnlyReplica { primary } => write!(
+                f,
+                "this gateway instance replicates its configuration from the other instance at {primary}; make the change there (vgw --api-url http://{primary} ...)"
+            ),
+            Self::Store(e) => write!(f, "state store: {e}"),
+            Self::Internal(what) => f.write_str(what),
+        }
+    }
+}
+
+impl std::error::Error for ControllerError {}
 
 /// The outcome of a change.
 #[derive(Debug, Clone)]
@@ -85,14 +116,13 @@ impl Controller {
         }
         state.normalise();
         log.set_secrets(secrets(&state));
-        let (generation, _) = watch::channel(0);
         Ok(Self {
             inner: Mutex::new(Inner {
                 store,
                 state,
                 etags,
             }),
-            generation,
+            changes: ChangeFeed::default(),
             log,
             replica_of: std::sync::OnceLock::new(),
         })
@@ -105,7 +135,7 @@ impl Controller {
 
     /// Replaces the whole desired state with the primary's (active-active replication); validated,
     /// stored and reconciled like any change.
-    pub async fn replace(&self, state: DesiredState) -> Result<Applied, ApiError> {
+    pub async fn replace(&self, state: DesiredState) -> Result<Applied, ControllerError> {
         self.apply(false, |s, _| {
             *s = state;
             Ok(())
@@ -121,36 +151,38 @@ impl Controller {
 
     /// Wakes whenever the desired state changes; the reconciler waits on this.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.generation.subscribe()
+        self.changes.subscribe()
     }
 
     /// Applies `edit` to a copy of the state; validates, stores and publishes it. With `dry_run` nothing is
     /// stored and the diff is returned as it would be.
-    pub async fn mutate<F>(&self, dry_run: bool, edit: F) -> Result<Applied, ApiError>
+    ///
+    /// The edit's own error type `E` is the caller's (the API's is `ApiError`); the controller's
+    /// refusals reach it as [`ControllerError`].
+    pub async fn mutate<F, E>(&self, dry_run: bool, edit: F) -> Result<Applied, E>
     where
-        F: FnOnce(&mut DesiredState, &HashMap<ResourceKey, String>) -> Result<(), ApiError>,
+        F: FnOnce(&mut DesiredState, &HashMap<ResourceKey, String>) -> Result<(), E>,
+        E: From<ControllerError>,
     {
         if let Some(primary) = self.replica_of.get() {
-            return Err(ApiError::conflict(
-                "ReplicaIsReadOnly",
-                "vnet-gateway",
-                format!(
-                    "this gateway instance replicates its configuration from the other instance at {primary}; make the change there (vgw --api-url http://{primary} ...)"
-                ),
-            ));
+            return Err(ControllerError::ReadOnlyReplica {
+                primary: primary.clone(),
+            }
+            .into());
         }
         self.apply(dry_run, edit).await
     }
 
-    async fn apply<F>(&self, dry_run: bool, edit: F) -> Result<Applied, ApiError>
+    async fn apply<F, E>(&self, dry_run: bool, edit: F) -> Result<Applied, E>
     where
-        F: FnOnce(&mut DesiredState, &HashMap<ResourceKey, String>) -> Result<(), ApiError>,
+        F: FnOnce(&mut DesiredState, &HashMap<ResourceKey, String>) -> Result<(), E>,
+        E: From<ControllerError>,
     {
         let mut inner = self.inner.lock().await;
         let mut next = inner.state.clone();
         edit(&mut next, &inner.etags)?;
         next.normalise();
-        validate_state(&next)?;
+        validate_state(&next).map_err(ControllerError::Invalid)?;
         let changes = diff(&inner.state, &next);
         if dry_run || changes.is_empty() {
             return Ok(Applied {
@@ -170,7 +202,7 @@ impl Controller {
                 }
                 ChangeAction::Create | ChangeAction::Update => {
                     let (spec, secret) = serialise(&next, &key)
-                        .ok_or_else(|| ApiError::internal("diff names a missing resource"))?;
+                        .ok_or(ControllerError::Internal("diff names a missing resource"))?;
                     let etag = new_etag();
                     etags.insert(key.clone(), etag.clone());
                     writes.push(Write::Put(StoredResource {
@@ -184,12 +216,12 @@ impl Controller {
         }
         // SQLite blocks; keep the runtime's other tasks moving while it syncs.
         let store = &mut inner.store;
-        tokio::task::block_in_place(|| store.commit(&writes))?;
+        tokio::task::block_in_place(|| store.commit(&writes)).map_err(ControllerError::Store)?;
         self.log
             .set_secrets(secrets(&next).chain(secrets(&inner.state)));
         inner.state = next.clone();
         inner.etags = etags.clone();
-        self.generation.send_modify(|g| *g += 1);
+        self.changes.publish();
         for change in &changes {
             let resource = crate::model::resource_id(&change.resource_type, &change.name);
             let fields: Vec<&str> = change.fields.iter().map(|f| f.path.as_str()).collect();

@@ -8,7 +8,6 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
 
-use crate::api::error::ApiError;
 use crate::model::*;
 use crate::state::DesiredState;
 
@@ -22,7 +21,44 @@ pub mod kind {
     pub const CONNECTION: &str = "vpn-connection";
 }
 
-type Result<T = ()> = std::result::Result<T, ApiError>;
+type Result<T = ()> = std::result::Result<T, ValidationError>;
+
+/// A broken validation rule: the field it concerns and what was wrong, where, and the fix. Not an
+/// HTTP type: the API answers it with 400 InvalidParameter, the CLI prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationError {
+    /// The field or resource the error is about, e.g. `ipsecPolicies[0].dhGroup`.
+    pub target: Option<String>,
+    /// What was wrong, where, and the fix.
+    pub message: String,
+}
+
+impl ValidationError {
+    /// `target` breaks a rule, as `message` says.
+    pub fn invalid(target: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            target: Some(target.into()),
+            message: message.into(),
+        }
+    }
+
+    /// Prefixes the message with the resource it concerns: `vpn-connection c1: ...`.
+    pub fn for_resource(mut self, kind: &str, name: &str) -> Self {
+        let prefix = format!("{kind} {name}: ");
+        if !self.message.starts_with(&prefix) {
+            self.message = format!("{prefix}{}", self.message);
+        }
+        self
+    }
+}
+
+impl std::fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ValidationError {}
 
 /// Azure's resource-name rule: 1–80 characters of letters, digits, `_`, `.` and `-`, starting with a letter
 /// or digit and ending with a letter, digit or `_`.
@@ -37,7 +73,7 @@ pub fn check_name(kind: &str, name: &str) -> Result {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::invalid(
+        Err(ValidationError::invalid(
             "name",
             format!(
                 "{kind} name '{name}' is invalid: use 1-80 letters, digits, '_', '.' or '-', starting with a \
@@ -50,13 +86,13 @@ pub fn check_name(kind: &str, name: &str) -> Result {
 /// Parses a CIDR prefix and insists on its canonical network form (`10.1.0.0/16`, not `10.1.2.3/16`).
 pub fn parse_prefix(target: &str, text: &str) -> Result<IpNet> {
     let net: IpNet = text.trim().parse().map_err(|_| {
-        ApiError::invalid(
+        ValidationError::invalid(
             target,
             format!("'{text}' is not a CIDR prefix; write it as address/length, e.g. 10.1.0.0/16"),
         )
     })?;
     if net.trunc() != net {
-        return Err(ApiError::invalid(
+        return Err(ValidationError::invalid(
             target,
             format!("'{text}' has host bits set; did you mean {}?", net.trunc()),
         ));
@@ -72,9 +108,9 @@ fn parse_prefixes(target: &str, list: &[String]) -> Result<Vec<IpNet>> {
 }
 
 fn parse_ip(target: &str, text: &str) -> Result<IpAddr> {
-    text.trim()
-        .parse()
-        .map_err(|_| ApiError::invalid(target, format!("'{text}' is not an IPv4 or IPv6 address")))
+    text.trim().parse().map_err(|_| {
+        ValidationError::invalid(target, format!("'{text}' is not an IPv4 or IPv6 address"))
+    })
 }
 
 /// ASNs Azure refuses for a gateway (RFC 7300 and RFC 5398 ranges, AS_TRANS 23456, Microsoft's own).
@@ -88,7 +124,7 @@ fn check_bgp_timers(bgp: &BgpSettings) -> Result {
     if let Some(hold) = bgp.hold_time_seconds
         && (1..3).contains(&hold)
     {
-        return Err(ApiError::invalid(
+        return Err(ValidationError::invalid(
             "bgpSettings.holdTimeSeconds",
             format!(
                 "hold time {hold} s is not allowed: use 0 (no keepalives) or 3-65535 (RFC 4271 §4.2)"
@@ -97,14 +133,14 @@ fn check_bgp_timers(bgp: &BgpSettings) -> Result {
     }
     if let Some(keepalive) = bgp.keepalive_seconds {
         if keepalive == 0 {
-            return Err(ApiError::invalid(
+            return Err(ValidationError::invalid(
                 "bgpSettings.keepaliveSeconds",
                 "the keepalive interval must be at least 1 s",
             ));
         }
         let hold = bgp.hold_time_seconds.unwrap_or(180);
         if hold != 0 && u32::from(keepalive) * 3 > u32::from(hold) {
-            return Err(ApiError::invalid(
+            return Err(ValidationError::invalid(
                 "bgpSettings.keepaliveSeconds",
                 format!(
                     "keepalive {keepalive} s is more than a third of the hold time {hold} s; use at most {} s",
@@ -114,7 +150,7 @@ fn check_bgp_timers(bgp: &BgpSettings) -> Result {
         }
     }
     if bgp.max_prefixes == Some(0) {
-        return Err(ApiError::invalid(
+        return Err(ValidationError::invalid(
             "bgpSettings.maxPrefixes",
             "a prefix limit of 0 would refuse every route; omit it for the default (100000)",
         ));
@@ -124,13 +160,13 @@ fn check_bgp_timers(bgp: &BgpSettings) -> Result {
 
 fn check_asn(target: &str, asn: u64, is_peer: bool) -> Result {
     if asn == 0 || asn > u32::MAX as u64 {
-        return Err(ApiError::invalid(
+        return Err(ValidationError::invalid(
             target,
             format!("ASN {asn} is out of range; use 1-4294967295 (4-octet ASNs per RFC 6793)"),
         ));
     }
     if asn_reserved(asn) || (is_peer && asn == 65515) {
-        return Err(ApiError::invalid(
+        return Err(ValidationError::invalid(
             target,
             format!(
                 "ASN {asn} is reserved (8074, 8075, 12076, 23456, 64496-64511, 65517-65520, 65535-65551{}); \
@@ -160,7 +196,7 @@ fn check_apipa(target: &str, text: &str) -> Result {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::invalid(
+        Err(ValidationError::invalid(
             target,
             format!(
                 "custom BGP address {text} is outside the APIPA range 169.254.21.0 - 169.254.22.255"
@@ -182,7 +218,7 @@ fn check_bgp_peering_address(target: &str, text: &str) -> Result {
 /// Pre-shared key rule: 1–128 printable ASCII characters without space, `-` or `~`.
 pub fn check_shared_key(target: &str, key: &str) -> Result {
     if key.is_empty() || key.len() > 128 {
-        return Err(ApiError::invalid(
+        return Err(ValidationError::invalid(
             target,
             format!(
                 "shared key must be 1-128 characters (got {})",
@@ -199,7 +235,7 @@ pub fn check_shared_key(target: &str, key: &str) -> Result {
         } else {
             format!("U+{:04X}", c as u32)
         };
-        return Err(ApiError::invalid(
+        return Err(ValidationError::invalid(
             target,
             format!(
                 "shared key has the character {shown} at position {}; use printable ASCII without space, '-' or '~'",
@@ -213,7 +249,7 @@ pub fn check_shared_key(target: &str, key: &str) -> Result {
 /// Validates one ipsecPolicies entry. `allow_legacy` is the connection's `allowLegacyCrypto`.
 pub fn check_ipsec_policy(target: &str, p: &IpsecPolicy, allow_legacy: bool) -> Result {
     if !(300..=172_799).contains(&p.sa_life_time_seconds) {
-        return Err(ApiError::invalid(
+        return Err(ValidationError::invalid(
             format!("{target}.saLifeTimeSeconds"),
             format!(
                 "saLifeTimeSeconds {} is outside 300-172799; Azure's default is 27000",
@@ -222,7 +258,7 @@ pub fn check_ipsec_policy(target: &str, p: &IpsecPolicy, allow_legacy: bool) -> 
         ));
     }
     if p.sa_data_size_kilobytes < 1024 {
-        return Err(ApiError::invalid(
+        return Err(ValidationError::invalid(
             format!("{target}.saDataSizeKilobytes"),
             format!(
                 "saDataSizeKilobytes {} is below 1024; Azure's default is 102400000",
@@ -247,7 +283,7 @@ pub fn check_ipsec_policy(target: &str, p: &IpsecPolicy, allow_legacy: bool) -> 
     );
     match enc_aead {
         Some(needed) if needed != p.ipsec_integrity => {
-            return Err(ApiError::invalid(
+            return Err(ValidationError::invalid(
                 format!("{target}.ipsecIntegrity"),
                 format!(
                     "ipsecEncryption {} is an AEAD cipher, so ipsecIntegrity must be {needed} (got {}); set \
@@ -257,7 +293,7 @@ pub fn check_ipsec_policy(target: &str, p: &IpsecPolicy, allow_legacy: bool) -> 
             ));
         }
         None if integ_aead => {
-            return Err(ApiError::invalid(
+            return Err(ValidationError::invalid(
                 format!("{target}.ipsecIntegrity"),
                 format!(
                     "ipsecIntegrity {} is only valid with the matching ipsecEncryption (got {}); set \
@@ -278,7 +314,7 @@ pub fn check_ipsec_policy(target: &str, p: &IpsecPolicy, allow_legacy: bool) -> 
         IkeIntegrity::GcmAes128 | IkeIntegrity::GcmAes256
     );
     if ike_integ_gcm && ike_gcm != Some(p.ike_integrity) {
-        return Err(ApiError::invalid(
+        return Err(ValidationError::invalid(
             format!("{target}.ikeIntegrity"),
             format!(
                 "ikeIntegrity {} needs ikeEncryption {} (got {}); or choose SHA256/SHA384 as ikeIntegrity",
@@ -329,7 +365,7 @@ pub fn check_ipsec_policy(target: &str, p: &IpsecPolicy, allow_legacy: bool) -> 
             ),
         ];
         if let Some((field, _, value)) = legacy.iter().find(|(_, bad, _)| *bad) {
-            return Err(ApiError::invalid(
+            return Err(ValidationError::invalid(
                 format!("{target}.{field}"),
                 format!(
                     "{field} {value} is legacy cryptography (RFC 8221/8247) and is refused; choose a modern \
@@ -342,7 +378,7 @@ pub fn check_ipsec_policy(target: &str, p: &IpsecPolicy, allow_legacy: bool) -> 
 }
 
 fn check_nat_rule(target: &str, rule: &NatRule) -> Result {
-    check_name("nat-rule", &rule.name).map_err(|e| ApiError {
+    check_name("nat-rule", &rule.name).map_err(|e| ValidationError {
         target: Some(format!("{target}.name")),
         ..e
     })?;
@@ -351,7 +387,7 @@ fn check_nat_rule(target: &str, rule: &NatRule) -> Result {
         ("externalMappings", &rule.external_mappings),
     ] {
         if list.is_empty() {
-            return Err(ApiError::invalid(
+            return Err(ValidationError::invalid(
                 format!("{target}.{field}"),
                 format!(
                     "nat-rule {}: {field} needs at least one address space",
@@ -372,7 +408,7 @@ fn check_nat_rule(target: &str, rule: &NatRule) -> Result {
                     })
                     .is_some_and(|(a, b)| a >= 1 && a <= b);
                 if !ok {
-                    return Err(ApiError::invalid(
+                    return Err(ValidationError::invalid(
                         format!("{target}.{field}[{i}].portRange"),
                         format!(
                             "port range '{range}' must be 'low-high' with 1 <= low <= high <= 65535"
@@ -384,7 +420,7 @@ fn check_nat_rule(target: &str, rule: &NatRule) -> Result {
     }
     if rule.rule_type == NatRuleType::Static {
         if rule.internal_mappings.len() != rule.external_mappings.len() {
-            return Err(ApiError::invalid(
+            return Err(ValidationError::invalid(
                 format!("{target}.externalMappings"),
                 format!(
                     "nat-rule {}: a Static rule maps prefixes 1:1, so it needs as many externalMappings as \
@@ -404,7 +440,7 @@ fn check_nat_rule(target: &str, rule: &NatRule) -> Result {
                 b.address_space.parse().unwrap_or_default(),
             );
             if a.prefix_len() != b.prefix_len() || a.addr().is_ipv4() != b.addr().is_ipv4() {
-                return Err(ApiError::invalid(
+                return Err(ValidationError::invalid(
                     format!("{target}.externalMappings[{i}].addressSpace"),
                     format!(
                         "nat-rule {}: Static mapping {a} -> {b} must keep the prefix length and address family",
@@ -419,7 +455,7 @@ fn check_nat_rule(target: &str, rule: &NatRule) -> Result {
 
 fn check_root_certificate(target: &str, cert: &RootCertificate) -> Result {
     use base64::Engine as _;
-    check_name("root-cert", &cert.name).map_err(|e| ApiError {
+    check_name("root-cert", &cert.name).map_err(|e| ValidationError {
         target: Some(format!("{target}.name")),
         ..e
     })?;
@@ -431,13 +467,13 @@ fn check_root_certificate(target: &str, cert: &RootCertificate) -> Result {
         .filter(|c| !c.is_whitespace())
         .collect();
     let der = base64::engine::general_purpose::STANDARD.decode(body.as_bytes()).map_err(|e| {
-        ApiError::invalid(
+        ValidationError::invalid(
             format!("{target}.publicCertData"),
             format!("root-cert {}: publicCertData is not base64 ({e}); pass the certificate's base64 body", cert.name),
         )
     })?;
     x509_parser::parse_x509_certificate(&der).map_err(|e| {
-        ApiError::invalid(
+        ValidationError::invalid(
             format!("{target}.publicCertData"),
             format!(
                 "root-cert {}: publicCertData is not an X.509 certificate ({e})",
@@ -469,13 +505,13 @@ fn check_gateway(gw: &VnetGatewaySpec) -> Result {
     match gw.ip_configurations.len() {
         1 | 2 => {}
         0 => {
-            return Err(ApiError::invalid(
+            return Err(ValidationError::invalid(
                 "ipConfigurations",
                 "the gateway needs a public address to listen on; pass --public-ip-addresses IP",
             ));
         }
         n => {
-            return Err(ApiError::invalid(
+            return Err(ValidationError::invalid(
                 "ipConfigurations",
                 format!("{n} public addresses given; a gateway has one, or two for active-active"),
             ));
@@ -490,13 +526,13 @@ fn check_gateway(gw: &VnetGatewaySpec) -> Result {
     if gw.ip_configurations.len() == 2
         && gw.ip_configurations[0].public_ip_address == gw.ip_configurations[1].public_ip_address
     {
-        return Err(ApiError::invalid(
+        return Err(ValidationError::invalid(
             "ipConfigurations[1].publicIpAddress",
             "the two active-active addresses must differ",
         ));
     }
     if gw.active_active != (gw.ip_configurations.len() == 2) {
-        return Err(ApiError::invalid(
+        return Err(ValidationError::invalid(
             "activeActive",
             format!(
                 "activeActive is {} but {} public address(es) are configured; active-active needs exactly two",
@@ -521,7 +557,7 @@ fn check_gateway(gw: &VnetGatewaySpec) -> Result {
             // Active-active: one address per instance, comma-separated as Azure shows them.
             let list: Vec<&str> = addrs.split(',').map(str::trim).collect();
             if list.len() > gw.ip_configurations.len() {
-                return Err(ApiError::invalid(
+                return Err(ValidationError::invalid(
                     "bgpSettings.bgpPeeringAddress",
                     format!(
                         "{} peering addresses for {} gateway instance(s); give one per instance",
@@ -531,7 +567,7 @@ fn check_gateway(gw: &VnetGatewaySpec) -> Result {
                 ));
             }
             if gw.enable_bgp && gw.active_active && list.len() < 2 {
-                return Err(ApiError::invalid(
+                return Err(ValidationError::invalid(
                     "bgpSettings.bgpPeeringAddress",
                     "an active-active gateway peers from each instance: give two addresses, --bgp-peering-address A,B",
                 ));
@@ -553,7 +589,7 @@ fn check_gateway(gw: &VnetGatewaySpec) -> Result {
                     .iter()
                     .any(|c| c.name == entry.ipconfiguration_id)
             {
-                return Err(ApiError::invalid(
+                return Err(ValidationError::invalid(
                     format!("bgpSettings.bgpPeeringAddresses[{i}].ipconfigurationId"),
                     format!(
                         "'{}' names no ipConfiguration of the gateway",
@@ -564,7 +600,7 @@ fn check_gateway(gw: &VnetGatewaySpec) -> Result {
         }
     }
     if gw.enable_bgp && gw.bgp_settings.is_none() {
-        return Err(ApiError::invalid(
+        return Err(ValidationError::invalid(
             "bgpSettings",
             "enableBgp needs bgpSettings; pass --asn (default 65515)",
         ));
@@ -573,7 +609,7 @@ fn check_gateway(gw: &VnetGatewaySpec) -> Result {
     for (i, rule) in gw.nat_rules.iter().enumerate() {
         check_nat_rule(&format!("natRules[{i}]"), rule)?;
         if !names.insert(rule.name.as_str()) {
-            return Err(ApiError::invalid(
+            return Err(ValidationError::invalid(
                 format!("natRules[{i}].name"),
                 format!("nat-rule '{}' is defined twice", rule.name),
             ));
@@ -581,7 +617,7 @@ fn check_gateway(gw: &VnetGatewaySpec) -> Result {
         if let Some(cfg) = &rule.ip_configuration_id
             && !gw.ip_configurations.iter().any(|c| &c.name == cfg)
         {
-            return Err(ApiError::invalid(
+            return Err(ValidationError::invalid(
                 format!("natRules[{i}].ipConfigurationId"),
                 format!("'{cfg}' names no ipConfiguration of the gateway"),
             ));
@@ -600,12 +636,12 @@ fn check_gateway(gw: &VnetGatewaySpec) -> Result {
         )?;
         let mut peers = std::collections::HashSet::new();
         for (i, peer) in p2s.wire_guard_peers.iter().enumerate() {
-            check_name("WireGuard peer", peer).map_err(|e| ApiError {
+            check_name("WireGuard peer", peer).map_err(|e| ValidationError {
                 target: Some(format!("vpnClientConfiguration.wireGuardPeers[{i}]")),
                 ..e
             })?;
             if !peers.insert(peer.as_str()) {
-                return Err(ApiError::invalid(
+                return Err(ValidationError::invalid(
                     format!("vpnClientConfiguration.wireGuardPeers[{i}]"),
                     format!("WireGuard peer '{peer}' is listed twice"),
                 ));
@@ -617,14 +653,14 @@ fn check_gateway(gw: &VnetGatewaySpec) -> Result {
                 .iter()
                 .any(|p| matches!(p, VpnClientProtocol::WireGuard))
         {
-            return Err(ApiError::invalid(
+            return Err(ValidationError::invalid(
                 "vpnClientConfiguration.wireGuardPeers",
                 "WireGuard peers need WireGuard among the client protocols; pass --client-protocol IkeV2 WireGuard",
             ));
         }
         for (i, d) in p2s.dns_servers.iter().enumerate() {
             if d.parse::<std::net::IpAddr>().is_err() {
-                return Err(ApiError::invalid(
+                return Err(ValidationError::invalid(
                     format!("vpnClientConfiguration.dnsServers[{i}]"),
                     format!("'{d}' is not an IP address"),
                 ));
@@ -632,7 +668,7 @@ fn check_gateway(gw: &VnetGatewaySpec) -> Result {
         }
         for (i, proto) in p2s.vpn_client_protocols.iter().enumerate() {
             if matches!(proto, VpnClientProtocol::OpenVpn | VpnClientProtocol::Sstp) {
-                return Err(ApiError::invalid(
+                return Err(ValidationError::invalid(
                     format!("vpnClientConfiguration.vpnClientProtocols[{i}]"),
                     format!("{proto} is not offered by vgw; use IkeV2 and/or WireGuard"),
                 ));
@@ -640,7 +676,7 @@ fn check_gateway(gw: &VnetGatewaySpec) -> Result {
         }
         for (i, t) in p2s.vpn_authentication_types.iter().enumerate() {
             if *t != VpnAuthenticationType::Certificate {
-                return Err(ApiError::invalid(
+                return Err(ValidationError::invalid(
                     format!("vpnClientConfiguration.vpnAuthenticationTypes[{i}]"),
                     format!("{t} authentication is not offered by vgw; use Certificate"),
                 ));
@@ -653,7 +689,7 @@ fn check_gateway(gw: &VnetGatewaySpec) -> Result {
                 c,
             )?;
             if !names.insert(c.name.as_str()) {
-                return Err(ApiError::invalid(
+                return Err(ValidationError::invalid(
                     format!("vpnClientConfiguration.vpnClientRootCertificates[{i}].name"),
                     format!(
                         "root-cert '{}' exists already; delete it first or choose another name",
@@ -665,12 +701,12 @@ fn check_gateway(gw: &VnetGatewaySpec) -> Result {
         let mut names = std::collections::HashSet::new();
         for (i, c) in p2s.vpn_client_revoked_certificates.iter().enumerate() {
             let target = format!("vpnClientConfiguration.vpnClientRevokedCertificates[{i}]");
-            check_name("revoked-cert", &c.name).map_err(|e| ApiError {
+            check_name("revoked-cert", &c.name).map_err(|e| ValidationError {
                 target: Some(format!("{target}.name")),
                 ..e
             })?;
             if c.thumbprint.len() != 40 || !c.thumbprint.chars().all(|ch| ch.is_ascii_hexdigit()) {
-                return Err(ApiError::invalid(
+                return Err(ValidationError::invalid(
                     format!("{target}.thumbprint"),
                     format!(
                         "thumbprint '{}' must be the 40 hex digits of the certificate's SHA-1",
@@ -679,7 +715,7 @@ fn check_gateway(gw: &VnetGatewaySpec) -> Result {
                 ));
             }
             if !names.insert(c.name.as_str()) {
-                return Err(ApiError::invalid(
+                return Err(ValidationError::invalid(
                     format!("{target}.name"),
                     format!("revoked-cert '{}' exists already", c.name),
                 ));
@@ -700,7 +736,7 @@ fn check_no_self_overlap(target: &str, list: &[IpNet]) -> Result {
     for (i, a) in list.iter().enumerate() {
         for b in &list[i + 1..] {
             if a.contains(b) || b.contains(a) {
-                return Err(ApiError::invalid(
+                return Err(ValidationError::invalid(
                     target,
                     format!("prefixes {a} and {b} overlap; list each range once"),
                 ));
@@ -714,7 +750,7 @@ fn check_no_overlap(target: &str, ours: &[IpNet], what: &str, theirs: &[IpNet]) 
     for a in ours {
         for b in theirs {
             if a.contains(b) || b.contains(a) {
-                return Err(ApiError::invalid(
+                return Err(ValidationError::invalid(
                     target,
                     format!(
                         "{a} overlaps {b} in {what}; routes would be ambiguous. Use disjoint prefixes, or a \
@@ -743,20 +779,20 @@ fn check_local_gateway(lg: &LocalGatewaySpec) -> Result {
                         && !label.ends_with('-')
                 });
             if !ok {
-                return Err(ApiError::invalid(
+                return Err(ValidationError::invalid(
                     "fqdn",
                     format!("'{fqdn}' is not a valid DNS name"),
                 ));
             }
         }
         (Some(_), Some(_)) => {
-            return Err(ApiError::invalid(
+            return Err(ValidationError::invalid(
                 "fqdn",
                 "give either --gateway-ip-address or --fqdn, not both",
             ));
         }
         (None, None) => {
-            return Err(ApiError::invalid(
+            return Err(ValidationError::invalid(
                 "gatewayIpAddress",
                 "the site's device address is missing; pass --gateway-ip-address IP or --fqdn NAME",
             ));
@@ -773,20 +809,20 @@ fn check_local_gateway(lg: &LocalGatewaySpec) -> Result {
         match &bgp.bgp_peering_address {
             Some(addr) => check_bgp_peering_address("bgpSettings.bgpPeeringAddress", addr)?,
             None => {
-                return Err(ApiError::invalid(
+                return Err(ValidationError::invalid(
                     "bgpSettings.bgpPeeringAddress",
                     "BGP on a local gateway needs the site's peering address; pass --bgp-peering-address IP",
                 ));
             }
         }
         if !bgp.bgp_peering_addresses.is_empty() {
-            return Err(ApiError::invalid(
+            return Err(ValidationError::invalid(
                 "bgpSettings.bgpPeeringAddresses",
                 "bgpPeeringAddresses belongs to the vnet-gateway; a local gateway has one bgpPeeringAddress",
             ));
         }
     } else if prefixes.is_empty() {
-        return Err(ApiError::invalid(
+        return Err(ValidationError::invalid(
             "localNetworkAddressSpace.addressPrefixes",
             "a local gateway without BGP needs the site's prefixes; pass --local-address-prefixes CIDR...",
         ));
@@ -797,7 +833,7 @@ fn check_local_gateway(lg: &LocalGatewaySpec) -> Result {
 fn check_connection(c: &ConnectionSpec, state: &DesiredState) -> Result {
     check_name(kind::CONNECTION, &c.name)?;
     let Some(gw) = &state.gateway else {
-        return Err(ApiError::invalid(
+        return Err(ValidationError::invalid(
             "virtualNetworkGateway1",
             "there is no vnet-gateway yet; create it first with 'vgw vnet-gateway create'",
         ));
@@ -805,7 +841,7 @@ fn check_connection(c: &ConnectionSpec, state: &DesiredState) -> Result {
     if let Some(r) = &c.virtual_network_gateway1
         && r.name != gw.name
     {
-        return Err(ApiError::invalid(
+        return Err(ValidationError::invalid(
             "virtualNetworkGateway1",
             format!(
                 "this daemon serves vnet-gateway '{}', not '{}'",
@@ -814,7 +850,7 @@ fn check_connection(c: &ConnectionSpec, state: &DesiredState) -> Result {
         ));
     }
     let Some(lg) = state.local_gateways.get(&c.local_network_gateway2.name) else {
-        return Err(ApiError::invalid(
+        return Err(ValidationError::invalid(
             "localNetworkGateway2",
             format!(
                 "local-gateway '{}' does not exist; create it first or name an existing one ('vgw local-gateway list')",
@@ -823,13 +859,13 @@ fn check_connection(c: &ConnectionSpec, state: &DesiredState) -> Result {
         ));
     };
     if c.connection_protocol == ConnectionProtocol::IKEv1 {
-        return Err(ApiError::invalid(
+        return Err(ValidationError::invalid(
             "connectionProtocol",
             "vgw speaks IKEv2 only; use --connection-protocol IKEv2",
         ));
     }
     if c.connection_type == ConnectionType::Vnet2Vnet {
-        return Err(ApiError::invalid(
+        return Err(ValidationError::invalid(
             "connectionType",
             "model the other vgw as a local-gateway and use connectionType IPsec",
         ));
@@ -837,14 +873,14 @@ fn check_connection(c: &ConnectionSpec, state: &DesiredState) -> Result {
     match &c.shared_key {
         Some(key) => check_shared_key("sharedKey", key)?,
         None => {
-            return Err(ApiError::invalid(
+            return Err(ValidationError::invalid(
                 "sharedKey",
                 "the connection needs a pre-shared key; pass --shared-key KEY (in an apply file: sharedKey, which 'vgw export --include-secrets' writes)",
             ));
         }
     }
     if c.routing_weight > 32000 {
-        return Err(ApiError::invalid(
+        return Err(ValidationError::invalid(
             "routingWeight",
             format!("routingWeight {} is above 32000", c.routing_weight),
         ));
@@ -852,7 +888,7 @@ fn check_connection(c: &ConnectionSpec, state: &DesiredState) -> Result {
     // vgw accepts down to 1 s (Azure: 9): a fast dead-peer detection is what moves traffic to a
     // redundant tunnel within about a second when BFD is not used (docs/redundancy.md).
     if !(1..=3600).contains(&c.dpd_timeout_seconds) {
-        return Err(ApiError::invalid(
+        return Err(ValidationError::invalid(
             "dpdTimeoutSeconds",
             format!(
                 "dpdTimeoutSeconds {} is outside 1-3600 (Azure: 9-3600); Azure's default is 45",
@@ -861,7 +897,7 @@ fn check_connection(c: &ConnectionSpec, state: &DesiredState) -> Result {
         ));
     }
     if c.enable_bfd && !c.enable_bgp {
-        return Err(ApiError::invalid(
+        return Err(ValidationError::invalid(
             "enableBfd",
             "BFD runs between the BGP peering addresses; enable BGP on the connection (--enable-bgp) too",
         ));
@@ -869,7 +905,7 @@ fn check_connection(c: &ConnectionSpec, state: &DesiredState) -> Result {
     if let Some(ms) = c.bfd_interval_milliseconds
         && !(10..=60_000).contains(&ms)
     {
-        return Err(ApiError::invalid(
+        return Err(ValidationError::invalid(
             "bfdIntervalMilliseconds",
             format!("bfdIntervalMilliseconds {ms} is outside 10-60000"),
         ));
@@ -877,14 +913,14 @@ fn check_connection(c: &ConnectionSpec, state: &DesiredState) -> Result {
     if let Some(m) = c.bfd_multiplier
         && !(2..=50).contains(&m)
     {
-        return Err(ApiError::invalid(
+        return Err(ValidationError::invalid(
             "bfdMultiplier",
             format!("bfdMultiplier {m} is outside 2-50"),
         ));
     }
     if c.enable_bgp {
         if !gw.enable_bgp || gw.bgp_settings.is_none() {
-            return Err(ApiError::invalid(
+            return Err(ValidationError::invalid(
                 "enableBgp",
                 format!(
                     "BGP is not enabled on vnet-gateway '{}'; update it with --asn first",
@@ -893,7 +929,7 @@ fn check_connection(c: &ConnectionSpec, state: &DesiredState) -> Result {
             ));
         }
         if lg.bgp_settings.is_none() {
-            return Err(ApiError::invalid(
+            return Err(ValidationError::invalid(
                 "enableBgp",
                 format!(
                     "local-gateway '{}' has no bgpSettings; set its --asn and --bgp-peering-address",
@@ -906,7 +942,7 @@ fn check_connection(c: &ConnectionSpec, state: &DesiredState) -> Result {
         check_apipa(&format!("gatewayCustomBgpIpAddresses[{i}]"), a)?;
     }
     if c.ipsec_policies.len() > 10 {
-        return Err(ApiError::invalid(
+        return Err(ValidationError::invalid(
             "ipsecPolicies",
             "at most 10 ipsecPolicies per connection",
         ));
@@ -920,7 +956,7 @@ fn check_connection(c: &ConnectionSpec, state: &DesiredState) -> Result {
             ("remoteAddressRanges", &tsp.remote_address_ranges),
         ] {
             if list.is_empty() {
-                return Err(ApiError::invalid(
+                return Err(ValidationError::invalid(
                     format!("trafficSelectorPolicies[{i}].{field}"),
                     format!("{field} needs at least one prefix"),
                 ));
@@ -943,7 +979,7 @@ fn check_connection(c: &ConnectionSpec, state: &DesiredState) -> Result {
         for (i, r) in refs.iter().enumerate() {
             match gw.nat_rules.iter().find(|n| n.name == r.name) {
                 None => {
-                    return Err(ApiError::invalid(
+                    return Err(ValidationError::invalid(
                         format!("{field}[{i}]"),
                         format!(
                             "nat-rule '{}' does not exist on vnet-gateway '{}'",
@@ -952,7 +988,7 @@ fn check_connection(c: &ConnectionSpec, state: &DesiredState) -> Result {
                     ));
                 }
                 Some(rule) if rule.mode != mode => {
-                    return Err(ApiError::invalid(
+                    return Err(ValidationError::invalid(
                         format!("{field}[{i}]"),
                         format!(
                             "nat-rule '{}' has mode {}; {field} takes {mode} rules",

@@ -5,6 +5,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::controller::ControllerError;
+use crate::store::StoreError;
+use crate::validate::ValidationError;
+
 /// An error the API returns. `message` says what was wrong, where, and what to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ApiError {
@@ -128,9 +132,30 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<rusqlite::Error> for ApiError {
-    fn from(e: rusqlite::Error) -> Self {
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "state store failure");
         Self::internal(format!("state store: {e}"))
+    }
+}
+
+/// A broken rule is 400 InvalidParameter with the field as the target.
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        Self::new(400, "InvalidParameter", e.message, e.target)
+    }
+}
+
+/// The controller's refusals: a broken rule 400, a read-only replica 409, the store 500.
+impl From<ControllerError> for ApiError {
+    fn from(e: ControllerError) -> Self {
+        match e {
+            ControllerError::Invalid(v) => v.into(),
+            ControllerError::ReadOnlyReplica { .. } => {
+                Self::conflict("ReplicaIsReadOnly", "vnet-gateway", e.to_string())
+            }
+            ControllerError::Store(s) => s.into(),
+            ControllerError::Internal(what) => Self::internal(what),
+        }
     }
 }

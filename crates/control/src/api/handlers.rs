@@ -1176,7 +1176,7 @@ async fn put_nat_rule(
                     g.nat_rules.push(rule.clone());
                 }
             }
-            Ok(())
+            Ok::<(), ApiError>(())
         })
         .await?;
     let code = if created {
@@ -1247,7 +1247,7 @@ async fn put_root_cert(
                 .get_or_insert_with(Default::default);
             p2s.vpn_client_root_certificates.retain(|c| c.name != item);
             p2s.vpn_client_root_certificates.push(cert.clone());
-            Ok(())
+            Ok::<(), ApiError>(())
         })
         .await?;
     let mut view = item_view(
@@ -1293,7 +1293,7 @@ async fn put_revoked_cert(
             p2s.vpn_client_revoked_certificates
                 .retain(|c| c.name != item);
             p2s.vpn_client_revoked_certificates.push(cert.clone());
-            Ok(())
+            Ok::<(), ApiError>(())
         })
         .await?;
     Ok(json_response(
@@ -1333,7 +1333,7 @@ async fn delete_p2s_item(
             if let Some(p2s) = g.vpn_client_configuration.as_mut() {
                 existed = remove(p2s, &item);
             }
-            Ok(())
+            Ok::<(), ApiError>(())
         })
         .await?;
     Ok(if existed {
@@ -1388,7 +1388,7 @@ async fn put_local_gateway(
                 etags.get(&ResourceKey::new(collection::LOCAL_GATEWAYS, &name)),
             )?;
             created = state.local_gateways.insert(name.clone(), spec).is_none();
-            Ok(())
+            Ok::<(), ApiError>(())
         })
         .await?;
     let lg = &applied.state.local_gateways[&name];
@@ -1486,7 +1486,7 @@ async fn put_connection(
                 spec.shared_key = existing.shared_key.clone();
             }
             created = state.connections.insert(name.clone(), spec).is_none();
-            Ok(())
+            Ok::<(), ApiError>(())
         })
         .await?;
     let c = &applied.state.connections[&name];
@@ -1517,7 +1517,7 @@ async fn delete_connection(
                 )?;
             }
             existed = state.connections.remove(&name).is_some();
-            Ok(())
+            Ok::<(), ApiError>(())
         })
         .await?;
     Ok(if existed {
@@ -1563,7 +1563,7 @@ async fn put_shared_key(
                 .get_mut(&name)
                 .ok_or_else(|| ApiError::not_found(kind::CONNECTION, &name))?;
             c.shared_key = Some(body.value.clone());
-            Ok(())
+            Ok::<(), ApiError>(())
         })
         .await?;
     Ok(json_response(
@@ -1620,7 +1620,7 @@ async fn reset_shared_key(
                 .get_mut(&name)
                 .ok_or_else(|| ApiError::not_found(kind::CONNECTION, &name))?;
             c.shared_key = Some(key);
-            Ok(())
+            Ok::<(), ApiError>(())
         })
         .await?;
     Ok(json_response(
@@ -1737,7 +1737,7 @@ async fn apply_state(
                 }
             }
             *state = wanted;
-            Ok(())
+            Ok::<(), ApiError>(())
         })
         .await?;
     Ok(json_response(

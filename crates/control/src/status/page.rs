@@ -1072,7 +1072,7 @@ mod tests {
                         ..Default::default()
                     },
                 );
-                Ok(())
+                Ok::<(), crate::controller::ControllerError>(())
             })
             .await
             .expect("create resources");

@@ -13,54 +13,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-/// A stored resource, keyed by collection and name.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ResourceKey {
-    /// Collection, e.g. `connections`.
-    pub collection: String,
-    /// Resource name.
-    pub name: String,
-}
-
-impl ResourceKey {
-    /// A key for `name` in `collection`.
-    pub fn new(collection: &str, name: &str) -> Self {
-        Self {
-            collection: collection.to_string(),
-            name: name.to_string(),
-        }
-    }
-}
-
-/// One row as stored: the spec as JSON, its etag, and the secret if the resource has one.
-#[derive(Clone, Debug, PartialEq)]
-pub struct StoredResource {
-    /// Which resource.
-    pub key: ResourceKey,
-    /// The spec as JSON, without secrets.
-    pub spec: String,
-    /// Changes whenever the resource changes.
-    pub etag: String,
-    /// The shared key, for connections.
-    pub secret: Option<String>,
-}
-
-/// One write of a transaction.
-#[derive(Clone, Debug)]
-pub enum Write {
-    /// Create or replace a resource.
-    Put(StoredResource),
-    /// Remove a resource and its secret.
-    Delete(ResourceKey),
-}
-
-/// The desired-state store. A commit is atomic and durable when it returns.
-pub trait StateStore: Send {
-    /// Every stored resource.
-    fn load(&mut self) -> Result<Vec<StoredResource>, rusqlite::Error>;
-    /// Applies all writes or none.
-    fn commit(&mut self, writes: &[Write]) -> Result<(), rusqlite::Error>;
-}
+use super::{ResourceKey, StateStore, StoreError, StoredResource, Write};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` holds how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -177,8 +130,24 @@ impl SqliteStore {
     }
 }
 
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::new(e.to_string())
+    }
+}
+
 impl StateStore for SqliteStore {
-    fn load(&mut self) -> Result<Vec<StoredResource>, rusqlite::Error> {
+    fn load(&mut self) -> Result<Vec<StoredResource>, StoreError> {
+        self.load_rows().map_err(StoreError::from)
+    }
+
+    fn commit(&mut self, writes: &[Write]) -> Result<(), StoreError> {
+        self.commit_rows(writes).map_err(StoreError::from)
+    }
+}
+
+impl SqliteStore {
+    fn load_rows(&mut self) -> Result<Vec<StoredResource>, rusqlite::Error> {
         let mut stmt = self.conn.prepare(
             "SELECT r.collection, r.name, r.spec, r.etag, s.value FROM resources r
              LEFT JOIN secrets s ON s.collection = r.collection AND s.name = r.name
@@ -198,7 +167,7 @@ impl StateStore for SqliteStore {
         rows.collect()
     }
 
-    fn commit(&mut self, writes: &[Write]) -> Result<(), rusqlite::Error> {
+    fn commit_rows(&mut self, writes: &[Write]) -> Result<(), rusqlite::Error> {
         let tx = self.conn.transaction()?;
         for w in writes {
             match w {

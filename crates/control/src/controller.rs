@@ -12,6 +12,7 @@ use serde_json::json;
 use tokio::sync::{Mutex, watch};
 
 use crate::ops::diaglog::{Category, DiagLog};
+use crate::plan::Instance;
 
 use crate::model::{ConnectionSpec, LocalGatewaySpec, VnetGatewaySpec, collection};
 use crate::state::{Change, ChangeAction, DesiredState, diff};
@@ -31,6 +32,7 @@ pub struct Controller {
     replica_of: std::sync::OnceLock<String>,
     changes: ChangeFeed,
     log: Arc<DiagLog>,
+    instance: Instance,
 }
 
 /// Why the controller refused a change. Not an HTTP type: the API maps it (400, 409, 500).
@@ -83,7 +85,14 @@ fn new_etag() -> String {
 impl Controller {
     /// Loads the stored state. A stored resource that no longer parses is a hard error naming it, since
     /// serving a partial configuration would silently drop tunnels.
-    pub fn load(mut store: Box<dyn StateStore>, log: Arc<DiagLog>) -> Result<Self, String> {
+    ///
+    /// `instance` is this process's active-active index (`vgw serve --instance N`); the engines'
+    /// plans ask [`Controller::instance`] for it.
+    pub fn load(
+        mut store: Box<dyn StateStore>,
+        log: Arc<DiagLog>,
+        instance: Instance,
+    ) -> Result<Self, String> {
         let rows = store
             .load()
             .map_err(|e| format!("reading the state store: {e}"))?;
@@ -124,8 +133,14 @@ impl Controller {
             }),
             changes: ChangeFeed::default(),
             log,
+            instance,
             replica_of: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Which active-active instance this process is.
+    pub fn instance(&self) -> Instance {
+        self.instance
     }
 
     /// Makes this controller a replica: API writes are refused with a pointer to `primary`.

@@ -54,7 +54,6 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
     // SAFETY: umask only swaps the process's file-creation mask; it cannot fail.
     unsafe { libc::umask(0o077) };
     create_private_dir(&config.state_dir)?;
-    crate::ha::set_instance(config.instance);
     let store = SqliteStore::open(&config.state_dir)?;
     let log = Arc::new(
         DiagLog::open(
@@ -69,7 +68,11 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
             )
         })?,
     );
-    let controller = Arc::new(Controller::load(Box::new(store), log.clone())?);
+    let controller = Arc::new(Controller::load(
+        Box::new(store),
+        log.clone(),
+        crate::plan::Instance(config.instance),
+    )?);
     let started = std::time::SystemTime::now();
     let bgp_status = Arc::new(crate::plan::bgp::BgpStatus::default());
     let downloads = Arc::new(crate::api::p2s_download::Downloads::new(

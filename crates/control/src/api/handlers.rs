@@ -601,7 +601,13 @@ async fn reset_gateway(
     // Active-active: the named instance resets, the other keeps carrying the traffic (Azure's
     // `reset --gateway-vip`). A VIP of the other instance is forwarded over the interconnect.
     if let Some(vip) = q.get("gatewayVip")
-        && crate::ha::public_ip(gw).map(|a| a.to_string()).as_deref() != Some(vip.as_str())
+        && app
+            .controller
+            .instance()
+            .public_ip(gw)
+            .map(|a| a.to_string())
+            .as_deref()
+            != Some(vip.as_str())
     {
         let Some(ha) = &app.ha else {
             return Err(ApiError::invalid(
@@ -751,7 +757,12 @@ async fn failover_drill(
 async fn instance_report(State(app): State<AppState>) -> ApiResult {
     let (state, _) = app.controller.snapshot().await;
     let reachable = app.live.as_ref().map(|l| l.reachable()).unwrap_or_default();
-    let report = crate::ha::local_report(&state, app.local_status.as_ref(), reachable);
+    let report = crate::ha::local_report(
+        &state,
+        app.local_status.as_ref(),
+        reachable,
+        app.controller.instance(),
+    );
     Ok(json_response(StatusCode::OK, json!(report)))
 }
 
@@ -859,9 +870,11 @@ async fn vpn_client_package(State(app): State<AppState>, Path(name): Path<String
     }
     // Build the package once now, so a configuration that cannot produce one fails here, not at
     // download time.
-    let input = crate::plan::p2s::profile_input(&state, &app.downloads.dir).map_err(|m| {
-        ApiError::conflict("VpnClientPackageUnavailable", "vpnClientConfiguration", m)
-    })?;
+    let input =
+        crate::plan::p2s::profile_input(&state, &app.downloads.dir, app.controller.instance())
+            .map_err(|m| {
+                ApiError::conflict("VpnClientPackageUnavailable", "vpnClientConfiguration", m)
+            })?;
     vgw_pki::profiles::build_profile(&input).map_err(|e| {
         ApiError::conflict(
             "VpnClientPackageUnavailable",

@@ -112,8 +112,9 @@ async fn download(
             .into_response();
     }
     let (state, _) = st.controller.snapshot().await;
-    let package = crate::plan::p2s::profile_input(&state, &st.downloads.dir)
-        .and_then(|input| vgw_pki::profiles::build_profile(&input).map_err(|e| e.to_string()));
+    let package =
+        crate::plan::p2s::profile_input(&state, &st.downloads.dir, st.controller.instance())
+            .and_then(|input| vgw_pki::profiles::build_profile(&input).map_err(|e| e.to_string()));
     match package {
         Ok(p) => (
             StatusCode::OK,

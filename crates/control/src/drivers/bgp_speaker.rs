@@ -227,7 +227,7 @@ impl Speaker {
     /// Brings the peers in line with the desired state.
     async fn reconcile(&mut self) {
         let (state, _) = self.controller.snapshot().await;
-        let specs = crate::plan::bgp::peers(&state);
+        let specs = crate::plan::bgp::peers(&state, self.controller.instance());
         let local_asn = specs.values().next().map_or(0, |s| s.local_asn);
         let now = Instant::now();
         if local_asn != self.rib.local_asn() {

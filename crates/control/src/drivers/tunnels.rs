@@ -878,7 +878,8 @@ impl Driver {
             ])
             .to_string()
         });
-        let wanted = crate::plan::p2s::build_config(state, &self.p2s_dir);
+        let wanted =
+            crate::plan::p2s::build_config(state, &self.p2s_dir, self.controller.instance());
         match wanted {
             None => {
                 if self.p2s_key.take().is_some() {
@@ -1216,7 +1217,7 @@ impl Driver {
         self.gateway_name = state.gateway.as_ref().map(|g| g.name.clone());
         self.reconcile_p2s(&state, now);
         self.reconcile_wireguard(&state).await;
-        let peering = crate::plan::bgp::local_peering_address(&state);
+        let peering = crate::plan::bgp::local_peering_address(&state, self.controller.instance());
         if peering != self.peering_address
             && let Some(addr) = peering
         {
@@ -1250,7 +1251,7 @@ impl Driver {
                 id
             });
             self.names.insert(id, name.clone());
-            match build_config(&state, c) {
+            match build_config(&state, c, self.controller.instance()) {
                 Ok((config, prefixes)) => {
                     wanted.insert(id, (config, prefixes));
                 }

@@ -25,8 +25,7 @@
 //!   point a prefix at each other for longer than one poll.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -36,8 +35,8 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::controller::Controller;
-use crate::model::VnetGatewaySpec;
 use crate::ops::diaglog::{Category, DiagLog};
+use crate::plan::Instance;
 use crate::state::{DesiredState, StateDocument};
 use crate::status::{ConnectionState, ConnectionStatus, StatusSource, TunnelStatus};
 
@@ -49,35 +48,6 @@ const PEER_STALE_AFTER: Duration = Duration::from_secs(3);
 pub const BACKUP_METRIC: u32 = 1000;
 /// Time limit of one interconnect request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-
-static INSTANCE: AtomicUsize = AtomicUsize::new(0);
-
-/// Sets this process's instance index (0 or 1), once at start-up.
-pub fn set_instance(index: usize) {
-    INSTANCE.store(index, Ordering::Relaxed);
-}
-
-/// This process's instance index: 0 unless `vgw serve --instance 1`.
-pub fn instance() -> usize {
-    INSTANCE.load(Ordering::Relaxed)
-}
-
-/// The public address this instance serves: `ipConfigurations[instance]`.
-pub fn public_ip(gw: &VnetGatewaySpec) -> Option<IpAddr> {
-    gw.ip_configurations
-        .get(instance())
-        .and_then(|c| c.public_ip_address.parse().ok())
-}
-
-/// The other active-active instance's index.
-fn other_instance() -> usize {
-    1 - instance().min(1)
-}
-
-/// This instance's entry of a comma-separated `bgpPeeringAddress` list.
-pub fn instance_peering_address(list: &str) -> Option<IpAddr> {
-    list.split(',').nth(instance())?.trim().parse().ok()
-}
 
 /// How to reach the other instance.
 #[derive(Clone, Debug)]
@@ -121,6 +91,8 @@ pub fn state_digest(state: &DesiredState) -> String {
 pub struct Ha {
     /// How to reach the other instance.
     pub peer: PeerInstance,
+    /// This process's instance index.
+    pub instance: Instance,
     /// Its last report and when it came.
     report: RwLock<Option<(Instant, InstanceReport)>>,
     /// Why the last poll failed, if it did.
@@ -169,11 +141,11 @@ impl StatusSource for MergedStatus {
                 .cloned()
                 .map(|t| (report.instance, t)),
             None => Some((
-                other_instance(),
+                self.ha.instance.other().index(),
                 TunnelStatus {
                     tunnel: format!(
                         "instance {} (not answering: {})",
-                        other_instance(),
+                        self.ha.instance.other().index(),
                         self.ha
                             .peer_error()
                             .unwrap_or_else(|| "no report yet".into())
@@ -190,7 +162,7 @@ impl StatusSource for MergedStatus {
                 status.connection_status = ConnectionState::Connected;
                 status.connection_status_reason = None;
             }
-            if index < instance() {
+            if index < self.ha.instance.index() {
                 status.tunnel_connection_status.insert(0, tunnel);
             } else {
                 status.tunnel_connection_status.push(tunnel);
@@ -205,13 +177,14 @@ pub fn local_report(
     state: &DesiredState,
     local: &dyn StatusSource,
     reachable: Vec<IpNet>,
+    instance: Instance,
 ) -> InstanceReport {
     InstanceReport {
-        instance: instance(),
+        instance: instance.index(),
         public_ip: state
             .gateway
             .as_ref()
-            .and_then(public_ip)
+            .and_then(|gw| instance.public_ip(gw))
             .map(|a| a.to_string()),
         tunnels: state
             .connections
@@ -237,6 +210,7 @@ pub fn spawn(peer: PeerInstance, controller: Arc<Controller>, log: Arc<DiagLog>)
     }
     let ha = Arc::new(Ha {
         peer,
+        instance: controller.instance(),
         report: RwLock::new(None),
         last_error: RwLock::new(None),
     });

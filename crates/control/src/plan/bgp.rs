@@ -18,6 +18,8 @@ use serde_json::{Value, json};
 use crate::model::MaxPrefixAction;
 use crate::state::DesiredState;
 
+use super::Instance;
+
 /// Azure's default hold time (s).
 pub const DEFAULT_HOLD_TIME: u16 = 180;
 /// Azure's default keepalive interval (s).
@@ -54,14 +56,14 @@ pub struct PeerSpec {
 
 /// The gateway's own peering address when BGP is enabled: this instance's entry of
 /// `bgpPeeringAddress` (the first, or the second on active-active instance 1).
-pub fn local_peering_address(state: &DesiredState) -> Option<IpAddr> {
+pub fn local_peering_address(state: &DesiredState, instance: Instance) -> Option<IpAddr> {
     let gw = state.gateway.as_ref().filter(|g| g.enable_bgp)?;
-    crate::ha::instance_peering_address(gw.bgp_settings.as_ref()?.bgp_peering_address.as_deref()?)
+    instance.peering_address(gw.bgp_settings.as_ref()?.bgp_peering_address.as_deref()?)
 }
 
 /// The peers the desired state asks for, keyed by connection name. Connections whose settings are
 /// incomplete are skipped (validation already refuses most of those).
-pub fn peers(state: &DesiredState) -> BTreeMap<String, PeerSpec> {
+pub fn peers(state: &DesiredState, instance: Instance) -> BTreeMap<String, PeerSpec> {
     let mut out = BTreeMap::new();
     let Some(gw) = &state.gateway else {
         return out;
@@ -69,7 +71,7 @@ pub fn peers(state: &DesiredState) -> BTreeMap<String, PeerSpec> {
     let Some(gw_bgp) = gw.bgp_settings.as_ref().filter(|_| gw.enable_bgp) else {
         return out;
     };
-    let Some(local_address) = local_peering_address(state) else {
+    let Some(local_address) = local_peering_address(state, instance) else {
         return out;
     };
     for (name, c) in &state.connections {

@@ -11,6 +11,7 @@ use vgw_ike::proposal::{ProposalSpec, default_esp, default_ike};
 use vgw_ike::{ChildConfig, Config, Mode};
 use zeroize::Zeroizing;
 
+use super::Instance;
 use crate::model::{self, ConnectionSpec, IpsecPolicy, LocalGatewaySpec, VnetGatewaySpec};
 use crate::state::DesiredState;
 
@@ -100,13 +101,14 @@ fn prefix_ts(p: &IpNet) -> TrafficSelector {
 pub fn build_config(
     state: &DesiredState,
     c: &ConnectionSpec,
+    instance: Instance,
 ) -> Result<(Config, Vec<IpNet>), String> {
     let gw: &VnetGatewaySpec = state.gateway.as_ref().ok_or("no vnet-gateway")?;
     let lg: &LocalGatewaySpec = state
         .local_gateways
         .get(&c.local_network_gateway2.name)
         .ok_or("local gateway missing")?;
-    let local_addr: IpAddr = crate::ha::public_ip(gw).ok_or(
+    let local_addr: IpAddr = instance.public_ip(gw).ok_or(
         "the gateway has no public address for this instance (vgw serve --instance N needs ipConfigurations[N])",
     )?;
     let remote_addr: IpAddr = match (&lg.gateway_ip_address, &lg.fqdn) {

@@ -24,6 +24,8 @@ use vgw_ike::{
 
 use crate::state::DesiredState;
 
+use super::Instance;
+
 /// The remote-access connection's id in the IKE engine (below the engine's client ids).
 pub const P2S_CONN: ConnId = 0x7fff_0000;
 
@@ -114,7 +116,11 @@ fn prefix_ts(net: &IpNet) -> TrafficSelector {
 
 /// The remote-access connection `state` asks for: None when point-to-site over IKEv2 is not set up
 /// (no pool, no IkeV2 protocol, or no trusted root).
-pub fn build_config(state: &DesiredState, credentials: &Path) -> Option<Result<Config, String>> {
+pub fn build_config(
+    state: &DesiredState,
+    credentials: &Path,
+    instance: Instance,
+) -> Option<Result<Config, String>> {
     let gw = state.gateway.as_ref()?;
     let p2s = gw.vpn_client_configuration.as_ref()?;
     if !p2s
@@ -127,8 +133,9 @@ pub fn build_config(state: &DesiredState, credentials: &Path) -> Option<Result<C
     }
     Some((|| {
         let (ike, esp, pfs) = proposals(p2s)?;
-        let public_ip: IpAddr =
-            crate::ha::public_ip(gw).ok_or("the gateway has no public IP address")?;
+        let public_ip: IpAddr = instance
+            .public_ip(gw)
+            .ok_or("the gateway has no public IP address")?;
         let mut pool_v4: Option<(Ipv4Addr, u8)> = None;
         let mut pool_v6: Option<(Ipv6Addr, u8)> = None;
         for p in &p2s.vpn_client_address_pool.address_prefixes {
@@ -297,14 +304,16 @@ fn proposals(
 pub fn profile_input(
     state: &DesiredState,
     dir: &Path,
+    instance: Instance,
 ) -> Result<vgw_pki::profiles::ProfileInput, String> {
     let gw = state.gateway.as_ref().ok_or("no vnet-gateway")?;
     let p2s = gw
         .vpn_client_configuration
         .as_ref()
         .ok_or("point-to-site is not configured")?;
-    let public_ip: IpAddr =
-        crate::ha::public_ip(gw).ok_or("the gateway has no public IP address")?;
+    let public_ip: IpAddr = instance
+        .public_ip(gw)
+        .ok_or("the gateway has no public IP address")?;
     server_credentials(dir, public_ip)?;
     let ca = std::fs::read_to_string(dir.join("ca.crt.pem"))
         .map(|t| pem_blocks(&t, "CERTIFICATE"))

@@ -1034,7 +1034,9 @@ mod tests {
     async fn controller(dir: &std::path::Path) -> Arc<Controller> {
         let store = SqliteStore::open(dir).expect("store");
         let log = Arc::new(DiagLog::open(&dir.join("logs"), 1 << 20, 2).expect("log"));
-        let controller = Arc::new(Controller::load(Box::new(store), log).expect("controller"));
+        let controller = Arc::new(
+            Controller::load(Box::new(store), log, Default::default()).expect("controller"),
+        );
         controller
             .mutate(false, |s, _| {
                 s.gateway = Some(VnetGatewaySpec {
@@ -1339,7 +1341,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
         let log = Arc::new(DiagLog::open(&dir.path().join("logs"), 1 << 20, 2).unwrap());
-        let controller = Arc::new(Controller::load(Box::new(store), log).unwrap());
+        let controller =
+            Arc::new(Controller::load(Box::new(store), log, Default::default()).unwrap());
         let (status, _, body) = get(app(controller.clone(), false), "/").await;
         assert_eq!(status, StatusCode::OK);
         assert!(body.contains("No gateway is configured yet"));

@@ -26,6 +26,7 @@ use vgw_ike::{ChildSaKeys, Config, ConnId, Endpoint, Event, Failure};
 use crate::controller::Controller;
 use crate::model;
 use crate::ops::diaglog::{Category, DiagLog};
+use crate::plan::conn::{ConnKind, SiteIds};
 use crate::plan::ipsec::build_config;
 use crate::state::DesiredState;
 use crate::status::{ConnectionState, ConnectionStatus, StatusSource, TunnelStatus};
@@ -401,7 +402,7 @@ pub fn start(
         log,
         status,
         ids: HashMap::new(),
-        next_id: 1,
+        site_ids: SiteIds::default(),
         names: HashMap::new(),
         configs: HashMap::new(),
         installed_routes: HashMap::new(),
@@ -437,7 +438,7 @@ struct Driver {
     log: Arc<DiagLog>,
     status: Arc<LiveStatus>,
     ids: HashMap<String, ConnId>,
-    next_id: ConnId,
+    site_ids: SiteIds,
     names: HashMap<ConnId, String>,
     configs: HashMap<ConnId, Config>,
     installed_routes: HashMap<ConnId, Vec<IpNet>>,
@@ -722,7 +723,9 @@ impl Driver {
                 ..
             } => self.client_down(client, user_name, remote, failure),
             Event::AddressesAssigned { .. } => {}
-            Event::ChildSaUp { conn, keys, .. } if conn >= vgw_ike::CLIENT_CONN_BASE => {
+            Event::ChildSaUp { conn, keys, .. }
+                if matches!(ConnKind::of(conn), ConnKind::PointToSiteClient(_)) =>
+            {
                 self.install_client(conn, keys)
             }
             Event::Log {
@@ -730,7 +733,7 @@ impl Driver {
                 level,
                 exchange,
                 message,
-            } if conn == crate::plan::p2s::P2S_CONN || conn >= vgw_ike::CLIENT_CONN_BASE => {
+            } if ConnKind::of(conn).is_point_to_site() => {
                 self.log.log(
                     Category::P2sDiagnosticLog,
                     level,
@@ -883,7 +886,7 @@ impl Driver {
         match wanted {
             None => {
                 if self.p2s_key.take().is_some() {
-                    self.endpoint.remove(crate::plan::p2s::P2S_CONN, now);
+                    self.endpoint.remove(ConnKind::PointToSiteServer.id(), now);
                     self.log.log(
                         Category::P2sDiagnosticLog,
                         "info",
@@ -909,7 +912,7 @@ impl Driver {
                 if self.p2s_key != key {
                     self.p2s_key = key;
                     self.endpoint
-                        .set_config(crate::plan::p2s::P2S_CONN, config, now);
+                        .set_config(ConnKind::PointToSiteServer.id(), config, now);
                     self.log.log(
                         Category::P2sDiagnosticLog,
                         "info",
@@ -1245,11 +1248,23 @@ impl Driver {
             .collect();
         let mut wanted: HashMap<ConnId, (Config, Vec<IpNet>)> = HashMap::new();
         for (name, c) in &state.connections {
-            let id = *self.ids.entry(name.clone()).or_insert_with(|| {
-                let id = self.next_id;
-                self.next_id += 1;
-                id
-            });
+            let id = match self.ids.get(name) {
+                Some(id) => *id,
+                None => {
+                    let Some(id) = self.site_ids.allocate() else {
+                        self.set_live(name, |l| {
+                            l.state = ConnectionState::NotConnected;
+                            l.reason = Some("CONFIGURATION_ERROR".into());
+                            l.last_error = Some(
+                                json!({"message": "no connection id left; restart vgw serve"}),
+                            );
+                        });
+                        continue;
+                    };
+                    self.ids.insert(name.clone(), id);
+                    id
+                }
+            };
             self.names.insert(id, name.clone());
             match build_config(&state, c, self.controller.instance()) {
                 Ok((config, prefixes)) => {

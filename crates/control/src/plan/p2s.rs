@@ -26,9 +26,6 @@ use crate::state::DesiredState;
 
 use super::Instance;
 
-/// The remote-access connection's id in the IKE engine (below the engine's client ids).
-pub const P2S_CONN: ConnId = 0x7fff_0000;
-
 /// PEM blocks of one label, decoded.
 pub fn pem_blocks(text: &str, label: &str) -> Vec<Vec<u8>> {
     let begin = format!("-----BEGIN {label}-----");

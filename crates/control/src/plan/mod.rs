@@ -4,6 +4,7 @@ pub mod bgp;
 pub mod conn;
 pub mod ipsec;
 pub mod p2s;
+pub mod wireguard;
 
 use std::net::IpAddr;
 
@@ -37,3 +38,6 @@ impl Instance {
         list.split(',').nth(self.0)?.trim().parse().ok()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -139,7 +139,7 @@ pub fn build_config(
             match p.parse::<IpNet>() {
                 // With WireGuard on, IKEv2 leases from the lower half (crate::drivers::wireguard's decision).
                 Ok(IpNet::V4(n)) if pool_v4.is_none() && wireguard_on(p2s) => {
-                    let (ike, _) = crate::drivers::wireguard::split_pool(n.trunc());
+                    let (ike, _) = crate::plan::wireguard::split_pool(n.trunc());
                     pool_v4 = Some((ike.network(), ike.prefix_len()));
                 }
                 Ok(IpNet::V4(n)) if pool_v4.is_none() => {
@@ -242,10 +242,10 @@ pub fn wireguard_on(p2s: &crate::model::VpnClientConfiguration) -> bool {
 /// The WireGuard peers `p2s` lists, with their derived keys (base64 private key) and addresses.
 pub fn wireguard_peers(
     p2s: &crate::model::VpnClientConfiguration,
-    keys: &crate::drivers::wireguard::Keys,
-) -> Vec<(crate::drivers::wireguard::Peer, String)> {
+    keys: &crate::plan::wireguard::Keys,
+) -> Vec<(crate::plan::wireguard::Peer, String)> {
     let Some(half) =
-        crate::drivers::wireguard::wireguard_half(&p2s.vpn_client_address_pool.address_prefixes)
+        crate::plan::wireguard::wireguard_half(&p2s.vpn_client_address_pool.address_prefixes)
     else {
         return Vec::new();
     };
@@ -253,15 +253,15 @@ pub fn wireguard_peers(
         .iter()
         .enumerate()
         .filter_map(|(i, name)| {
-            let address = crate::drivers::wireguard::peer_address(half, i)?;
+            let address = crate::plan::wireguard::peer_address(half, i)?;
             let secret = keys.client(name);
             Some((
-                crate::drivers::wireguard::Peer {
+                crate::plan::wireguard::Peer {
                     name: name.clone(),
                     public: boringtun::x25519::PublicKey::from(&secret),
                     address: IpAddr::V4(address),
                 },
-                crate::drivers::wireguard::b64(secret.as_bytes()),
+                crate::plan::wireguard::b64(secret.as_bytes()),
             ))
         })
         .collect()
@@ -359,11 +359,11 @@ pub fn profile_input(
         client: None,
         wireguard: wireguard_on(p2s)
             .then(|| {
-                let keys = crate::drivers::wireguard::Keys::load(dir).ok()?;
+                let keys = crate::plan::wireguard::Keys::load(dir).ok()?;
                 let server = boringtun::x25519::PublicKey::from(&keys.server());
                 Some(vgw_pki::profiles::WireGuardInput {
-                    server_public_key: crate::drivers::wireguard::b64(server.as_bytes()),
-                    endpoint: format!("{public_ip}:{}", crate::drivers::wireguard::DEFAULT_PORT),
+                    server_public_key: crate::plan::wireguard::b64(server.as_bytes()),
+                    endpoint: format!("{public_ip}:{}", crate::plan::wireguard::DEFAULT_PORT),
                     clients: wireguard_peers(p2s, &keys)
                         .into_iter()
                         .map(|(peer, private)| vgw_pki::profiles::WireGuardClient {

@@ -11,11 +11,11 @@ pub mod api;
 pub mod controller;
 pub mod drivers;
 pub mod ha;
-pub mod model;
 pub mod ops;
 pub mod plan;
 pub mod server;
-pub mod state;
 pub mod status;
 pub mod store;
-pub mod validate;
+
+/// The Azure vocabulary, from `crates/model`.
+pub use vgw_model::{model, state, validate};

@@ -2,7 +2,7 @@
 //!
 //! Decision (docs/api.md): vgw flattens Azure's `properties` object into the resource, as `az` does in its
 //! output. These `*Spec` types hold only what an operator writes; `id`, `etag`, `provisioningState` and the
-//! status fields are added on output by [`crate::api`]. Input is strict (`deny_unknown_fields`) so a typo in a
+//! status fields are added on output by the control plane's API. Input is strict (`deny_unknown_fields`) so a typo in a
 //! field name is an error naming the field, never a silently ignored setting.
 
 use std::borrow::Cow;

@@ -16,6 +16,9 @@ use std::fmt::Write as _;
 use std::io::{Cursor, Write as _};
 
 use serde::{Deserialize, Serialize};
+use vgw_model::model::{
+    DhGroup, IkeEncryption, IkeIntegrity, IpsecEncryption, IpsecIntegrity, PfsGroup,
+};
 
 use crate::inspect::{certs_from_pem_or_der, summarize, thumbprint};
 use crate::{Error, Result};
@@ -23,22 +26,23 @@ use crate::{Error, Result};
 /// The IKE SA lifetime the profiles ask for, in seconds.
 pub const IKE_SA_LIFETIME_SECONDS: u64 = 28_800;
 
-/// One IPsec/IKE policy with Azure's field names and values (`ipsecPolicies[]`).
+/// One IPsec/IKE policy with Azure's field names and values (`ipsecPolicies[]`); the values are the
+/// model crate's algorithm names, parsed there and nowhere else.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IpsecPolicy {
     /// DES, DES3, AES128, AES192, AES256, GCMAES128, GCMAES256, ChaCha20Poly1305.
-    pub ike_encryption: String,
+    pub ike_encryption: IkeEncryption,
     /// MD5, SHA1, SHA256, SHA384, SHA512, GCMAES128, GCMAES256 (the PRF for AEAD encryption).
-    pub ike_integrity: String,
+    pub ike_integrity: IkeIntegrity,
     /// DHGroup1, DHGroup2, DHGroup14, DHGroup2048, ECP256, ECP384, DHGroup24, Curve25519.
-    pub dh_group: String,
+    pub dh_group: DhGroup,
     /// None, DES, DES3, AES128, AES192, AES256, GCMAES128, GCMAES192, GCMAES256, ChaCha20Poly1305.
-    pub ipsec_encryption: String,
+    pub ipsec_encryption: IpsecEncryption,
     /// MD5, SHA1, SHA256, GCMAES128, GCMAES192, GCMAES256, ChaCha20Poly1305.
-    pub ipsec_integrity: String,
+    pub ipsec_integrity: IpsecIntegrity,
     /// None, PFS1, PFS2, PFS2048, PFS14, ECP256, ECP384, PFS24, PFSMM, Curve25519.
-    pub pfs_group: String,
+    pub pfs_group: PfsGroup,
     /// Child SA lifetime in seconds (0: the client's default).
     #[serde(default)]
     pub sa_life_time_seconds: u64,
@@ -51,12 +55,12 @@ impl Default for IpsecPolicy {
     /// AES256/SHA256/DHGroup14 for IKE, GCMAES256 without PFS for ESP, 8 h.
     fn default() -> Self {
         IpsecPolicy {
-            ike_encryption: "AES256".into(),
-            ike_integrity: "SHA256".into(),
-            dh_group: "DHGroup14".into(),
-            ipsec_encryption: "GCMAES256".into(),
-            ipsec_integrity: "GCMAES256".into(),
-            pfs_group: "None".into(),
+            ike_encryption: IkeEncryption::Aes256,
+            ike_integrity: IkeIntegrity::Sha256,
+            dh_group: DhGroup::DhGroup14,
+            ipsec_encryption: IpsecEncryption::GcmAes256,
+            ipsec_integrity: IpsecIntegrity::GcmAes256,
+            pfs_group: PfsGroup::None,
             sa_life_time_seconds: 28_800,
             sa_data_size_kilobytes: 102_400_000,
         }
@@ -302,74 +306,89 @@ impl Suite {
     }
 }
 
-fn bad(field: &str, value: &str) -> Error {
-    Error::Invalid(format!("{field} '{value}' is not a known value"))
+fn ike_enc(v: IkeEncryption) -> Enc {
+    match v {
+        IkeEncryption::Des => Enc::Des,
+        IkeEncryption::Des3 => Enc::Des3,
+        IkeEncryption::Aes128 => Enc::Aes(128),
+        IkeEncryption::Aes192 => Enc::Aes(192),
+        IkeEncryption::Aes256 => Enc::Aes(256),
+        IkeEncryption::GcmAes128 => Enc::Gcm(128),
+        IkeEncryption::GcmAes256 => Enc::Gcm(256),
+        IkeEncryption::ChaCha20Poly1305 => Enc::ChaCha,
+    }
 }
 
-fn parse_enc(field: &str, v: &str, allow_null: bool) -> Result<Enc> {
-    Ok(match v.to_ascii_uppercase().as_str() {
-        "NONE" if allow_null => Enc::Null,
-        "DES" => Enc::Des,
-        "DES3" => Enc::Des3,
-        "AES128" => Enc::Aes(128),
-        "AES192" => Enc::Aes(192),
-        "AES256" => Enc::Aes(256),
-        "GCMAES128" => Enc::Gcm(128),
-        "GCMAES192" => Enc::Gcm(192),
-        "GCMAES256" => Enc::Gcm(256),
-        "CHACHA20POLY1305" => Enc::ChaCha,
-        _ => return Err(bad(field, v)),
+fn esp_enc(v: IpsecEncryption) -> Enc {
+    match v {
+        IpsecEncryption::None => Enc::Null,
+        IpsecEncryption::Des => Enc::Des,
+        IpsecEncryption::Des3 => Enc::Des3,
+        IpsecEncryption::Aes128 => Enc::Aes(128),
+        IpsecEncryption::Aes192 => Enc::Aes(192),
+        IpsecEncryption::Aes256 => Enc::Aes(256),
+        IpsecEncryption::GcmAes128 => Enc::Gcm(128),
+        IpsecEncryption::GcmAes192 => Enc::Gcm(192),
+        IpsecEncryption::GcmAes256 => Enc::Gcm(256),
+        IpsecEncryption::ChaCha20Poly1305 => Enc::ChaCha,
+    }
+}
+
+fn dh_group(v: DhGroup) -> Option<Group> {
+    Some(match v {
+        DhGroup::None => return None,
+        DhGroup::DhGroup1 => Group::Modp768,
+        DhGroup::DhGroup2 => Group::Modp1024,
+        DhGroup::DhGroup14 | DhGroup::DhGroup2048 => Group::Modp2048,
+        DhGroup::DhGroup24 => Group::Modp2048s256,
+        DhGroup::Ecp256 => Group::Ecp256,
+        DhGroup::Ecp384 => Group::Ecp384,
+        DhGroup::Curve25519 => Group::Curve25519,
     })
 }
 
-fn parse_group(field: &str, v: &str) -> Result<Option<Group>> {
-    Ok(Some(match v.to_ascii_uppercase().as_str() {
-        "NONE" => return Ok(None),
-        "DHGROUP1" | "PFS1" => Group::Modp768,
-        "DHGROUP2" | "PFS2" => Group::Modp1024,
-        "DHGROUP14" | "DHGROUP2048" | "PFS2048" | "PFS14" => Group::Modp2048,
-        "DHGROUP24" | "PFS24" => Group::Modp2048s256,
-        "ECP256" => Group::Ecp256,
-        "ECP384" => Group::Ecp384,
-        "CURVE25519" => Group::Curve25519,
-        _ => return Err(bad(field, v)),
-    }))
+fn pfs_group(v: PfsGroup) -> Pfs {
+    Pfs::Group(match v {
+        PfsGroup::None => return Pfs::None,
+        PfsGroup::PfsMm => return Pfs::SameAsIke,
+        PfsGroup::Pfs1 => Group::Modp768,
+        PfsGroup::Pfs2 => Group::Modp1024,
+        PfsGroup::Pfs2048 | PfsGroup::Pfs14 => Group::Modp2048,
+        PfsGroup::Pfs24 => Group::Modp2048s256,
+        PfsGroup::Ecp256 => Group::Ecp256,
+        PfsGroup::Ecp384 => Group::Ecp384,
+        PfsGroup::Curve25519 => Group::Curve25519,
+    })
 }
 
 fn parse_suite(p: &IpsecPolicy) -> Result<Suite> {
-    let ike_enc = parse_enc("ikeEncryption", &p.ike_encryption, false)?;
-    let ike_hash = match p.ike_integrity.to_ascii_uppercase().as_str() {
-        "MD5" => Hash::Md5,
-        "SHA1" => Hash::Sha1,
-        "SHA256" => Hash::Sha256,
-        "SHA384" => Hash::Sha384,
-        "SHA512" => Hash::Sha512,
+    let ike_enc = ike_enc(p.ike_encryption);
+    let ike_hash = match p.ike_integrity {
+        IkeIntegrity::Md5 => Hash::Md5,
+        IkeIntegrity::Sha1 => Hash::Sha1,
+        IkeIntegrity::Sha256 => Hash::Sha256,
+        IkeIntegrity::Sha384 => Hash::Sha384,
+        IkeIntegrity::Sha512 => Hash::Sha512,
         // As the gateway does: a GCM "integrity" means HMAC-SHA256 as the PRF.
-        "GCMAES128" | "GCMAES256" if ike_enc.is_aead() => Hash::Sha256,
-        "GCMAES128" | "GCMAES256" => {
+        IkeIntegrity::GcmAes128 | IkeIntegrity::GcmAes256 if ike_enc.is_aead() => Hash::Sha256,
+        IkeIntegrity::GcmAes128 | IkeIntegrity::GcmAes256 => {
             return Err(Error::Invalid(format!(
                 "ikeIntegrity {} needs a GCM ikeEncryption (got {})",
                 p.ike_integrity, p.ike_encryption
             )));
         }
-        _ => return Err(bad("ikeIntegrity", &p.ike_integrity)),
     };
-    let dh = parse_group("dhGroup", &p.dh_group)?
+    let dh = dh_group(p.dh_group)
         .ok_or_else(|| Error::Invalid("dhGroup None: IKEv2 needs a DH group".into()))?;
-    if matches!(
-        p.dh_group.to_ascii_uppercase().as_str(),
-        "PFS1" | "PFS2" | "PFS2048" | "PFS14" | "PFS24"
-    ) {
-        return Err(bad("dhGroup", &p.dh_group));
-    }
-    let esp_enc = parse_enc("ipsecEncryption", &p.ipsec_encryption, true)?;
-    let integ = p.ipsec_integrity.to_ascii_uppercase();
-    let esp_hash = match integ.as_str() {
-        "MD5" => Some(Hash::Md5),
-        "SHA1" => Some(Hash::Sha1),
-        "SHA256" => Some(Hash::Sha256),
-        "GCMAES128" | "GCMAES192" | "GCMAES256" | "CHACHA20POLY1305" => None,
-        _ => return Err(bad("ipsecIntegrity", &p.ipsec_integrity)),
+    let esp_enc = esp_enc(p.ipsec_encryption);
+    let esp_hash = match p.ipsec_integrity {
+        IpsecIntegrity::Md5 => Some(Hash::Md5),
+        IpsecIntegrity::Sha1 => Some(Hash::Sha1),
+        IpsecIntegrity::Sha256 => Some(Hash::Sha256),
+        IpsecIntegrity::GcmAes128
+        | IpsecIntegrity::GcmAes192
+        | IpsecIntegrity::GcmAes256
+        | IpsecIntegrity::ChaCha20Poly1305 => None,
     };
     if esp_enc.is_aead() != esp_hash.is_none() && esp_enc != Enc::Null {
         return Err(Error::Invalid(format!(
@@ -382,23 +401,13 @@ fn parse_suite(p: &IpsecPolicy) -> Result<Suite> {
             "ipsecEncryption None needs a non-AEAD ipsecIntegrity".into(),
         ));
     }
-    let pfs = match p.pfs_group.to_ascii_uppercase().as_str() {
-        "PFSMM" => Pfs::SameAsIke,
-        "DHGROUP1" | "DHGROUP2" | "DHGROUP14" | "DHGROUP2048" | "DHGROUP24" => {
-            return Err(bad("pfsGroup", &p.pfs_group));
-        }
-        _ => match parse_group("pfsGroup", &p.pfs_group)? {
-            None => Pfs::None,
-            Some(g) => Pfs::Group(g),
-        },
-    };
     Ok(Suite {
         ike_enc,
         ike_hash,
         dh,
         esp_enc,
         esp_hash,
-        pfs,
+        pfs: pfs_group(p.pfs_group),
         child_lifetime: p.sa_life_time_seconds,
     })
 }
@@ -1054,12 +1063,12 @@ pub fn vpn_settings_xml(input: &ProfileInput) -> Result<String> {
         let _ = writeln!(
             w,
             "    <Policy ikeEncryption=\"{}\" ikeIntegrity=\"{}\" dhGroup=\"{}\" ipsecEncryption=\"{}\" ipsecIntegrity=\"{}\" pfsGroup=\"{}\" saLifeTimeSeconds=\"{}\" ikeProposal=\"{}\" espProposal=\"{}\" />",
-            xml_escape(&p.ike_encryption),
-            xml_escape(&p.ike_integrity),
-            xml_escape(&p.dh_group),
-            xml_escape(&p.ipsec_encryption),
-            xml_escape(&p.ipsec_integrity),
-            xml_escape(&p.pfs_group),
+            xml_escape(p.ike_encryption.as_str()),
+            xml_escape(p.ike_integrity.as_str()),
+            xml_escape(p.dh_group.as_str()),
+            xml_escape(p.ipsec_encryption.as_str()),
+            xml_escape(p.ipsec_integrity.as_str()),
+            xml_escape(p.pfs_group.as_str()),
             p.sa_life_time_seconds,
             ike,
             esp
@@ -1403,12 +1412,12 @@ mod tests {
         pfs: &str,
     ) -> IpsecPolicy {
         IpsecPolicy {
-            ike_encryption: ike.into(),
-            ike_integrity: integ.into(),
-            dh_group: dh.into(),
-            ipsec_encryption: esp.into(),
-            ipsec_integrity: esp_integ.into(),
-            pfs_group: pfs.into(),
+            ike_encryption: ike.parse().unwrap(),
+            ike_integrity: integ.parse().unwrap(),
+            dh_group: dh.parse().unwrap(),
+            ipsec_encryption: esp.parse().unwrap(),
+            ipsec_integrity: esp_integ.parse().unwrap(),
+            pfs_group: pfs.parse().unwrap(),
             sa_life_time_seconds: 3600,
             sa_data_size_kilobytes: 102_400_000,
         }
@@ -1464,17 +1473,8 @@ mod tests {
 
     #[test]
     fn bad_policies_are_refused() {
-        assert!(
-            strongswan_proposals(&policy(
-                "AES512",
-                "SHA256",
-                "DHGroup14",
-                "GCMAES256",
-                "GCMAES256",
-                "None"
-            ))
-            .is_err()
-        );
+        // Unknown names never get here: the model's names refuse them when parsed.
+        assert!("AES512".parse::<IkeEncryption>().is_err());
         assert!(
             strongswan_proposals(&policy(
                 "AES256",

@@ -10,12 +10,12 @@ use vgw_pki::{CertAuthority, ClientRequest, KeyType, P12Format, Validity, create
 
 fn policy() -> IpsecPolicy {
     IpsecPolicy {
-        ike_encryption: "GCMAES256".into(),
-        ike_integrity: "SHA256".into(),
-        dh_group: "ECP256".into(),
-        ipsec_encryption: "GCMAES256".into(),
-        ipsec_integrity: "GCMAES256".into(),
-        pfs_group: "ECP256".into(),
+        ike_encryption: "GCMAES256".parse().unwrap(),
+        ike_integrity: "SHA256".parse().unwrap(),
+        dh_group: "ECP256".parse().unwrap(),
+        ipsec_encryption: "GCMAES256".parse().unwrap(),
+        ipsec_integrity: "GCMAES256".parse().unwrap(),
+        pfs_group: "ECP256".parse().unwrap(),
         sa_life_time_seconds: 3600,
         sa_data_size_kilobytes: 102_400_000,
     }
@@ -258,8 +258,8 @@ fn wireguard_confs() {
 fn platform_that_cannot_express_the_policy_is_left_out() {
     let mut inp = input();
     inp.policies = vec![IpsecPolicy {
-        dh_group: "Curve25519".into(),
-        pfs_group: "None".into(),
+        dh_group: "Curve25519".parse().unwrap(),
+        pfs_group: "None".parse().unwrap(),
         ..policy()
     }];
     let pkg = build_profile(&inp).unwrap();
@@ -302,7 +302,17 @@ fn input_round_trips_through_json() {
 #[test]
 fn invalid_input_is_refused() {
     let mut inp = input();
-    inp.policies[0].ike_encryption = "ROT13".into();
+    // An unknown name cannot reach the profiles: the model's names refuse it when parsed.
+    assert!(
+        serde_json::from_value::<IpsecPolicy>(serde_json::json!({
+            "ikeEncryption": "ROT13", "ikeIntegrity": "SHA256", "dhGroup": "ECP256",
+            "ipsecEncryption": "GCMAES256", "ipsecIntegrity": "GCMAES256", "pfsGroup": "None"
+        }))
+        .is_err()
+    );
+    // A combination of known names that does not go together is refused by the profiles.
+    inp.policies[0].ike_encryption = "AES256".parse().unwrap();
+    inp.policies[0].ike_integrity = "GCMAES256".parse().unwrap();
     assert!(build_profile(&inp).is_err());
     let mut inp = input();
     inp.root_certificates.clear();

@@ -92,12 +92,12 @@ fn swanctl_profile_establishes_ike_sa_with_charon() {
         })
         .unwrap();
     let policy = IpsecPolicy {
-        ike_encryption: "GCMAES256".into(),
-        ike_integrity: "SHA384".into(),
-        dh_group: "ECP384".into(),
-        ipsec_encryption: "GCMAES256".into(),
-        ipsec_integrity: "GCMAES256".into(),
-        pfs_group: "ECP384".into(),
+        ike_encryption: "GCMAES256".parse().unwrap(),
+        ike_integrity: "SHA384".parse().unwrap(),
+        dh_group: "ECP384".parse().unwrap(),
+        ipsec_encryption: "GCMAES256".parse().unwrap(),
+        ipsec_integrity: "GCMAES256".parse().unwrap(),
+        pfs_group: "ECP384".parse().unwrap(),
         sa_life_time_seconds: 3600,
         sa_data_size_kilobytes: 102_400_000,
     };

@@ -324,17 +324,16 @@ pub fn profile_input(
     } else {
         ca
     };
-    let text = |v: &dyn erased::ToText| v.text();
     let policies = p2s
         .vpn_client_ipsec_policies
         .iter()
         .map(|p| vgw_pki::profiles::IpsecPolicy {
-            ike_encryption: text(&p.ike_encryption),
-            ike_integrity: text(&p.ike_integrity),
-            dh_group: text(&p.dh_group),
-            ipsec_encryption: text(&p.ipsec_encryption),
-            ipsec_integrity: text(&p.ipsec_integrity),
-            pfs_group: text(&p.pfs_group),
+            ike_encryption: p.ike_encryption,
+            ike_integrity: p.ike_integrity,
+            dh_group: p.dh_group,
+            ipsec_encryption: p.ipsec_encryption,
+            ipsec_integrity: p.ipsec_integrity,
+            pfs_group: p.pfs_group,
             sa_life_time_seconds: p.sa_life_time_seconds,
             sa_data_size_kilobytes: p.sa_data_size_kilobytes,
         })
@@ -376,22 +375,6 @@ pub fn profile_input(
             })
             .flatten(),
     })
-}
-
-/// Azure's enum spellings through serde.
-mod erased {
-    /// Something serde writes as a JSON string.
-    pub trait ToText {
-        fn text(&self) -> String;
-    }
-    impl<T: serde::Serialize> ToText for T {
-        fn text(&self) -> String {
-            serde_json::to_value(self)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default()
-        }
-    }
 }
 
 /// One connected client, for `show-health`.

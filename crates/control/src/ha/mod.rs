@@ -32,7 +32,6 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::controller::Controller;
 use crate::ops::diaglog::{Category, DiagLog};
@@ -317,57 +316,59 @@ async fn replicate(peer: &PeerInstance, controller: &Controller) -> Result<(), S
     Ok(())
 }
 
-/// One HTTP/1.1 request to the other instance's API; returns the JSON body of a 2xx answer.
+/// One HTTP/1.1 request to the other instance's API (hyper's client); returns the JSON body of a
+/// 2xx answer.
 async fn request(
     peer: &PeerInstance,
     method: &str,
     path: &str,
 ) -> Result<serde_json::Value, String> {
+    use http_body_util::{BodyExt, Empty};
     let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(peer.api)
+        let stream = tokio::net::TcpStream::connect(peer.api)
             .await
             .map_err(|e| format!("cannot connect to {}: {e}", peer.api))?;
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            peer.api, peer.token
-        );
-        stream
-            .write_all(head.as_bytes())
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, peer.api.to_string())
+            .header(
+                hyper::header::AUTHORIZATION,
+                format!("Bearer {}", peer.token),
+            )
+            .header(hyper::header::CONTENT_LENGTH, "0")
+            .body(Empty::<axum::body::Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
             .await
             .map_err(|e| e.to_string())?;
-        let mut raw = Vec::new();
-        stream
-            .read_to_end(&mut raw)
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
             .await
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>(raw)
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok::<_, String>((status, body))
     };
-    let raw = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+    let (status, body) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
         .await
         .map_err(|_| format!("{} did not answer within {REQUEST_TIMEOUT:?}", peer.api))??;
-    parse_response(&raw)
+    parse_response(status, &body)
 }
 
-/// Splits an HTTP/1.1 response (identity or chunked body) and parses its JSON.
-fn parse_response(raw: &[u8]) -> Result<serde_json::Value, String> {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("truncated HTTP response")?;
-    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or("no HTTP status")?;
-    let mut body = raw[split + 4..].to_vec();
-    if head.contains("transfer-encoding: chunked") {
-        body = dechunk(&body).ok_or("bad chunked body")?;
-    }
+/// The JSON of a response body; an error naming the status unless it is 2xx.
+fn parse_response(status: u16, body: &[u8]) -> Result<serde_json::Value, String> {
     let value: serde_json::Value = if body.is_empty() {
         json!({})
     } else {
-        serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))?
+        serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?
     };
     if !(200..300).contains(&status) {
         return Err(format!("HTTP {status}: {value}"));
@@ -375,36 +376,16 @@ fn parse_response(raw: &[u8]) -> Result<serde_json::Value, String> {
     Ok(value)
 }
 
-fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = b.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&b[..line_end]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        b = &b[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(b.get(..size)?);
-        b = b.get(size + 2..)?;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn responses_parse_with_and_without_chunking() {
-        let plain = b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\n{\"a\":1}";
-        assert_eq!(parse_response(plain).unwrap(), json!({"a": 1}));
-        let chunked =
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n";
-        assert_eq!(parse_response(chunked).unwrap(), json!({"a": 1}));
-        let refused = b"HTTP/1.1 409 Conflict\r\ncontent-length: 2\r\n\r\n{}";
-        assert!(parse_response(refused).unwrap_err().contains("409"));
-        assert!(parse_response(b"HTTP/1.1 200").is_err());
-        assert!(dechunk(b"zz\r\n").is_none());
+    fn responses_parse_as_json_and_errors_name_the_status() {
+        assert_eq!(parse_response(200, b"{\"a\":1}").unwrap(), json!({"a": 1}));
+        assert_eq!(parse_response(204, b"").unwrap(), json!({}));
+        assert!(parse_response(409, b"{}").unwrap_err().contains("409"));
+        assert!(parse_response(200, b"{").is_err());
     }
 
     #[test]

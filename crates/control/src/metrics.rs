@@ -312,6 +312,24 @@ pub async fn render(state: &MetricsState) -> String {
             );
         }
         f.header(
+            "vgw_ike_refused_exchanges_total",
+            "counter",
+            "Unauthenticated IKE exchanges refused or dropped (refused IKE_SA_INIT, failed integrity \
+             check, unknown SPI), by connection, exchange and reason; none changed a connection's \
+             status (RFC 7296 section 2.21).",
+        );
+        for ((connection, exchange, reason), count) in live.refused() {
+            f.sample(
+                "vgw_ike_refused_exchanges_total",
+                &[
+                    ("connection_name", &connection),
+                    ("exchange", exchange),
+                    ("reason", reason),
+                ],
+                count as f64,
+            );
+        }
+        f.header(
             "vgw_dataplane_drops_total",
             "counter",
             "Data-plane drops by cause.",

@@ -401,6 +401,29 @@ pub enum Event {
         /// Why.
         failure: Failure,
     },
+    /// An exchange that was not authenticated was refused or dropped: an IKE_SA_INIT we refused, a
+    /// datagram for an unknown IKE SA or one that failed its integrity check, an unexpected
+    /// IKE_SA_INIT response, a new IKE SA that failed before it authenticated. RFC 7296 §2.21 and
+    /// §2.6: such a message may end only the half-open exchange it belongs to; it changed no
+    /// established IKE SA and no Child SA. Count it; show `failure` as the connection's lastError only
+    /// when `established` is false (nothing carries the connection); never stop BGP for it.
+    Refused {
+        /// The connection the datagram belongs to or whose peer address it came from (None: no
+        /// connection has that address). Client sessions report their remote-access connection.
+        conn: Option<ConnId>,
+        /// The exchange, e.g. `IKE_SA_INIT`.
+        exchange: &'static str,
+        /// A short, fixed label for counters, e.g. `NO_PROPOSAL_CHOSEN`, `INTEGRITY_CHECK_FAILED`,
+        /// `UNKNOWN_SPI`, `AUTHORIZATION_ERROR`.
+        reason: &'static str,
+        /// Where the datagram came from.
+        remote: SocketAddr,
+        /// True when the connection has an established IKE SA (which this exchange did not touch).
+        established: bool,
+        /// What an operator should read when this refusal explains why a connection that is not
+        /// connected cannot connect (e.g. a proposal mismatch); None for mere noise.
+        failure: Option<Failure>,
+    },
     /// Something worth a line in IKEDiagnosticLog.
     Log {
         /// Connection (None: a datagram we could not attribute). Lines about a remote-access client carry

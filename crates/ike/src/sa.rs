@@ -348,6 +348,31 @@ impl IkeSa {
         }
     }
 
+    /// True while this SA is our IKE_SA_INIT request waiting for its (unprotected) response: the only
+    /// state an IKE_SA_INIT response may act on (RFC 7296 §2.21).
+    pub fn awaiting_init_response(&self) -> bool {
+        self.initiator
+            && self.state == State::InitDone
+            && self.keys.is_none()
+            && self
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.exchange == exchange::IKE_SA_INIT)
+    }
+
+    /// Reports a message that did not authenticate (or could not be matched to this SA) and was
+    /// dropped without changing anything (RFC 7296 §2.21).
+    fn refused(&mut self, exchange: &'static str, reason: &'static str, remote: SocketAddr) {
+        self.events.push_back(Event::Refused {
+            conn: Some(self.conn),
+            exchange,
+            reason,
+            remote,
+            established: self.is_established(),
+            failure: None,
+        });
+    }
+
     /// True once IKE_AUTH completed.
     pub fn is_established(&self) -> bool {
         self.state == State::Established
@@ -1179,7 +1204,7 @@ impl IkeSa {
         raw: &[u8],
         remote: SocketAddr,
         now: Instant,
-    ) -> Result<IkeSa, Transmit> {
+    ) -> Result<IkeSa, (u16, Transmit)> {
         let refuse = |n: u16, data: Vec<u8>| {
             let header = Header {
                 spi_i: msg.header.spi_i,
@@ -1189,15 +1214,18 @@ impl IkeSa {
                 message_id: 0,
                 ..Default::default()
             };
-            Transmit {
-                local_port: IKE_PORT,
-                remote,
-                data: Message {
-                    header,
-                    payloads: vec![Payload::Notify(Notify::new(n, data))],
-                }
-                .emit(),
-            }
+            (
+                n,
+                Transmit {
+                    local_port: IKE_PORT,
+                    remote,
+                    data: Message {
+                        header,
+                        payloads: vec![Payload::Notify(Notify::new(n, data))],
+                    }
+                    .emit(),
+                },
+            )
         };
         let sa = find_sa(&msg.payloads);
         let ke = find_ke(&msg.payloads);
@@ -1428,7 +1456,7 @@ impl IkeSa {
         ctx: &mut Context<'_>,
     ) {
         let id = msg.header.message_id;
-        if id + 1 == self.peer_next_message_id {
+        if id.wrapping_add(1) == self.peer_next_message_id {
             // A retransmission: answer with the cached response (§2.1); for a fragmented request only
             // on its first fragment (RFC 7383 §2.6.1), not once per fragment.
             let first_fragment = match msg.payloads.last() {
@@ -1449,6 +1477,11 @@ impl IkeSa {
                     self.peer_next_message_id
                 ),
             );
+            self.refused(
+                ike_exchange_name(msg.header.exchange),
+                "UNEXPECTED_MESSAGE_ID",
+                from,
+            );
             return;
         }
         let payloads = match self.unprotect(msg, raw) {
@@ -1458,7 +1491,16 @@ impl IkeSa {
                 self.log(
                     "warning",
                     ike_exchange_name(msg.header.exchange),
-                    format!("dropped request: {e}"),
+                    format!("dropped request from {from}: {e}"),
+                );
+                self.refused(
+                    ike_exchange_name(msg.header.exchange),
+                    if e.contains("integrity") {
+                        "INTEGRITY_CHECK_FAILED"
+                    } else {
+                        "MALFORMED"
+                    },
+                    from,
                 );
                 return;
             }
@@ -2154,6 +2196,16 @@ impl IkeSa {
                     "warning",
                     ike_exchange_name(msg.header.exchange),
                     format!("dropped response: {e}"),
+                );
+                let remote = self.remote;
+                self.refused(
+                    ike_exchange_name(msg.header.exchange),
+                    if e.contains("integrity") {
+                        "INTEGRITY_CHECK_FAILED"
+                    } else {
+                        "MALFORMED"
+                    },
+                    remote,
                 );
                 return;
             }

@@ -231,11 +231,18 @@ fn disjoint_proposals_name_both_sides() {
     }];
     let mut p = Pair::new(ca, cb);
     p.run(Duration::from_secs(1), Duration::from_millis(100));
+    // The responder's refusal is unauthenticated (RFC 7296 §2.21): reported as Refused, with the
+    // failure to show while nothing carries the connection.
     let failure_b = p
         .events_b
         .iter()
         .find_map(|e| {
-            if let Event::IkeSaDown { failure, .. } = e {
+            if let Event::Refused {
+                failure: Some(failure),
+                established: false,
+                ..
+            } = e
+            {
                 Some(failure.clone())
             } else {
                 None

@@ -14,6 +14,8 @@
 #   transit    - two sites (BIRD and FRR) learn each other's prefixes through vgw, never their own.
 #   scale      - a peer advertising 10,000 prefixes stays up (the limit warns); all are learned and
 #                installed; prints the time to converge and vgw's memory.
+#   forged     - forged unauthenticated IKE datagrams from the site's address (RFC 7296 §2.21) leave the
+#                connection Connected and BGP up with its routes; the refusals are counted.
 # Usage: tests/interop/bgp.sh [scenario ...]   (default: all; root)
 set -u
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -359,7 +361,60 @@ scenario_scale() {
     lab_cleanup
 }
 
-all="bird bird_bfd frr vgw transit scale"
+# forged: RFC 7296 §2.21 — an attacker sends unauthenticated IKE datagrams "from" the site's address
+# (tests/interop/forge_ike.py: an IKE_SA_INIT with a refused proposal, an IKE_SA_INIT error response and
+# INFORMATIONAL requests with the live SA's SPIs, an unknown SPI, garbage). For 10 s the connection stays
+# Connected, BGP stays Established with the site's routes, pings pass, strongSwan keeps the same IKE SA,
+# and the refusals show in `vpn-connection show` and in vgw_ike_refused_exchanges_total.
+scenario_forged() {
+    local name="forged IKE_SA_INIT and INFORMATIONAL from the site's address change nothing"
+    bgp_lab
+    LAB_VGW_ARGS="--metrics-listen 127.0.0.1:9464" lab_vgw hub hub || { fail "$name: vgw did not start"; lab_cleanup; return; }
+    bgp_site_swan || { fail "$name: charon did not start"; lab_cleanup; return; }
+    bgp_hub
+    wait_for 10 is_connected hub to-site || { fail "$name: tunnel not Connected"; lab_cleanup; return; }
+    bird_start site bird 65010 "$SITE_PEER" "$HUB_PEER" 65515 10.1.0.0/16 10.11.0.0/16 \
+        || { fail "$name: bird did not start"; lab_cleanup; return; }
+    if ! wait_for 30 peer_up hub "$SITE_PEER" || ! wait_for 10 kernel_has hub 10.11.0.0/16; then
+        fail "$name: BGP not up before the attack ($(peer_state hub $SITE_PEER))"; lab_cleanup; return
+    fi
+    local sas spi_i spi_r
+    sas=$(swan site --list-sas 2>/dev/null)
+    spi_i=$(echo "$sas" | grep -oE '[0-9a-f]{16}_i' | head -1 | cut -d_ -f1)
+    spi_r=$(echo "$sas" | grep -oE '[0-9a-f]{16}_r' | head -1 | cut -d_ -f1)
+    [ -n "$spi_i" ] && [ -n "$spi_r" ] || { fail "$name: no IKE SA SPIs in: $sas"; lab_cleanup; return; }
+    echo "  the live IKE SA: ${spi_i}_i ${spi_r}_r; forging"
+    in_ns site python3 "$(dirname "${BASH_SOURCE[0]}")/forge_ike.py" "$SITE_IP" "$VGW_IP" "$spi_i" "$spi_r" \
+        || { fail "$name: the forging script failed"; lab_cleanup; return; }
+    local end=$(( $(date +%s) + 10 )) bad="" checks=0
+    while [ "$(date +%s)" -lt "$end" ]; do
+        is_connected hub to-site || bad="connectionStatus $(conn_status hub to-site)"
+        peer_up hub "$SITE_PEER" || bad="$bad BGP $(peer_state hub "$SITE_PEER")"
+        has_learned hub 10.11.0.0/16 && kernel_has hub 10.11.0.0/16 || bad="$bad 10.11.0.0/16 withdrawn"
+        [ -n "$bad" ] && break
+        checks=$((checks + 1))
+        sleep 0.2
+    done
+    if [ -n "$bad" ]; then
+        fail "$name: after $checks checks:$bad; lastError $(vgwc hub vpn-connection show -n to-site --query lastError -o json | tr -d '\n ')"
+        lab_cleanup; return
+    fi
+    wait_for 5 in_ns hublan ping -c 1 -W 1 10.11.0.10 || { fail "$name: no ping to 10.11.0.10 after the attack"; lab_cleanup; return; }
+    swan site --list-sas 2>/dev/null | grep -q "${spi_i}_i" || { fail "$name: strongSwan's IKE SA changed"; lab_cleanup; return; }
+    local refused last metric
+    refused=$(vgwc hub vpn-connection show -n to-site --query refusedExchanges -o tsv)
+    last=$(vgwc hub vpn-connection show -n to-site --query 'lastRefusedExchange.[exchange, reason, ignoredBecauseEstablished]' -o tsv | tr '\t\n' '  ')
+    metric=$(in_ns hub curl -s http://127.0.0.1:9464/metrics | grep '^vgw_ike_refused_exchanges_total{connection_name="to-site",exchange="IKE_SA_INIT",reason="NO_PROPOSAL_CHOSEN"}' | awk '{print $2}')
+    echo "  refusedExchanges $refused, last: $last; NO_PROPOSAL_CHOSEN counter: ${metric:-none}"
+    if [ "${refused:-0}" -ge 5 ] && [ "${metric:-0}" -ge 1 ] && [ "$(vgwc hub vpn-connection show -n to-site --query connectionStatusReason -o tsv)" != NEGOTIATION_FAILURE ]; then
+        pass "$name ($checks checks over 10 s: Connected, BGP Established, routes kept; $refused refusals counted)"
+    else
+        fail "$name: refusals not counted (refusedExchanges ${refused:-none}, metric ${metric:-none})"
+    fi
+    lab_cleanup
+}
+
+all="bird bird_bfd frr vgw transit scale forged"
 # Sourced (for debugging): define the functions only.
 [ "${BASH_SOURCE[0]}" = "$0" ] || return 0
 for s in ${*:-$all}; do "scenario_$s"; done

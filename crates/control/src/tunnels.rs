@@ -845,6 +845,50 @@ impl Driver {
                 established,
                 failure,
             } => self.refused(conn, exchange, reason, remote, established, failure),
+            Event::ChildSasGone {
+                conn,
+                failure,
+                recreating,
+            } => {
+                // The IKE SA stays, but nothing carries traffic: the tunnel is down now (BGP over it
+                // stops and its routes are withdrawn) until a Child SA is created again (ChildSaUp).
+                let Some(name) = self.names.get(&conn).cloned() else {
+                    return;
+                };
+                let _ = self.tunnel_events.send(TunnelEvent {
+                    connection: name.clone(),
+                    up: false,
+                });
+                let error = failure_json(&failure);
+                *self
+                    .status
+                    .failures
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(failure.reason.as_str().to_string())
+                    .or_insert(0) += 1;
+                self.set_live(&name, |l| {
+                    l.state = if recreating {
+                        ConnectionState::Connecting
+                    } else {
+                        ConnectionState::NotConnected
+                    };
+                    l.reason = Some(failure.reason.as_str().to_string());
+                    l.last_error = Some(error.clone());
+                    l.child_sas = 0;
+                });
+                self.log.log(
+                    Category::TunnelDiagnosticLog,
+                    "error",
+                    &conn_resource(&name),
+                    &format!(
+                        "tunnel down: {}: {}",
+                        failure.reason.as_str(),
+                        failure.message
+                    ),
+                    json!({"connection": name, "lastError": error}),
+                );
+            }
             Event::IkeSaDown { conn, failure } => {
                 self.peers.remove(&conn);
                 let Some(name) = self.names.get(&conn).cloned() else {
@@ -1484,6 +1528,8 @@ fn failure_json(f: &Failure) -> Value {
         "message": f.message,
         "ourProposals": f.our_proposals,
         "peerProposals": f.peer_proposals,
+        "ourTrafficSelectors": f.our_selectors,
+        "peerTrafficSelectors": f.peer_selectors,
         "time": utc_now(),
     })
 }

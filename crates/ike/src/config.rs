@@ -214,6 +214,9 @@ pub enum Reason {
     NoResponse,
     /// The peer deleted the IKE SA.
     DeletedByPeer,
+    /// The peer deleted the last Child SA (INFORMATIONAL DELETE for ESP, RFC 7296 §1.4.1) while
+    /// keeping the IKE SA: nothing carries traffic until a Child SA is created again.
+    ChildSaDeletedByPeer,
     /// Reset or removed by the operator.
     Administrative,
     /// The peer sent something we could not process.
@@ -243,6 +246,7 @@ impl Reason {
             Reason::PeerDead => "PEER_DEAD",
             Reason::NoResponse => "NO_RESPONSE",
             Reason::DeletedByPeer => "DELETED_BY_PEER",
+            Reason::ChildSaDeletedByPeer => "CHILD_SA_DELETED_BY_PEER",
             Reason::Administrative => "ADMINISTRATIVE",
             Reason::ProtocolError => "PROTOCOL_ERROR",
             Reason::CertificateUntrusted => "CERTIFICATE_UNTRUSTED",
@@ -272,6 +276,11 @@ pub struct Failure {
     pub our_proposals: Vec<String>,
     /// The peer's proposals, for proposal failures.
     pub peer_proposals: Vec<String>,
+    /// Our traffic selectors (`local === remote`, one per configured Child SA), for TS_UNACCEPTABLE.
+    pub our_selectors: Vec<String>,
+    /// The peer's traffic selectors (`TSi === TSr` as it proposed them), for TS_UNACCEPTABLE when the
+    /// peer proposed; empty when it only refused ours.
+    pub peer_selectors: Vec<String>,
 }
 
 /// Keys and parameters of a Child SA for the data plane (RFC 7296 §2.17).
@@ -393,6 +402,18 @@ pub enum Event {
         inbound_spi: u32,
         /// Our outbound SPI.
         outbound_spi: u32,
+    },
+    /// The IKE SA stays established but carries no Child SA any more: the peer deleted the last one
+    /// (INFORMATIONAL DELETE for ESP, RFC 7296 §1.4.1; its ChildSaDown came first). The connection
+    /// carries no traffic until a Child SA is created again (reported as ChildSaUp with no `replaces`).
+    ChildSasGone {
+        /// Connection.
+        conn: ConnId,
+        /// Why (reason [`Reason::ChildSaDeletedByPeer`]).
+        failure: Failure,
+        /// True when vgw re-creates the Child SA itself (CREATE_CHILD_SA with back-off, then a new
+        /// IKE SA); false when it waits for the peer (connectionMode ResponderOnly).
+        recreating: bool,
     },
     /// The IKE SA is down (with its Child SAs, reported separately).
     IkeSaDown {

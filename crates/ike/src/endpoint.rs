@@ -303,6 +303,8 @@ impl Endpoint {
             message,
             our_proposals: Vec::new(),
             peer_proposals: Vec::new(),
+            our_selectors: Vec::new(),
+            peer_selectors: Vec::new(),
         };
         let down = Event::ClientDown {
             server: session.server,
@@ -420,6 +422,23 @@ impl Endpoint {
         }
         self.collect(now, Scope::All);
         started
+    }
+
+    /// Deletes the Child SA of `conn` that `spi` names (either direction's SPI) with an INFORMATIONAL
+    /// DELETE, keeping the IKE SA (operator action, tests: what `swanctl --terminate --child` does).
+    /// Returns false when there is no such Child SA.
+    pub fn delete_child_sa(&mut self, conn: ConnId, spi: u32, now: Instant) -> bool {
+        let Some(config) = self.config_of(conn) else {
+            return false;
+        };
+        let mut done = false;
+        for ike_spi in self.conn_sas.get(&conn).into_iter().flatten() {
+            if let Some(sa) = self.sas.get_mut(ike_spi).filter(|s| s.is_established()) {
+                done |= sa.delete_child(&config, spi, now);
+            }
+        }
+        self.collect(now, Scope::All);
+        done
     }
 
     /// Starts a rekey of every Child SA of `conn` (operator action, tests).
@@ -725,6 +744,8 @@ impl Endpoint {
                                 message,
                                 our_proposals: ours,
                                 peer_proposals: peer,
+                                our_selectors: Vec::new(),
+                                peer_selectors: Vec::new(),
                             }),
                         )
                     }
@@ -743,6 +764,8 @@ impl Endpoint {
                             ),
                             our_proposals: Vec::new(),
                             peer_proposals: Vec::new(),
+                            our_selectors: Vec::new(),
+                            peer_selectors: Vec::new(),
                         }),
                     ),
                 };
@@ -1056,6 +1079,8 @@ impl Endpoint {
             message: "the client session ended".into(),
             our_proposals: Vec::new(),
             peer_proposals: Vec::new(),
+            our_selectors: Vec::new(),
+            peer_selectors: Vec::new(),
         });
         let _ = now;
         self.events.push_back(Event::ClientDown {
@@ -1131,6 +1156,8 @@ impl Endpoint {
                             message: "the client connected again (INITIAL_CONTACT)".into(),
                             our_proposals: Vec::new(),
                             peer_proposals: Vec::new(),
+                            our_selectors: Vec::new(),
+                            peer_selectors: Vec::new(),
                         });
                     }
                 }

@@ -16,6 +16,8 @@
 #                installed; prints the time to converge and vgw's memory.
 #   forged     - forged unauthenticated IKE datagrams from the site's address (RFC 7296 §2.21) leave the
 #                connection Connected and BGP up with its routes; the refusals are counted.
+#   child_deleted - strongSwan deletes its only Child SA: BGP over it stops and the routes leave at once;
+#                vgw re-creates the Child SA and BGP, routes and traffic return.
 # Usage: tests/interop/bgp.sh [scenario ...]   (default: all; root)
 set -u
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -414,7 +416,41 @@ scenario_forged() {
     lab_cleanup
 }
 
-all="bird bird_bfd frr vgw transit scale forged"
+# child_deleted (issue 19): strongSwan deletes its only Child SA and keeps the IKE SA. The BGP session over
+# the tunnel follows at once: the site's routes leave vgw's RIB and kernel (no waiting for the hold time);
+# vgw re-creates the Child SA, BGP re-establishes and the routes and traffic return.
+scenario_child_deleted() {
+    local name="the peer deletes its Child SA: BGP over it stops at once, then everything returns"
+    bgp_lab
+    lab_vgw hub hub || { fail "$name: vgw did not start"; lab_cleanup; return; }
+    bgp_site_swan || { fail "$name: charon did not start"; lab_cleanup; return; }
+    bgp_hub
+    wait_for 10 is_connected hub to-site || { fail "$name: tunnel not Connected"; lab_cleanup; return; }
+    bird_start site bird 65010 "$SITE_PEER" "$HUB_PEER" 65515 10.1.0.0/16 10.11.0.0/16 \
+        || { fail "$name: bird did not start"; lab_cleanup; return; }
+    if ! wait_for 30 peer_up hub "$SITE_PEER" || ! wait_for 10 kernel_has hub 10.11.0.0/16; then
+        fail "$name: BGP not up ($(peer_state hub $SITE_PEER))"; lab_cleanup; return
+    fi
+    local gone back
+    swan site --terminate --child net --timeout 5 >/dev/null 2>&1 &
+    local term=$!
+    if ! gone=$(ms_until 5 site_routes_gone); then
+        wait $term; fail "$name: the site's routes stayed after its Child SA was deleted ($(conn_status hub to-site))"; lab_cleanup; return
+    fi
+    wait $term
+    if ! back=$(ms_until 40 sh -c "VGW_API_SOCKET=$LAB_WORK/hub.sock $VGW vnet-gateway list-bgp-peer-status --peer $SITE_PEER --query 'value[0].state' -o tsv | grep -qx Connected && ip -n $(ns hub) route show 10.11.0.0/16 | grep -q ."); then
+        fail "$name: BGP and routes did not return ($(conn_status hub to-site), BGP $(peer_state hub $SITE_PEER))"; lab_cleanup; return
+    fi
+    wait_for 10 in_ns hublan ping -c 1 -W 1 10.11.0.10 || { fail "$name: no ping after the Child SA returned"; lab_cleanup; return; }
+    if [ "$gone" -le 2000 ]; then
+        pass "$name: routes withdrawn in $gone ms, BGP and routes back $back ms later"
+    else
+        fail "$name: routes withdrawn only after $gone ms (limit 2000; hold time 9 s)"
+    fi
+    lab_cleanup
+}
+
+all="bird bird_bfd frr vgw transit scale forged child_deleted"
 # Sourced (for debugging): define the functions only.
 [ "${BASH_SOURCE[0]}" = "$0" ] || return 0
 for s in ${*:-$all}; do "scenario_$s"; done

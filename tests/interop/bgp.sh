@@ -41,9 +41,10 @@ bgp_site_swan() {
     lab_charon site site
 }
 
-# bgp_hub [extra local-gateway flags]: vgw with BGP to the site, timers 9/3.
+# bgp_hub [extra local-gateway flags]: vgw with BGP to the site, timers 9/3 (HUB_SPACE: its address space).
 bgp_hub() {
-    vgwc hub vnet-gateway create -n hub-gw --public-ip-addresses "$VGW_IP" --vnet-address-space 10.2.0.0/16 \
+    # shellcheck disable=SC2086 # HUB_SPACE may list several prefixes
+    vgwc hub vnet-gateway create -n hub-gw --public-ip-addresses "$VGW_IP" --vnet-address-space ${HUB_SPACE:-10.2.0.0/16} \
         --asn "${HUB_ASN:-65515}" --bgp-peering-address "$HUB_PEER" -o none
     vgwc hub local-gateway create -n site --gateway-ip-address "$SITE_IP" --asn 65010 --bgp-peering-address "$SITE_PEER" \
         --bgp-hold-time 9 --bgp-keepalive 3 "$@" -o none

@@ -1249,6 +1249,59 @@ mod tests {
     use super::*;
 
     #[test]
+    fn resets_are_counted_within_the_flap_window() {
+        let spec = PeerSpec {
+            connection: "to-site".into(),
+            local_asn: 65515,
+            local_address: "10.2.255.254".parse().unwrap(),
+            peer_asn: 65010,
+            peer_address: "10.1.255.254".parse().unwrap(),
+            weight: 0,
+            hold_time: 9,
+            keepalive: 3,
+            max_prefixes: 100,
+            max_prefix_action: MaxPrefixAction::Warn,
+            bfd: None,
+        };
+        let mut p = Peer {
+            id: 1,
+            spec,
+            session: Session::new(SessionConfig::default()),
+            connection: None,
+            connecting: None,
+            stale_until: None,
+            last_error: None,
+            warned_max_prefix: false,
+            failures: std::collections::VecDeque::new(),
+            start_at: None,
+            up: true,
+            resets: std::collections::VecDeque::new(),
+            resets_total: 0,
+            last_reset: None,
+        };
+        let t0 = Instant::now();
+        for i in 0..9 {
+            p.up = true;
+            assert_eq!(
+                p.record_reset(t0 + Duration::from_secs(7 * i), "peer sent NOTIFICATION x"),
+                i as u32 + 1
+            );
+        }
+        assert!(!p.up);
+        assert_eq!(
+            crate::bgp::flap_reason(
+                p.flap_count(t0 + Duration::from_secs(60)),
+                p.last_reset.as_deref()
+            )
+            .as_deref(),
+            Some("reset 9 times in the last 5 minutes; last: peer sent NOTIFICATION x")
+        );
+        // Five minutes after the last one, none is left in the window; the total stays.
+        assert_eq!(p.flap_count(t0 + Duration::from_secs(56 + 301)), 0);
+        assert_eq!(p.resets_total, 9);
+    }
+
+    #[test]
     fn hold_down_doubles_with_failures_and_is_capped() {
         assert_eq!(hold_down(0), Duration::ZERO);
         assert_eq!(hold_down(1), Duration::from_secs(2));

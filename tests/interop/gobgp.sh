@@ -9,7 +9,9 @@
 # 65010), 10.11.0.10 answers pings from the hub LAN, GoBGP's RIB has vgw's 10.2.0.0/16 and no IPv6
 # route arrives; then for GOBGP_SECONDS (default 300) the session stays Established with zero resets on
 # both sides (vgw's flapCount and connectedDuration, GoBGP's neighbor state and flop count) and GoBGP
-# never logs an address family "not available for session".
+# never logs an address family "not available for session". Then GoBGP resets the session 4 times with
+# a shutdown communication: vgw's log decodes the Cease NOTIFICATION with its text, flapCount is 4,
+# flapReason says the session flaps, and vgw_bgp_session_{resets_total,flaps} count 4.
 # Usage: tests/interop/gobgp.sh   (root; GOBGP_SECONDS=30 for a quick run)
 set -u
 # bgp.sh, sourced, defines the lab helpers (bgp_lab, bgp_site_swan, bgp_hub, learned, ...) only.
@@ -17,6 +19,7 @@ set -u
 
 GOBGP_SECONDS=${GOBGP_SECONDS:-300}
 GOBGP_API=127.0.0.1:50051
+METRICS=127.0.0.1:9464
 
 # gobgp_start NS NAME ASN PEER_ADDR NEIGHBOR NEIGHBOR_ASN: gobgpd in NS with one IPv4-unicast-only
 # neighbour, its gRPC API on the namespace's loopback; log in $LAB_WORK/NAME/gobgpd.log.
@@ -79,7 +82,7 @@ gobgp_fail() {
 scenario_gobgp() {
     local name="GoBGP (IPv4 unicast only) stays Established for ${GOBGP_SECONDS} s with zero resets; routes flow both ways"
     bgp_lab
-    lab_vgw hub hub || { gobgp_fail "$name: vgw did not start"; return; }
+    LAB_VGW_ARGS="--metrics-listen $METRICS" lab_vgw hub hub || { gobgp_fail "$name: vgw did not start"; return; }
     bgp_site_swan || { gobgp_fail "$name: charon did not start"; return; }
     HUB_SPACE="10.2.0.0/16 2001:db8:2::/48" bgp_hub
     wait_for 10 is_connected hub to-site || { gobgp_fail "$name: tunnel not Connected"; return; }
@@ -132,7 +135,40 @@ scenario_gobgp() {
     has_learned hub 10.11.0.0/16 || problems="$problems vgw lost 10.11.0.0/16;"
     [ -z "$problems" ] || { gobgp_fail "$name:$problems"; return; }
     pass "$name (connectedDuration $dur, GoBGP flops $flops, vgw flapCount 0)"
+    gobgp_flaps
     lab_cleanup
+}
+
+# gobgp_flaps (in the lab scenario_gobgp left): GoBGP resets the session 4 times with a shutdown
+# communication; vgw's lastError decodes the Cease NOTIFICATION (RFC 4486, RFC 9003), flapCount is 4,
+# flapReason says it flaps, and the metrics count the resets.
+gobgp_flaps() {
+    local name="GoBGP resets the session 4 times: vgw decodes the NOTIFICATION and reports flapping" i
+    for i in 1 2 3 4; do
+        gobgp_ site neighbor "$HUB_PEER" reset --reason "flap test $i" >/dev/null \
+            || { gobgp_fail "$name: gobgp neighbor reset failed"; return; }
+        wait_for 10 sh -c "[ \"\$(VGW_API_SOCKET=$LAB_WORK/hub.sock $VGW vnet-gateway list-bgp-peer-status --peer $SITE_PEER --query 'value[0].flapCount' -o tsv)\" = $i ]" \
+            || { gobgp_fail "$name: flapCount is [$(vgw_peer flapCount)] after reset $i"; return; }
+        wait_for 40 peer_up hub "$SITE_PEER" || { gobgp_fail "$name: no session after reset $i: $(vgw_peer 'state, lastError')"; return; }
+    done
+    local reason last metrics
+    reason=$(vgw_peer flapReason)
+    # The reset's own down line (later connection attempts GoBGP closes while it idles log their own).
+    last=$(vgwc hub logs --category RouteDiagnosticLog | grep "BGP session with $SITE_PEER down: peer sent NOTIFICATION" | tail -1)
+    metrics=$(in_ns hub curl -s "http://$METRICS/metrics")
+    echo "  flapReason: $reason"
+    case "$reason" in
+        "reset 4 times in the last 5 minutes; last: peer sent NOTIFICATION Cease / Administrative Reset"*) ;;
+        *) gobgp_fail "$name: flapReason [$reason]"; return ;;
+    esac
+    case "$last" in
+        *'peer sent NOTIFICATION Cease / Administrative Reset: shutdown communication "flap test 4"'*) ;;
+        *) gobgp_fail "$name: the last down reason does not carry GoBGP's communication: [$last]"; return ;;
+    esac
+    echo "$metrics" | grep -q "^vgw_bgp_session_resets_total{neighbor=\"$SITE_PEER\".*} 4\$" \
+        && echo "$metrics" | grep -q "^vgw_bgp_session_flaps{neighbor=\"$SITE_PEER\".*} 4\$" \
+        || { gobgp_fail "$name: metrics: $(echo "$metrics" | grep vgw_bgp_session)"; return; }
+    pass "$name"
 }
 
 scenario_gobgp

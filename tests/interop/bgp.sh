@@ -12,6 +12,7 @@
 #   bird_bfd   - BIRD with BFD (300 ms x 3) under the session: an underlay cut withdraws within ~1 s.
 #   vgw        - the same between two vgw gateways.
 #   transit    - two sites (BIRD and FRR) learn each other's prefixes through vgw, never their own.
+#                FRR's echo of them (AS path with 65515) is logged by vgw as dropped, never as learned.
 #   scale      - a peer advertising 10,000 prefixes stays up (the limit warns); all are learned and
 #                installed; prints the time to converge and vgw's memory.
 #   forged     - forged unauthenticated IKE datagrams from the site's address (RFC 7296 §2.21) leave the
@@ -45,9 +46,10 @@ bgp_site_swan() {
     lab_charon site site
 }
 
-# bgp_hub [extra local-gateway flags]: vgw with BGP to the site, timers 9/3.
+# bgp_hub [extra local-gateway flags]: vgw with BGP to the site, timers 9/3 (HUB_SPACE: its address space).
 bgp_hub() {
-    vgwc hub vnet-gateway create -n hub-gw --public-ip-addresses "$VGW_IP" --vnet-address-space 10.2.0.0/16 \
+    # shellcheck disable=SC2086 # HUB_SPACE may list several prefixes
+    vgwc hub vnet-gateway create -n hub-gw --public-ip-addresses "$VGW_IP" --vnet-address-space ${HUB_SPACE:-10.2.0.0/16} \
         --asn "${HUB_ASN:-65515}" --bgp-peering-address "$HUB_PEER" -o none
     vgwc hub local-gateway create -n site --gateway-ip-address "$SITE_IP" --asn 65010 --bgp-peering-address "$SITE_PEER" \
         --bgp-hold-time 9 --bgp-keepalive 3 "$@" -o none
@@ -324,10 +326,16 @@ scenario_transit() {
     wait_for 15 sh -c "vtysh --vty_socket $LAB_WORK/frr -c 'show bgp ipv4 unicast 10.1.0.0/16' | grep -q '65515 65010'"; b_sees=$?
     birdc -s "$LAB_WORK/bird/bird.ctl" show route 10.1.0.0/16 all | grep -q 'from' && a_own=1 || a_own=0
     vtysh --vty_socket "$LAB_WORK/frr" -c 'show bgp ipv4 unicast 10.21.0.0/16' | grep -q '65515' && b_own=1 || b_own=0
-    if [ $a_sees = 0 ] && [ $b_sees = 0 ] && [ $a_own = 0 ] && [ $b_own = 0 ]; then
+    # FRR sends vgw's transit routes back (AS path 65020 65515 ...): vgw drops them for holding its own
+    # ASN and must log them as dropped, never as learned.
+    local log echoed
+    log=$(vgwc hub logs --category RouteDiagnosticLog)
+    echoed=$(echo "$log" | grep -E "from 10\.21\.255\.254: learned .*10\.(1|2)\.0\.0/16" | head -1)
+    echo "$log" | grep -m1 "from 10.21.255.254: dropped" | sed 's/^/  vgw: /' | cut -c1-220
+    if [ $a_sees = 0 ] && [ $b_sees = 0 ] && [ $a_own = 0 ] && [ $b_own = 0 ] && [ -z "$echoed" ]; then
         pass "$name"
     else
-        fail "$name: A sees B's prefix: $a_sees, B sees A's: $b_sees, A got its own back: $a_own, B got its own back: $b_own"
+        fail "$name: A sees B's prefix: $a_sees, B sees A's: $b_sees, A got its own back: $a_own, B got its own back: $b_own, looped path logged as learned: [$echoed]"
     fi
     lab_cleanup
 }

@@ -432,6 +432,20 @@ fn bgp_metrics(f: &mut Family<'_>, snap: &crate::bgp::Snapshot) {
         "BGP messages received from the neighbour.",
         &|p| p.messages_received as f64,
     );
+    rows(
+        f,
+        "vgw_bgp_session_resets_total",
+        "counter",
+        "Times an Established BGP session with the neighbour went down.",
+        &|p| p.resets_total as f64,
+    );
+    rows(
+        f,
+        "vgw_bgp_session_flaps",
+        "gauge",
+        "Resets of the BGP session within the flap window (5 minutes); the status calls it flapping above 3.",
+        &|p| f64::from(p.flap_count),
+    );
     if snap.peers.iter().any(|p| p.bfd_state.is_some()) {
         f.header(
             "vgw_bfd_session_up",

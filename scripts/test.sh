@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, unit tests, sans-IO simulations, the
 # control-plane integration tests and, as root, the demo and the interop tests in network namespaces
-# (strongSwan, BIRD, FRR, tshark, promtool, Chromium). Prints one "N passed, N failed" summary per suite.
+# (strongSwan, BIRD, FRR, GoBGP, tshark, promtool, Chromium). Prints one "N passed, N failed" summary per suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +37,9 @@ REKEY_SECONDS=${REKEY_SECONDS:-120} bash tests/interop/strongswan.sh
 
 echo "== interop: BGP with BIRD, FRR and vgw over the tunnels"
 bash tests/interop/bgp.sh
+
+echo "== interop: BGP with GoBGP negotiating IPv4 unicast only (5 minutes without a reset)"
+bash tests/interop/gobgp.sh
 
 echo "== interop: BFD with BIRD 2 and FRR bfdd (single hop, multihop, IPv4, IPv6)"
 cargo build --locked -p vgw-control --example bfd_peer

@@ -12,8 +12,13 @@
 #   bird_bfd   - BIRD with BFD (300 ms x 3) under the session: an underlay cut withdraws within ~1 s.
 #   vgw        - the same between two vgw gateways.
 #   transit    - two sites (BIRD and FRR) learn each other's prefixes through vgw, never their own.
+#                FRR's echo of them (AS path with 65515) is logged by vgw as dropped, never as learned.
 #   scale      - a peer advertising 10,000 prefixes stays up (the limit warns); all are learned and
 #                installed; prints the time to converge and vgw's memory.
+#   forged     - forged unauthenticated IKE datagrams from the site's address (RFC 7296 §2.21) leave the
+#                connection Connected and BGP up with its routes; the refusals are counted.
+#   child_deleted - strongSwan deletes its only Child SA: BGP over it stops and the routes leave at once;
+#                vgw re-creates the Child SA and BGP, routes and traffic return.
 # Usage: tests/interop/bgp.sh [scenario ...]   (default: all; root)
 set -u
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -41,9 +46,10 @@ bgp_site_swan() {
     lab_charon site site
 }
 
-# bgp_hub [extra local-gateway flags]: vgw with BGP to the site, timers 9/3.
+# bgp_hub [extra local-gateway flags]: vgw with BGP to the site, timers 9/3 (HUB_SPACE: its address space).
 bgp_hub() {
-    vgwc hub vnet-gateway create -n hub-gw --public-ip-addresses "$VGW_IP" --vnet-address-space 10.2.0.0/16 \
+    # shellcheck disable=SC2086 # HUB_SPACE may list several prefixes
+    vgwc hub vnet-gateway create -n hub-gw --public-ip-addresses "$VGW_IP" --vnet-address-space ${HUB_SPACE:-10.2.0.0/16} \
         --asn "${HUB_ASN:-65515}" --bgp-peering-address "$HUB_PEER" -o none
     vgwc hub local-gateway create -n site --gateway-ip-address "$SITE_IP" --asn 65010 --bgp-peering-address "$SITE_PEER" \
         --bgp-hold-time 9 --bgp-keepalive 3 "$@" -o none
@@ -320,10 +326,16 @@ scenario_transit() {
     wait_for 15 sh -c "vtysh --vty_socket $LAB_WORK/frr -c 'show bgp ipv4 unicast 10.1.0.0/16' | grep -q '65515 65010'"; b_sees=$?
     birdc -s "$LAB_WORK/bird/bird.ctl" show route 10.1.0.0/16 all | grep -q 'from' && a_own=1 || a_own=0
     vtysh --vty_socket "$LAB_WORK/frr" -c 'show bgp ipv4 unicast 10.21.0.0/16' | grep -q '65515' && b_own=1 || b_own=0
-    if [ $a_sees = 0 ] && [ $b_sees = 0 ] && [ $a_own = 0 ] && [ $b_own = 0 ]; then
+    # FRR sends vgw's transit routes back (AS path 65020 65515 ...): vgw drops them for holding its own
+    # ASN and must log them as dropped, never as learned.
+    local log echoed
+    log=$(vgwc hub logs --category RouteDiagnosticLog)
+    echoed=$(echo "$log" | grep -E "from 10\.21\.255\.254: learned .*10\.(1|2)\.0\.0/16" | head -1)
+    echo "$log" | grep -m1 "from 10.21.255.254: dropped" | sed 's/^/  vgw: /' | cut -c1-220
+    if [ $a_sees = 0 ] && [ $b_sees = 0 ] && [ $a_own = 0 ] && [ $b_own = 0 ] && [ -z "$echoed" ]; then
         pass "$name"
     else
-        fail "$name: A sees B's prefix: $a_sees, B sees A's: $b_sees, A got its own back: $a_own, B got its own back: $b_own"
+        fail "$name: A sees B's prefix: $a_sees, B sees A's: $b_sees, A got its own back: $a_own, B got its own back: $b_own, looped path logged as learned: [$echoed]"
     fi
     lab_cleanup
 }
@@ -359,7 +371,94 @@ scenario_scale() {
     lab_cleanup
 }
 
-all="bird bird_bfd frr vgw transit scale"
+# forged: RFC 7296 §2.21 — an attacker sends unauthenticated IKE datagrams "from" the site's address
+# (tests/interop/forge_ike.py: an IKE_SA_INIT with a refused proposal, an IKE_SA_INIT error response and
+# INFORMATIONAL requests with the live SA's SPIs, an unknown SPI, garbage). For 10 s the connection stays
+# Connected, BGP stays Established with the site's routes, pings pass, strongSwan keeps the same IKE SA,
+# and the refusals show in `vpn-connection show` and in vgw_ike_refused_exchanges_total.
+scenario_forged() {
+    local name="forged IKE_SA_INIT and INFORMATIONAL from the site's address change nothing"
+    bgp_lab
+    LAB_VGW_ARGS="--metrics-listen 127.0.0.1:9464" lab_vgw hub hub || { fail "$name: vgw did not start"; lab_cleanup; return; }
+    bgp_site_swan || { fail "$name: charon did not start"; lab_cleanup; return; }
+    bgp_hub
+    wait_for 10 is_connected hub to-site || { fail "$name: tunnel not Connected"; lab_cleanup; return; }
+    bird_start site bird 65010 "$SITE_PEER" "$HUB_PEER" 65515 10.1.0.0/16 10.11.0.0/16 \
+        || { fail "$name: bird did not start"; lab_cleanup; return; }
+    if ! wait_for 30 peer_up hub "$SITE_PEER" || ! wait_for 10 kernel_has hub 10.11.0.0/16; then
+        fail "$name: BGP not up before the attack ($(peer_state hub $SITE_PEER))"; lab_cleanup; return
+    fi
+    local sas spi_i spi_r
+    sas=$(swan site --list-sas 2>/dev/null)
+    spi_i=$(echo "$sas" | grep -oE '[0-9a-f]{16}_i' | head -1 | cut -d_ -f1)
+    spi_r=$(echo "$sas" | grep -oE '[0-9a-f]{16}_r' | head -1 | cut -d_ -f1)
+    [ -n "$spi_i" ] && [ -n "$spi_r" ] || { fail "$name: no IKE SA SPIs in: $sas"; lab_cleanup; return; }
+    echo "  the live IKE SA: ${spi_i}_i ${spi_r}_r; forging"
+    in_ns site python3 "$(dirname "${BASH_SOURCE[0]}")/forge_ike.py" "$SITE_IP" "$VGW_IP" "$spi_i" "$spi_r" \
+        || { fail "$name: the forging script failed"; lab_cleanup; return; }
+    local end=$(( $(date +%s) + 10 )) bad="" checks=0
+    while [ "$(date +%s)" -lt "$end" ]; do
+        is_connected hub to-site || bad="connectionStatus $(conn_status hub to-site)"
+        peer_up hub "$SITE_PEER" || bad="$bad BGP $(peer_state hub "$SITE_PEER")"
+        has_learned hub 10.11.0.0/16 && kernel_has hub 10.11.0.0/16 || bad="$bad 10.11.0.0/16 withdrawn"
+        [ -n "$bad" ] && break
+        checks=$((checks + 1))
+        sleep 0.2
+    done
+    if [ -n "$bad" ]; then
+        fail "$name: after $checks checks:$bad; lastError $(vgwc hub vpn-connection show -n to-site --query lastError -o json | tr -d '\n ')"
+        lab_cleanup; return
+    fi
+    wait_for 5 in_ns hublan ping -c 1 -W 1 10.11.0.10 || { fail "$name: no ping to 10.11.0.10 after the attack"; lab_cleanup; return; }
+    swan site --list-sas 2>/dev/null | grep -q "${spi_i}_i" || { fail "$name: strongSwan's IKE SA changed"; lab_cleanup; return; }
+    local refused last metric
+    refused=$(vgwc hub vpn-connection show -n to-site --query refusedExchanges -o tsv)
+    last=$(vgwc hub vpn-connection show -n to-site --query 'lastRefusedExchange.[exchange, reason, ignoredBecauseEstablished]' -o tsv | tr '\t\n' '  ')
+    metric=$(in_ns hub curl -s http://127.0.0.1:9464/metrics | grep '^vgw_ike_refused_exchanges_total{connection_name="to-site",exchange="IKE_SA_INIT",reason="NO_PROPOSAL_CHOSEN"}' | awk '{print $2}')
+    echo "  refusedExchanges $refused, last: $last; NO_PROPOSAL_CHOSEN counter: ${metric:-none}"
+    if [ "${refused:-0}" -ge 5 ] && [ "${metric:-0}" -ge 1 ] && [ "$(vgwc hub vpn-connection show -n to-site --query connectionStatusReason -o tsv)" != NEGOTIATION_FAILURE ]; then
+        pass "$name ($checks checks over 10 s: Connected, BGP Established, routes kept; $refused refusals counted)"
+    else
+        fail "$name: refusals not counted (refusedExchanges ${refused:-none}, metric ${metric:-none})"
+    fi
+    lab_cleanup
+}
+
+# child_deleted (issue 19): strongSwan deletes its only Child SA and keeps the IKE SA. The BGP session over
+# the tunnel follows at once: the site's routes leave vgw's RIB and kernel (no waiting for the hold time);
+# vgw re-creates the Child SA, BGP re-establishes and the routes and traffic return.
+scenario_child_deleted() {
+    local name="the peer deletes its Child SA: BGP over it stops at once, then everything returns"
+    bgp_lab
+    lab_vgw hub hub || { fail "$name: vgw did not start"; lab_cleanup; return; }
+    bgp_site_swan || { fail "$name: charon did not start"; lab_cleanup; return; }
+    bgp_hub
+    wait_for 10 is_connected hub to-site || { fail "$name: tunnel not Connected"; lab_cleanup; return; }
+    bird_start site bird 65010 "$SITE_PEER" "$HUB_PEER" 65515 10.1.0.0/16 10.11.0.0/16 \
+        || { fail "$name: bird did not start"; lab_cleanup; return; }
+    if ! wait_for 30 peer_up hub "$SITE_PEER" || ! wait_for 10 kernel_has hub 10.11.0.0/16; then
+        fail "$name: BGP not up ($(peer_state hub $SITE_PEER))"; lab_cleanup; return
+    fi
+    local gone back
+    swan site --terminate --child net --timeout 5 >/dev/null 2>&1 &
+    local term=$!
+    if ! gone=$(ms_until 5 site_routes_gone); then
+        wait $term; fail "$name: the site's routes stayed after its Child SA was deleted ($(conn_status hub to-site))"; lab_cleanup; return
+    fi
+    wait $term
+    if ! back=$(ms_until 40 sh -c "VGW_API_SOCKET=$LAB_WORK/hub.sock $VGW vnet-gateway list-bgp-peer-status --peer $SITE_PEER --query 'value[0].state' -o tsv | grep -qx Connected && ip -n $(ns hub) route show 10.11.0.0/16 | grep -q ."); then
+        fail "$name: BGP and routes did not return ($(conn_status hub to-site), BGP $(peer_state hub $SITE_PEER))"; lab_cleanup; return
+    fi
+    wait_for 10 in_ns hublan ping -c 1 -W 1 10.11.0.10 || { fail "$name: no ping after the Child SA returned"; lab_cleanup; return; }
+    if [ "$gone" -le 2000 ]; then
+        pass "$name: routes withdrawn in $gone ms, BGP and routes back $back ms later"
+    else
+        fail "$name: routes withdrawn only after $gone ms (limit 2000; hold time 9 s)"
+    fi
+    lab_cleanup
+}
+
+all="bird bird_bfd frr vgw transit scale forged child_deleted"
 # Sourced (for debugging): define the functions only.
 [ "${BASH_SOURCE[0]}" = "$0" ] || return 0
 for s in ${*:-$all}; do "scenario_$s"; done

@@ -246,6 +246,45 @@ scenario_operations() {
     lab_cleanup
 }
 
-all="a b c d nat wrong_psk proposal_mismatch policy_based operations volume_rekey dead_peer rekey"
+# child_deleted (issue 19): strongSwan deletes its only Child SA and keeps the IKE SA (`swanctl --terminate
+# --child`, as when it fails to install a route). Within 1 s vgw leaves Connected with the reason
+# CHILD_SA_DELETED_BY_PEER; it re-creates the Child SA with CREATE_CHILD_SA on the same IKE SA and traffic
+# flows again within 10 s, with no operator action.
+scenario_child_deleted() {
+    local name="peer deletes its only Child SA: vgw leaves Connected at once and re-creates it"
+    lab_topology
+    lab_vgw hub hub || { fail "$name: setup failed"; lab_cleanup; return; }
+    site_conf aes256gcm16-prfsha256-ecp256 aes256gcm16 none
+    lab_charon site site || { fail "$name: setup failed"; lab_cleanup; return; }
+    hub_conf Default
+    wait_for 10 is_connected hub to-site && wait_for 5 traffic_ok || { fail "$name: not Connected"; lab_cleanup; return; }
+    local ike; ike=$(swan site --list-sas | grep -o '[0-9a-f]\{16\}_i' | head -1)
+    status_pair() { vgwc hub vpn-connection show -n to-site --query '[connectionStatus, connectionStatusReason]' -o tsv | tr '\t\n' '  ' | sed 's/ *$//'; }
+    left_connected() { case "$(status_pair)" in "Connecting CHILD_SA_DELETED_BY_PEER" | "NotConnected CHILD_SA_DELETED_BY_PEER") return 0 ;; esac; return 1; }
+    local t0 left state back
+    t0=$(date +%s%N)
+    swan site --terminate --child net --timeout 5 >"$LAB_WORK/terminate.log" 2>&1 &
+    local term=$!
+    if ! left=$(ms_until 3 left_connected); then
+        wait $term; fail "$name: still $(status_pair) 3 s after the peer deleted its Child SA"; lab_cleanup; return
+    fi
+    state=$(status_pair)
+    left=$(( ($(date +%s%N) - t0) / 1000000 ))
+    wait $term
+    if ! back=$(ms_until 10 traffic_ok); then
+        fail "$name: no traffic 10 s after the DELETE ($(status_pair); strongSwan: $(swan site --list-sas | tr '\n' ' ' | head -c 300))"; lab_cleanup; return
+    fi
+    back=$(( ($(date +%s%N) - t0) / 1000000 ))
+    local reason; reason=$(vgwc hub vpn-connection show -n to-site --query '[lastError.reason, lastError.notify]' -o tsv | tr '\t\n' '  ' | sed 's/ *$//')
+    if [ "$left" -le 1000 ] && [ "$back" -le 10000 ] && is_connected hub to-site && [ "$reason" = "CHILD_SA_DELETED_BY_PEER DELETE" ] \
+        && swan site --list-sas | grep -q "$ike"; then
+        pass "$name: $state after $left ms, traffic again after $back ms on the same IKE SA"
+    else
+        fail "$name: left Connected after $left ms ($state), traffic after $back ms, lastError [$reason], IKE SA ${ike} kept: $(swan site --list-sas | grep -c "$ike")"
+    fi
+    lab_cleanup
+}
+
+all="a b c d nat wrong_psk proposal_mismatch policy_based operations child_deleted volume_rekey dead_peer rekey"
 for s in ${*:-$all}; do "scenario_$s"; done
 summary

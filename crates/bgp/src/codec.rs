@@ -43,6 +43,8 @@ pub mod code {
     pub const FSM: u8 = 5;
     /// Cease.
     pub const CEASE: u8 = 6;
+    /// ROUTE-REFRESH Message Error (RFC 7313).
+    pub const ROUTE_REFRESH: u8 = 7;
 }
 
 /// A decoding failure, carrying the NOTIFICATION it calls for (RFC 4271 §6).
@@ -100,7 +102,8 @@ fn update_error(subcode: u8, message: impl Into<String>) -> DecodeError {
     DecodeError::new(code::UPDATE, subcode, message)
 }
 
-/// The name of a NOTIFICATION code/subcode pair, e.g. "OPEN Message Error / Bad Peer AS".
+/// The name of a NOTIFICATION code/subcode pair, e.g. "OPEN Message Error / Bad Peer AS" (RFC 4271
+/// §4.5, RFC 4486 and RFC 9384 for Cease, RFC 6608 for FSM errors, RFC 7313 for ROUTE-REFRESH).
 pub fn describe_notification(code: u8, subcode: u8) -> String {
     let (c, s) = match code {
         code::HEADER => (
@@ -121,6 +124,7 @@ pub fn describe_notification(code: u8, subcode: u8) -> String {
                 4 => "Unsupported Optional Parameter",
                 6 => "Unacceptable Hold Time",
                 7 => "Unsupported Capability",
+                11 => "Role Mismatch",
                 _ => "",
             },
         ),
@@ -141,7 +145,15 @@ pub fn describe_notification(code: u8, subcode: u8) -> String {
             },
         ),
         code::HOLD_TIMER => ("Hold Timer Expired", ""),
-        code::FSM => ("Finite State Machine Error", ""),
+        code::FSM => (
+            "Finite State Machine Error",
+            match subcode {
+                1 => "Unexpected Message in OpenSent",
+                2 => "Unexpected Message in OpenConfirm",
+                3 => "Unexpected Message in Established",
+                _ => "",
+            },
+        ),
         code::CEASE => (
             "Cease",
             match subcode {
@@ -153,16 +165,163 @@ pub fn describe_notification(code: u8, subcode: u8) -> String {
                 6 => "Other Configuration Change",
                 7 => "Connection Collision Resolution",
                 8 => "Out of Resources",
+                9 => "Hard Reset",
+                10 => "BFD Down",
                 _ => "",
             },
         ),
-        _ => ("Unknown Error", ""),
+        code::ROUTE_REFRESH => (
+            "ROUTE-REFRESH Message Error",
+            match subcode {
+                1 => "Invalid Message Length",
+                _ => "",
+            },
+        ),
+        _ => {
+            return format!(
+                "undefined error code {code} (subcode {subcode}; RFC 4271 defines codes 1-6)"
+            );
+        }
     };
-    if s.is_empty() {
-        format!("{c} (code {code}, subcode {subcode})")
-    } else {
-        format!("{c} / {s}")
+    match (s.is_empty(), subcode) {
+        (false, _) => format!("{c} / {s}"),
+        (true, 0) => c.to_string(),
+        (true, _) => format!("{c} / subcode {subcode}"),
     }
+}
+
+/// The name of an address family, e.g. "IPv6 unicast".
+pub fn family_name(afi: u16, safi: u8) -> String {
+    match (afi, safi) {
+        (AFI_IPV4, SAFI_UNICAST) => "IPv4 unicast".into(),
+        (AFI_IPV6, SAFI_UNICAST) => "IPv6 unicast".into(),
+        (AFI_IPV4, 2) => "IPv4 multicast".into(),
+        (AFI_IPV6, 2) => "IPv6 multicast".into(),
+        (AFI_IPV4, 128) => "VPNv4".into(),
+        (AFI_IPV6, 128) => "VPNv6".into(),
+        (25, 70) => "L2VPN EVPN".into(),
+        _ => format!("AFI {afi} / SAFI {safi}"),
+    }
+}
+
+/// The name of a path attribute type (IANA registry).
+fn attribute_name(typ: u8) -> String {
+    let name = match typ {
+        attr::ORIGIN => "ORIGIN",
+        attr::AS_PATH => "AS_PATH",
+        attr::NEXT_HOP => "NEXT_HOP",
+        attr::MED => "MULTI_EXIT_DISC",
+        attr::LOCAL_PREF => "LOCAL_PREF",
+        attr::ATOMIC_AGGREGATE => "ATOMIC_AGGREGATE",
+        attr::AGGREGATOR => "AGGREGATOR",
+        attr::COMMUNITIES => "COMMUNITIES",
+        attr::MP_REACH => "MP_REACH_NLRI",
+        attr::MP_UNREACH => "MP_UNREACH_NLRI",
+        16 => "EXTENDED COMMUNITIES",
+        attr::AS4_PATH => "AS4_PATH",
+        attr::AS4_AGGREGATOR => "AS4_AGGREGATOR",
+        32 => "LARGE_COMMUNITY",
+        _ => return format!("attribute type {typ}"),
+    };
+    format!("{name} (type {typ})")
+}
+
+/// The name of a capability code (IANA registry).
+fn capability_name(code_: u8) -> String {
+    let name = match code_ {
+        1 => "multiprotocol",
+        2 => "route refresh",
+        5 => "extended next hop",
+        6 => "extended message",
+        9 => "BGP role",
+        64 => "graceful restart",
+        65 => "4-octet AS",
+        69 => "add-path",
+        70 => "enhanced route refresh",
+        71 => "long-lived graceful restart",
+        73 => "FQDN",
+        _ => return format!("capability {code_}"),
+    };
+    name.to_string()
+}
+
+/// Text for a peer-supplied byte string: the text when it is printable (ASCII, or any UTF-8 with
+/// `utf8`), else hex.
+fn bytes_as_text(data: &[u8], utf8: bool) -> String {
+    const MAX: usize = 128;
+    let shown = &data[..data.len().min(MAX)];
+    let more = if data.len() > MAX { "..." } else { "" };
+    match std::str::from_utf8(shown) {
+        Ok(t) if !t.is_empty() && t.chars().all(|c| !c.is_control() && (utf8 || c.is_ascii())) => {
+            format!("\"{t}{more}\"")
+        }
+        _ => {
+            let hex: Vec<String> = shown.iter().map(|b| format!("{b:02x}")).collect();
+            format!("0x{}{more}", hex.concat())
+        }
+    }
+}
+
+/// What a NOTIFICATION's data field says, decoded per code and subcode (RFC 4271 §4.5 and §6,
+/// RFC 5492 §3, RFC 4486 §4, RFC 9003 shutdown communication), or None when it is empty.
+pub fn notification_detail(code_: u8, subcode: u8, data: &[u8]) -> Option<String> {
+    if data.is_empty() {
+        return None;
+    }
+    let u16_at =
+        |i: usize| -> Option<u16> { Some(u16::from_be_bytes([*data.get(i)?, *data.get(i + 1)?])) };
+    let detail = match (code_, subcode) {
+        (code::HEADER, 2) if data.len() == 2 => format!("length field {}", u16_at(0)?),
+        (code::HEADER, 3) if data.len() == 1 => format!("message type {}", data[0]),
+        (code::OPEN, 1) if data.len() == 2 => {
+            format!("the peer speaks BGP version {} at most", u16_at(0)?)
+        }
+        (code::OPEN, 2) if data.len() == 2 || data.len() == 4 => {
+            let asn = if data.len() == 2 {
+                u32::from(u16_at(0)?)
+            } else {
+                u32::from_be_bytes([data[0], data[1], data[2], data[3]])
+            };
+            format!("AS {asn}")
+        }
+        (code::OPEN, 6) if data.len() == 2 => format!("hold time {} s", u16_at(0)?),
+        (code::OPEN, 7) => {
+            // The unsupported capabilities, each as code, length and value (RFC 5492 §3).
+            let mut names = Vec::new();
+            let mut rest = data;
+            while let [c, len, tail @ ..] = rest {
+                let len = usize::from(*len);
+                let value = tail.get(..len).unwrap_or(tail);
+                names.push(match (*c, value) {
+                    (1, [a0, a1, _, safi]) => format!(
+                        "multiprotocol {}",
+                        family_name(u16::from_be_bytes([*a0, *a1]), *safi)
+                    ),
+                    (c, _) => capability_name(c),
+                });
+                rest = tail.get(len..).unwrap_or(&[]);
+            }
+            format!("unsupported: {}", names.join(", "))
+        }
+        (code::UPDATE, 3) if data.len() == 1 => format!("missing {}", attribute_name(data[0])),
+        (code::UPDATE, 2 | 4 | 5 | 6 | 8 | 9) if data.len() >= 2 => {
+            format!("in {}", attribute_name(data[1]))
+        }
+        (code::CEASE, 1) if data.len() >= 7 => format!(
+            "{}, limit {} prefixes",
+            family_name(u16_at(0)?, data[2]),
+            u32::from_be_bytes([data[3], data[4], data[5], data[6]])
+        ),
+        // RFC 8203 / RFC 9003: a length octet and UTF-8 text.
+        (code::CEASE, 2 | 4) if usize::from(data[0]) == data.len() - 1 => {
+            if data.len() == 1 {
+                return None;
+            }
+            format!("shutdown communication {}", bytes_as_text(&data[1..], true))
+        }
+        _ => format!("data {}", bytes_as_text(data, false)),
+    };
+    Some(detail)
 }
 
 /// An OPEN capability (RFC 5492).
@@ -177,6 +336,9 @@ pub enum Capability {
     },
     /// Route refresh (RFC 2918), code 2.
     RouteRefresh,
+    /// Extended next hop encoding (RFC 8950), code 5: (NLRI AFI, NLRI SAFI, next-hop AFI) tuples,
+    /// e.g. IPv4 unicast NLRI with an IPv6 next hop.
+    ExtendedNextHop(Vec<(u16, u16, u16)>),
     /// Graceful restart (RFC 4724), code 64.
     GracefulRestart {
         /// The R bit: the sender has restarted.
@@ -246,6 +408,23 @@ impl Open {
         } else {
             mp
         }
+    }
+
+    /// Whether the sender supports route refresh (RFC 2918).
+    pub fn route_refresh(&self) -> bool {
+        self.capabilities
+            .iter()
+            .any(|c| matches!(c, Capability::RouteRefresh))
+    }
+
+    /// Whether the sender accepts IPv4 unicast NLRI with an IPv6 next hop (RFC 8950 §4).
+    pub fn extended_next_hop_ipv4(&self) -> bool {
+        self.capabilities.iter().any(|c| match c {
+            Capability::ExtendedNextHop(t) => t.iter().any(|&(afi, safi, nh)| {
+                afi == AFI_IPV4 && safi == u16::from(SAFI_UNICAST) && nh == AFI_IPV6
+            }),
+            _ => false,
+        })
     }
 
     /// The graceful-restart capability, if any.
@@ -389,8 +568,14 @@ pub struct Notification {
 }
 
 impl std::fmt::Display for Notification {
+    /// The code and subcode by name, then the data decoded (see [`notification_detail`]), e.g.
+    /// `Cease / Administrative Shutdown: shutdown communication "maintenance"`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&describe_notification(self.code, self.subcode))
+        f.write_str(&describe_notification(self.code, self.subcode))?;
+        match notification_detail(self.code, self.subcode, &self.data) {
+            Some(d) => write!(f, ": {d}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -606,6 +791,17 @@ fn decode_capability(code_: u8, data: &[u8]) -> Result<Capability, DecodeError> 
             safi: data[3],
         },
         2 if data.is_empty() => Capability::RouteRefresh,
+        5 if data.len().is_multiple_of(6) => Capability::ExtendedNextHop(
+            data.chunks_exact(6)
+                .map(|c| {
+                    (
+                        u16::from_be_bytes([c[0], c[1]]),
+                        u16::from_be_bytes([c[2], c[3]]),
+                        u16::from_be_bytes([c[4], c[5]]),
+                    )
+                })
+                .collect(),
+        ),
         64 if data.len() >= 2 && (data.len() - 2).is_multiple_of(4) => {
             let flags_time = u16::from_be_bytes([data[0], data[1]]);
             Capability::GracefulRestart {
@@ -620,7 +816,7 @@ fn decode_capability(code_: u8, data: &[u8]) -> Result<Capability, DecodeError> 
         65 if data.len() == 4 => {
             Capability::FourOctetAs(u32::from_be_bytes([data[0], data[1], data[2], data[3]]))
         }
-        1 | 2 | 64 | 65 => return Err(bad()),
+        1 | 2 | 5 | 64 | 65 => return Err(bad()),
         _ => Capability::Other {
             code: code_,
             data: data.to_vec(),
@@ -692,6 +888,52 @@ fn decode_as_path(data: &[u8], four: bool) -> Result<Vec<Segment>, DecodeError> 
         });
     }
     Ok(out)
+}
+
+/// Path length counting every ASN of every segment (the count RFC 6793 §4.2.3 compares).
+fn asn_count(path: &[Segment]) -> usize {
+    path.iter()
+        .map(|s| match s {
+            Segment::Sequence(v) | Segment::Set(v) => v.len(),
+        })
+        .sum()
+}
+
+/// RFC 6793 §4.2.3: AS_PATH's leading ASNs (as many as it has more than AS4_PATH) followed by
+/// AS4_PATH; when AS4_PATH is the longer, it is ignored.
+fn merge_as4_path(as_path: &[Segment], as4: Vec<Segment>) -> Vec<Segment> {
+    let (n, n4) = (asn_count(as_path), asn_count(&as4));
+    if n4 > n {
+        return as_path.to_vec();
+    }
+    let mut keep = n - n4;
+    let mut out: Vec<Segment> = Vec::new();
+    for s in as_path {
+        if keep == 0 {
+            break;
+        }
+        let (v, set) = match s {
+            Segment::Sequence(v) => (v, false),
+            Segment::Set(v) => (v, true),
+        };
+        let take = v.len().min(keep);
+        keep -= take;
+        let part = v[..take].to_vec();
+        out.push(if set {
+            Segment::Set(part)
+        } else {
+            Segment::Sequence(part)
+        });
+    }
+    for s in as4 {
+        match (out.last_mut(), s) {
+            (Some(Segment::Sequence(v)), Segment::Sequence(w)) if v.len() + w.len() <= 255 => {
+                v.extend(w)
+            }
+            (_, s) => out.push(s),
+        }
+    }
+    out
 }
 
 fn decode_update(body: &[u8], four_octet_as: bool) -> Result<Update, DecodeError> {
@@ -798,6 +1040,14 @@ fn decode_update(body: &[u8], four_octet_as: bool) -> Result<Update, DecodeError
                     a.next_hop = Some(IpAddr::V4(Ipv4Addr::new(nh[0], nh[1], nh[2], nh[3])));
                     update.announced.extend(decode_prefixes(m.buf, false, 9)?);
                     mp_reach = true;
+                } else if afi == AFI_IPV4 && safi == SAFI_UNICAST && (nh_len == 16 || nh_len == 32)
+                {
+                    // IPv4 NLRI with an IPv6 next hop (RFC 8950 §3).
+                    let mut g = [0u8; 16];
+                    g.copy_from_slice(&nh[..16]);
+                    a.next_hop = Some(IpAddr::V6(Ipv6Addr::from(g)));
+                    update.announced.extend(decode_prefixes(m.buf, false, 9)?);
+                    mp_reach = true;
                 }
                 // Other families are not negotiated; RFC 4760 lets us ignore them.
             }
@@ -835,9 +1085,11 @@ fn decode_update(body: &[u8], four_octet_as: bool) -> Result<Update, DecodeError
             }
         }
     }
-    // RFC 6793 §4.2.3: a 2-octet speaker's AS4_PATH restores the real ASNs.
+    // RFC 6793 §4.2.3: from a 2-octet speaker, AS4_PATH restores the real ASNs of the path's tail;
+    // the leading ASNs that AS_PATH has in excess (added by 2-octet speakers) stay. A NEW speaker's
+    // AS4_PATH is ignored (§4.1).
     if !four_octet_as && let Some(p4) = as4_path {
-        a.as_path = p4;
+        a.as_path = merge_as4_path(&a.as_path, p4);
     }
     if !update.announced.is_empty() {
         let has_v4_nlri = !nlri_raw.is_empty();
@@ -884,6 +1136,14 @@ pub fn encode_open(open: &Open) -> Vec<u8> {
                 (1, d)
             }
             Capability::RouteRefresh => (2, Vec::new()),
+            Capability::ExtendedNextHop(tuples) => (
+                5,
+                tuples
+                    .iter()
+                    .flat_map(|(a, s, n)| [a.to_be_bytes(), s.to_be_bytes(), n.to_be_bytes()])
+                    .flatten()
+                    .collect(),
+            ),
             Capability::GracefulRestart {
                 restarting,
                 restart_time,
@@ -996,6 +1256,19 @@ fn encode_common_attrs(a: &PathAttributes, four: bool) -> Vec<u8> {
         attr::AS_PATH,
         &encode_as_path(&a.as_path, four),
     );
+    // RFC 6793 §4.2.2: towards a 2-octet speaker, ASNs that do not fit are AS_TRANS in AS_PATH and
+    // the real path goes in AS4_PATH (optional transitive).
+    let wide = a.as_path.iter().any(|s| match s {
+        Segment::Sequence(v) | Segment::Set(v) => v.iter().any(|asn| *asn > u32::from(u16::MAX)),
+    });
+    if !four && wide {
+        push_attr(
+            &mut out,
+            attr::OPTIONAL | attr::TRANSITIVE,
+            attr::AS4_PATH,
+            &encode_as_path(&a.as_path, true),
+        );
+    }
     if let Some(med) = a.med {
         push_attr(&mut out, attr::OPTIONAL, attr::MED, &med.to_be_bytes());
     }
@@ -1027,14 +1300,38 @@ fn room(attrs: usize) -> usize {
     MAX_MESSAGE_LEN - HEADER_LEN - 4 - attrs
 }
 
-/// Encodes announcements of `prefixes` (one family) sharing `attrs` into as few UPDATEs as fit in
-/// 4096 bytes. IPv4 uses NEXT_HOP and the NLRI field; IPv6 uses MP_REACH_NLRI (RFC 4760 §3).
+/// Encodes announcements of `prefixes` sharing `attrs` into as few UPDATEs as fit in 4096 bytes.
+/// IPv4 uses NEXT_HOP and the NLRI field; IPv6 uses MP_REACH_NLRI (RFC 4760 §3). IPv4 prefixes whose
+/// next hop is IPv6 cannot be encoded without extended next hop: see [`encode_announce_ext`]; here
+/// they are left out.
 pub fn encode_announce(attrs: &PathAttributes, prefixes: &[IpNet], four: bool) -> Vec<Vec<u8>> {
+    encode_announce_ext(attrs, prefixes, four, false)
+}
+
+/// [`encode_announce`], and with `extended_next_hop` (RFC 8950, negotiated for IPv4 unicast) IPv4
+/// prefixes with an IPv6 next hop go in MP_REACH_NLRI AFI 1 with a 16-byte next hop (RFC 8950 §3).
+/// Without it such prefixes are left out: a NEXT_HOP of 0.0.0.0 would be a lie.
+pub fn encode_announce_ext(
+    attrs: &PathAttributes,
+    prefixes: &[IpNet],
+    four: bool,
+    extended_next_hop: bool,
+) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let common = encode_common_attrs(attrs, four);
     let (v4, v6): (Vec<&IpNet>, Vec<&IpNet>) =
         prefixes.iter().partition(|p| matches!(p, IpNet::V4(_)));
-    if !v4.is_empty() {
+    let v4_nh6 = match attrs.next_hop {
+        Some(IpAddr::V6(a)) => Some(a),
+        _ => None,
+    };
+    if !v4.is_empty()
+        && let Some(nh) = v4_nh6
+    {
+        if extended_next_hop {
+            encode_mp_reach(&mut out, &common, AFI_IPV4, nh, &v4);
+        }
+    } else if !v4.is_empty() {
         let mut attrs_bytes = common.clone();
         let nh = match attrs.next_hop {
             Some(IpAddr::V4(a)) => a,
@@ -1063,32 +1360,43 @@ pub fn encode_announce(attrs: &PathAttributes, prefixes: &[IpNet], four: bool) -
             Some(IpAddr::V4(a)) => a.to_ipv6_mapped(),
             None => Ipv6Addr::UNSPECIFIED,
         };
-        // MP_REACH header: AFI, SAFI, next-hop length and address, reserved; plus 4 attribute-header
-        // bytes (extended length).
-        let fixed = common.len() + 4 + 3 + 1 + 16 + 1;
-        let limit = room(fixed);
-        let mut chunk: Vec<u8> = Vec::new();
-        let flush = |chunk: &[u8], out: &mut Vec<Vec<u8>>| {
-            let mut mp = AFI_IPV6.to_be_bytes().to_vec();
-            mp.push(SAFI_UNICAST);
-            mp.push(16);
-            mp.extend_from_slice(&nh.octets());
-            mp.push(0);
-            mp.extend_from_slice(chunk);
-            let mut attrs_bytes = common.clone();
-            push_attr(&mut attrs_bytes, attr::OPTIONAL, attr::MP_REACH, &mp);
-            out.push(update_bytes(&[], &attrs_bytes, &[]));
-        };
-        for p in v6 {
-            if chunk.len() + prefix_wire_len(p) > limit {
-                flush(&chunk, &mut out);
-                chunk.clear();
-            }
-            push_prefix(&mut chunk, p);
-        }
-        flush(&chunk, &mut out);
+        encode_mp_reach(&mut out, &common, AFI_IPV6, nh, &v6);
     }
     out
+}
+
+/// MP_REACH_NLRI UPDATEs for `prefixes` of family `afi`/unicast with a 16-byte next hop.
+fn encode_mp_reach(
+    out: &mut Vec<Vec<u8>>,
+    common: &[u8],
+    afi: u16,
+    nh: Ipv6Addr,
+    prefixes: &[&IpNet],
+) {
+    // MP_REACH header: AFI, SAFI, next-hop length and address, reserved; plus 4 attribute-header
+    // bytes (extended length).
+    let fixed = common.len() + 4 + 3 + 1 + 16 + 1;
+    let limit = room(fixed);
+    let mut chunk: Vec<u8> = Vec::new();
+    let flush = |chunk: &[u8], out: &mut Vec<Vec<u8>>| {
+        let mut mp = afi.to_be_bytes().to_vec();
+        mp.push(SAFI_UNICAST);
+        mp.push(16);
+        mp.extend_from_slice(&nh.octets());
+        mp.push(0);
+        mp.extend_from_slice(chunk);
+        let mut attrs_bytes = common.to_vec();
+        push_attr(&mut attrs_bytes, attr::OPTIONAL, attr::MP_REACH, &mp);
+        out.push(update_bytes(&[], &attrs_bytes, &[]));
+    };
+    for p in prefixes {
+        if chunk.len() + prefix_wire_len(p) > limit {
+            flush(&chunk, out);
+            chunk.clear();
+        }
+        push_prefix(&mut chunk, p);
+    }
+    flush(&chunk, out);
 }
 
 /// Encodes withdrawals of `prefixes` into as few UPDATEs as fit.
@@ -1340,6 +1648,123 @@ mod tests {
         let m = encode_announce(&attrs, &[net("10.1.0.0/16")], false).remove(0);
         match decode(&m, false).unwrap() {
             Message::Update(u) => assert_eq!(u.attributes.unwrap().as_path, attrs.as_path),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn notifications_are_decoded_into_words() {
+        let n = |code, subcode, data: &[u8]| {
+            Notification {
+                code,
+                subcode,
+                data: data.to_vec(),
+            }
+            .to_string()
+        };
+        // What GoBGP sends for an address family the session did not negotiate.
+        assert_eq!(
+            n(0, 0, &[]),
+            "undefined error code 0 (subcode 0; RFC 4271 defines codes 1-6)"
+        );
+        assert_eq!(
+            n(6, 4, b"\x07upgrade"),
+            "Cease / Administrative Reset: shutdown communication \"upgrade\""
+        );
+        assert_eq!(n(6, 2, &[]), "Cease / Administrative Shutdown");
+        assert_eq!(
+            n(6, 1, &[0, 1, 1, 0, 0, 0x13, 0x88]),
+            "Cease / Maximum Number of Prefixes Reached: IPv4 unicast, limit 5000 prefixes"
+        );
+        assert_eq!(
+            n(2, 7, &[1, 4, 0, 2, 0, 1, 69, 4, 0, 1, 1, 3]),
+            "OPEN Message Error / Unsupported Capability: unsupported: multiprotocol IPv6 unicast, add-path"
+        );
+        assert_eq!(
+            n(2, 2, &[0xfd, 0xe8]),
+            "OPEN Message Error / Bad Peer AS: AS 65000"
+        );
+        assert_eq!(
+            n(3, 3, &[3]),
+            "UPDATE Message Error / Missing Well-known Attribute: missing NEXT_HOP (type 3)"
+        );
+        assert_eq!(
+            n(3, 4, &[0x80, 14, 3, 0, 2, 1]),
+            "UPDATE Message Error / Attribute Flags Error: in MP_REACH_NLRI (type 14)"
+        );
+        assert_eq!(
+            n(1, 2, &[0x20, 0]),
+            "Message Header Error / Bad Message Length: length field 8192"
+        );
+        assert_eq!(n(4, 0, &[]), "Hold Timer Expired");
+        assert_eq!(
+            n(5, 3, &[]),
+            "Finite State Machine Error / Unexpected Message in Established"
+        );
+        assert_eq!(n(6, 99, &[0xde, 0xad]), "Cease / subcode 99: data 0xdead");
+        assert_eq!(
+            n(6, 2, b"\x03a\x07b"),
+            "Cease / Administrative Shutdown: shutdown communication 0x610762"
+        );
+    }
+
+    #[test]
+    fn as4_path_restores_the_real_asns_behind_a_two_octet_speaker() {
+        // RFC 6793 §4.2.3: a 2-octet speaker (AS 65001) prepended itself to AS_PATH only.
+        let as_path = vec![Segment::Sequence(vec![65001, 23456, 65010])];
+        let as4 = vec![Segment::Sequence(vec![4_200_000_001, 65010])];
+        assert_eq!(
+            merge_as4_path(&as_path, as4),
+            vec![Segment::Sequence(vec![65001, 4_200_000_001, 65010])]
+        );
+        // An AS4_PATH longer than AS_PATH is ignored.
+        let as4 = vec![Segment::Sequence(vec![1, 2, 3, 4])];
+        assert_eq!(merge_as4_path(&as_path, as4), as_path);
+        // Round trip through a 2-octet encoding.
+        let attrs = PathAttributes {
+            as_path: vec![Segment::Sequence(vec![65515, 4_200_000_001])],
+            next_hop: Some("10.1.255.254".parse().unwrap()),
+            ..Default::default()
+        };
+        let m = encode_announce(&attrs, &[net("10.1.0.0/16")], false).remove(0);
+        match decode(&m, false).unwrap() {
+            Message::Update(u) => assert_eq!(u.attributes.unwrap().as_path, attrs.as_path),
+            other => panic!("{other:?}"),
+        }
+        // A 4-octet session sends no AS4_PATH.
+        let m = encode_announce(&attrs, &[net("10.1.0.0/16")], true).remove(0);
+        assert!(!m.windows(2).any(|w| w == [0xc0, attr::AS4_PATH]));
+    }
+
+    #[test]
+    fn extended_next_hop_round_trips() {
+        let cap = Capability::ExtendedNextHop(vec![(AFI_IPV4, 1, AFI_IPV6)]);
+        let open = Open {
+            version: 4,
+            my_as: 65010,
+            hold_time: 9,
+            bgp_id: Ipv4Addr::new(10, 1, 255, 254),
+            capabilities: vec![cap],
+        };
+        match decode(&encode_open(&open), true).unwrap() {
+            Message::Open(o) => {
+                assert!(o.extended_next_hop_ipv4());
+                assert_eq!(o, open);
+            }
+            other => panic!("{other:?}"),
+        }
+        let attrs = PathAttributes {
+            as_path: vec![Segment::Sequence(vec![65010])],
+            next_hop: Some("2001:db8:1::1".parse().unwrap()),
+            ..Default::default()
+        };
+        assert!(encode_announce(&attrs, &[net("10.1.0.0/16")], true).is_empty());
+        let m = encode_announce_ext(&attrs, &[net("10.1.0.0/16")], true, true).remove(0);
+        match decode(&m, true).unwrap() {
+            Message::Update(u) => {
+                assert_eq!(u.announced, vec![net("10.1.0.0/16")]);
+                assert_eq!(u.attributes.unwrap().next_hop, attrs.next_hop);
+            }
             other => panic!("{other:?}"),
         }
     }

@@ -13,4 +13,4 @@ pub mod session;
 
 pub use codec::{Message, Notification, Origin, PathAttributes, Segment, Update};
 pub use rib::{FibChange, Outbound, PeerId, PeerInfo, Rib, RibChanges, RouteView};
-pub use session::{DownReason, Event, Session, SessionConfig, State};
+pub use session::{DownReason, Event, Negotiated, Session, SessionConfig, State};

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use crate::codec::{AFI_IPV4, AFI_IPV6, Origin, PathAttributes, Segment, Update};
+use crate::session::Negotiated;
 
 /// The caller's name for a peer.
 pub type PeerId = u32;
@@ -87,11 +88,15 @@ pub struct RibChanges {
     pub fib: Vec<FibChange>,
     /// Per-peer UPDATE content.
     pub outbound: BTreeMap<PeerId, Outbound>,
+    /// Announced prefixes dropped because their AS_PATH holds our own ASN (loop detection, RFC 4271
+    /// §9.1.2): not learned.
+    pub looped: Vec<IpNet>,
 }
 
 impl RibChanges {
     fn merge(&mut self, other: RibChanges) {
         self.fib.extend(other.fib);
+        self.looped.extend(other.looped);
         for (peer, out) in other.outbound {
             let e = self.outbound.entry(peer).or_default();
             e.announce.extend(out.announce);
@@ -116,6 +121,8 @@ pub struct RouteView {
 struct PeerEntry {
     info: PeerInfo,
     established: bool,
+    /// What the session agreed: only these prefixes are exported to the peer.
+    negotiated: Negotiated,
 }
 
 /// The RIBs of one speaker.
@@ -159,6 +166,7 @@ impl Rib {
                     PeerEntry {
                         info,
                         established: false,
+                        negotiated: Negotiated::default(),
                     },
                 );
             }
@@ -188,12 +196,15 @@ impl Rib {
         self.recompute(&touched)
     }
 
-    /// The session came up: the peer gets our whole Adj-RIB-Out.
-    pub fn peer_established(&mut self, id: PeerId) -> RibChanges {
+    /// The session came up: the peer gets our whole Adj-RIB-Out, limited to what `negotiated` lets
+    /// the session carry (RFC 4760 §6: a family the peer did not announce is never exported to it,
+    /// so `list-advertised-routes` shows what the peer really received).
+    pub fn peer_established(&mut self, id: PeerId, negotiated: &Negotiated) -> RibChanges {
         let Some(e) = self.peers.get_mut(&id) else {
             return RibChanges::default();
         };
         e.established = true;
+        e.negotiated = negotiated.clone();
         self.adj_out.insert(id, HashMap::new());
         let mut prefixes: Vec<IpNet> = self.networks.iter().copied().collect();
         prefixes.extend(self.best.keys().copied());
@@ -206,23 +217,36 @@ impl Rib {
     }
 
     /// The session went down. With `keep_stale` (graceful restart) its paths stay, marked stale,
-    /// until [`Rib::end_of_rib`] or [`Rib::flush_stale`]; otherwise they go now.
+    /// until an End-of-RIB or [`Rib::flush_stale`]; otherwise they go now.
     pub fn peer_down(&mut self, id: PeerId, keep_stale: bool) -> RibChanges {
+        if keep_stale {
+            self.peer_down_keeping(id, &[AFI_IPV4, AFI_IPV6])
+        } else {
+            self.peer_down_keeping(id, &[])
+        }
+    }
+
+    /// The session went down gracefully (RFC 4724 §4.2): the paths of the families in `keep_afis`
+    /// (those of the peer's graceful-restart capability) stay, marked stale; the others go now.
+    pub fn peer_down_keeping(&mut self, id: PeerId, keep_afis: &[u16]) -> RibChanges {
         if let Some(e) = self.peers.get_mut(&id) {
             e.established = false;
         }
         self.adj_out.remove(&id);
-        if keep_stale {
-            for p in self.adj_in.entry(id).or_default().values_mut() {
+        let paths = self.adj_in.entry(id).or_default();
+        let mut touched = Vec::new();
+        paths.retain(|prefix, p| {
+            if keep_afis.contains(&afi_of(prefix)) {
                 p.stale = true;
+                true
+            } else {
+                touched.push(*prefix);
+                false
             }
-            return RibChanges::default();
+        });
+        if paths.is_empty() {
+            self.adj_in.remove(&id);
         }
-        let touched: Vec<IpNet> = self
-            .adj_in
-            .remove(&id)
-            .map(|m| m.into_keys().collect())
-            .unwrap_or_default();
         self.recompute(&touched)
     }
 
@@ -245,9 +269,11 @@ impl Rib {
         self.recompute(&touched)
     }
 
-    /// Applies an UPDATE from `id`. Paths containing our ASN are treated as withdrawn (§9.1.2).
+    /// Applies an UPDATE from `id`. Paths containing our ASN are treated as withdrawn (§9.1.2) and
+    /// listed in [`RibChanges::looped`].
     pub fn update(&mut self, id: PeerId, update: &Update) -> RibChanges {
         let mut touched = Vec::with_capacity(update.announced.len() + update.withdrawn.len());
+        let mut looped_prefixes = Vec::new();
         let paths = self.adj_in.entry(id).or_default();
         for prefix in &update.withdrawn {
             if paths.remove(prefix).is_some() {
@@ -260,6 +286,7 @@ impl Rib {
             for prefix in &update.announced {
                 let prefix = prefix.trunc();
                 if looped {
+                    looped_prefixes.push(prefix);
                     if paths.remove(&prefix).is_some() {
                         touched.push(prefix);
                     }
@@ -277,6 +304,7 @@ impl Rib {
             }
         }
         let mut changes = self.recompute(&touched);
+        changes.looped = looped_prefixes;
         if let Some((afi, _)) = update.end_of_rib {
             changes.merge(self.flush_stale(id, Some(afi)));
         }
@@ -449,11 +477,15 @@ impl Rib {
 
     /// What `peer` should have for `prefix` under the export policy.
     fn export_for(&self, peer: PeerId, prefix: &IpNet) -> Option<PathAttributes> {
-        let info = self.info(peer)?;
+        let entry = self.peers.get(&peer)?;
+        let info = &entry.info;
         let next_hop = match (prefix, info.local_address) {
             (IpNet::V6(_), IpAddr::V4(a)) => IpAddr::V6(a.to_ipv6_mapped()),
             (_, a) => a,
         };
+        if !entry.negotiated.can_announce(prefix, Some(next_hop)) {
+            return None;
+        }
         if self.networks.contains(prefix) {
             return Some(PathAttributes {
                 origin: Origin::Igp,

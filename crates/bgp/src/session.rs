@@ -12,7 +12,7 @@
 //! the connect-retry interval, doubling up to 30 s while failures repeat.
 
 use std::collections::VecDeque;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -50,6 +50,9 @@ pub struct SessionConfig {
     pub restarting: bool,
     /// First connect-retry interval.
     pub connect_retry: Duration,
+    /// Advertise extended next hop for IPv4 unicast with IPv6 next hops (RFC 8950): set it when the
+    /// session runs between IPv6 peering addresses, so IPv4 prefixes can still be announced.
+    pub extended_next_hop: bool,
 }
 
 impl Default for SessionConfig {
@@ -64,7 +67,71 @@ impl Default for SessionConfig {
             graceful_restart: Some(120),
             restarting: false,
             connect_retry: Duration::from_secs(2),
+            extended_next_hop: false,
         }
+    }
+}
+
+/// What the two OPENs agreed. A capability is in force only when both sides advertised it
+/// (RFC 5492 §3); the speaker sends nothing the peer did not agree to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Negotiated {
+    /// Address families both sides announced; a side that announced no multiprotocol capability at
+    /// all speaks IPv4 unicast only (RFC 4760 §8). UPDATEs, End-of-RIB and ROUTE-REFRESH are sent
+    /// only for these (RFC 4760 §6, RFC 4724 §2, RFC 2918 §3).
+    pub families: Vec<(u16, u8)>,
+    /// AS_PATH carries 4-octet ASNs (RFC 6793); otherwise AS_TRANS and AS4_PATH are sent.
+    pub four_octet_as: bool,
+    /// IPv4 unicast NLRI may carry an IPv6 next hop (RFC 8950), both sides having advertised it.
+    pub extended_next_hop: bool,
+    /// The peer accepts ROUTE-REFRESH (RFC 2918 §3).
+    pub route_refresh: bool,
+    /// The peer's graceful-restart capability (RFC 4724 §3): restart time and families with their
+    /// forwarding-state bit. None when it did not advertise one.
+    pub peer_graceful_restart: Option<(u16, GracefulRestartFamilies)>,
+}
+
+/// A graceful-restart capability's families: AFI, SAFI and the forwarding-state bit (RFC 4724 §3).
+pub type GracefulRestartFamilies = Vec<(u16, u8, bool)>;
+
+impl Negotiated {
+    /// Whether `afi`/`safi` was negotiated.
+    pub fn has(&self, afi: u16, safi: u8) -> bool {
+        self.families.contains(&(afi, safi))
+    }
+
+    /// Whether `prefix` can be announced with `next_hop` on this session: its family was negotiated,
+    /// and an IPv4 prefix with an IPv6 next hop needs extended next hop (RFC 8950).
+    pub fn can_announce(&self, prefix: &IpNet, next_hop: Option<IpAddr>) -> bool {
+        match prefix {
+            IpNet::V4(_) => {
+                self.has(AFI_IPV4, SAFI_UNICAST)
+                    && (!matches!(next_hop, Some(IpAddr::V6(_))) || self.extended_next_hop)
+            }
+            IpNet::V6(_) => self.has(AFI_IPV6, SAFI_UNICAST),
+        }
+    }
+
+    /// Whether `prefix`'s family was negotiated (what may be withdrawn or accepted).
+    pub fn carries(&self, prefix: &IpNet) -> bool {
+        match prefix {
+            IpNet::V4(_) => self.has(AFI_IPV4, SAFI_UNICAST),
+            IpNet::V6(_) => self.has(AFI_IPV6, SAFI_UNICAST),
+        }
+    }
+
+    /// The AFIs whose stale routes survive this re-established session (RFC 4724 §4.2): negotiated
+    /// and listed in the peer's new graceful-restart capability with the forwarding bit set. Stale
+    /// routes of every other family are to be flushed now.
+    pub fn preserved_afis(&self) -> Vec<u16> {
+        let Some((_, families)) = &self.peer_graceful_restart else {
+            return Vec::new();
+        };
+        families
+            .iter()
+            .filter(|&&(afi, safi, forwarding)| forwarding && self.has(afi, safi))
+            .map(|&(afi, _, _)| afi)
+            .collect()
     }
 }
 
@@ -117,9 +184,9 @@ impl std::fmt::Display for DownReason {
 pub enum Event {
     /// The session is established; announce the Adj-RIB-Out now.
     Established,
-    /// The session is down. `keep_stale` is true when the peer advertised graceful restart and the
-    /// session ended without a NOTIFICATION (RFC 4724 §4.2): keep its routes, marked stale, for
-    /// `restart_time` seconds.
+    /// The session is down. `keep_stale` is true when the peer advertised graceful restart for at
+    /// least one negotiated family and the session ended without a NOTIFICATION (RFC 4724 §4.2):
+    /// keep its routes of `stale_afis`, marked stale, for `restart_time` seconds, and drop the rest.
     Down {
         /// Why.
         reason: DownReason,
@@ -127,6 +194,8 @@ pub enum Event {
         keep_stale: bool,
         /// The peer's restart time (s).
         restart_time: u16,
+        /// The AFIs whose routes are kept (the families of the peer's graceful-restart capability).
+        stale_afis: Vec<u16>,
     },
     /// Routes announced or withdrawn by the peer (also End-of-RIB markers).
     Update(Update),
@@ -148,6 +217,8 @@ pub struct Counters {
     pub messages_received: u64,
     /// UPDATEs received.
     pub updates_received: u64,
+    /// Prefixes received for families the session did not negotiate, ignored (RFC 4760 §7).
+    pub prefixes_ignored: u64,
 }
 
 /// One BGP session.
@@ -165,6 +236,7 @@ pub struct Session {
     hold: Duration,
     keepalive: Duration,
     four_octet: bool,
+    negotiated: Negotiated,
     peer_open: Option<Open>,
     established_at: Option<Instant>,
     counters: Counters,
@@ -188,6 +260,7 @@ impl Session {
             hold: Duration::ZERO,
             keepalive: Duration::ZERO,
             four_octet: false,
+            negotiated: Negotiated::default(),
             peer_open: None,
             established_at: None,
             counters: Counters::default(),
@@ -227,6 +300,20 @@ impl Session {
     /// Whether AS_PATHs carry 4-octet ASNs on this session (RFC 6793).
     pub fn four_octet_as(&self) -> bool {
         self.four_octet
+    }
+
+    /// What the OPENs agreed (empty until the peer's OPEN arrived).
+    pub fn negotiated(&self) -> &Negotiated {
+        &self.negotiated
+    }
+
+    /// The families we announce in our OPEN (IPv4 unicast when the configuration lists none).
+    fn own_families(&self) -> Vec<(u16, u8)> {
+        if self.config.families.is_empty() {
+            vec![(AFI_IPV4, SAFI_UNICAST)]
+        } else {
+            self.config.families.clone()
+        }
     }
 
     /// ManualStart: begin connecting now.
@@ -299,11 +386,20 @@ impl Session {
         }
         self.buffer.clear();
         self.close = false;
+        self.negotiated = Negotiated::default();
+        self.four_octet = false;
         let mut capabilities = Vec::new();
         for &(afi, safi) in &self.config.families {
             capabilities.push(Capability::Multiprotocol { afi, safi });
         }
         capabilities.push(Capability::RouteRefresh);
+        if self.config.extended_next_hop {
+            capabilities.push(Capability::ExtendedNextHop(vec![(
+                AFI_IPV4,
+                u16::from(SAFI_UNICAST),
+                AFI_IPV6,
+            )]));
+        }
         capabilities.push(Capability::FourOctetAs(self.config.local_asn));
         if let Some(time) = self.config.graceful_restart {
             capabilities.push(Capability::GracefulRestart {
@@ -389,12 +485,34 @@ impl Session {
                 self.events.push_back(Event::Established);
             }
             (State::Established, Message::Keepalive) => {}
-            (State::Established, Message::Update(update)) => {
+            (State::Established, Message::Update(mut update)) => {
                 self.counters.updates_received += 1;
-                self.events.push_back(Event::Update(update));
+                // RFC 4760 §7: NLRI of a family the session did not negotiate is ignored, not
+                // learned.
+                let before = update.announced.len() + update.withdrawn.len();
+                let n = &self.negotiated;
+                update.announced.retain(|p| n.carries(p));
+                update.withdrawn.retain(|p| n.carries(p));
+                if update.announced.is_empty() {
+                    update.attributes = None;
+                }
+                if update
+                    .end_of_rib
+                    .is_some_and(|(afi, safi)| !n.has(afi, safi))
+                {
+                    update.end_of_rib = None;
+                }
+                let after = update.announced.len() + update.withdrawn.len();
+                self.counters.prefixes_ignored += (before - after) as u64;
+                if after > 0 || update.end_of_rib.is_some() {
+                    self.events.push_back(Event::Update(update));
+                }
             }
             (State::Established, Message::RouteRefresh { afi, safi }) => {
-                self.events.push_back(Event::RouteRefresh { afi, safi });
+                // RFC 2918 §4: a refresh for a family we did not agree on is ignored.
+                if self.negotiated.has(afi, safi) {
+                    self.events.push_back(Event::RouteRefresh { afi, safi });
+                }
             }
             (state, other) => {
                 let what = match other {
@@ -436,13 +554,18 @@ impl Session {
             );
         }
         if open.asn() != self.config.peer_asn {
+            let hint = if open.asn() == u32::from(AS_TRANS) && !open.four_octet_as() {
+                " (AS_TRANS: the peer lacks the 4-octet AS capability, RFC 6793, so it cannot use a 4-octet ASN)"
+            } else {
+                ""
+            };
             return self.refuse(
                 now,
                 err(
                     2,
                     Vec::new(),
                     format!(
-                        "wrong ASN: we expected AS {}, the peer says AS {}",
+                        "wrong ASN: we expected AS {}, the peer says AS {}{hint}",
                         self.config.peer_asn,
                         open.asn()
                     ),
@@ -479,7 +602,24 @@ impl Session {
         } else {
             Duration::from_secs(keepalive.max(1))
         };
-        self.four_octet = open.four_octet_as();
+        // We always advertise 4-octet AS and route refresh; the peer's OPEN decides.
+        let ours = self.own_families();
+        let theirs = open.families();
+        self.negotiated = Negotiated {
+            families: ours.into_iter().filter(|f| theirs.contains(f)).collect(),
+            four_octet_as: open.four_octet_as(),
+            extended_next_hop: self.config.extended_next_hop && open.extended_next_hop_ipv4(),
+            route_refresh: open.route_refresh(),
+            peer_graceful_restart: match open.graceful_restart() {
+                Some(Capability::GracefulRestart {
+                    restart_time,
+                    families,
+                    ..
+                }) => Some((*restart_time, families.clone())),
+                _ => None,
+            },
+        };
+        self.four_octet = self.negotiated.four_octet_as;
         self.peer_open = Some(open);
         self.send(codec::encode_keepalive());
         self.state = State::OpenConfirm;
@@ -506,18 +646,30 @@ impl Session {
 
     fn enter_down(&mut self, reason: DownReason, graceful: bool) {
         let was_up = self.state == State::Established;
-        let (keep_stale, restart_time) =
-            match self.peer_open.as_ref().and_then(|o| o.graceful_restart()) {
-                Some(Capability::GracefulRestart { restart_time, .. }) if graceful && was_up => {
-                    (true, *restart_time)
-                }
-                _ => (false, 0),
-            };
+        // RFC 4724 §4.2: keep the routes of the families in the peer's capability, drop the rest.
+        let stale_afis: Vec<u16> = match &self.negotiated.peer_graceful_restart {
+            Some((_, families)) if graceful && was_up => {
+                let mut afis: Vec<u16> = families
+                    .iter()
+                    .filter(|&&(afi, safi, _)| self.negotiated.has(afi, safi))
+                    .map(|&(afi, _, _)| afi)
+                    .collect();
+                afis.dedup();
+                afis
+            }
+            _ => Vec::new(),
+        };
+        let keep_stale = !stale_afis.is_empty();
+        let restart_time = match &self.negotiated.peer_graceful_restart {
+            Some((t, _)) if keep_stale => *t,
+            _ => 0,
+        };
         if !matches!(self.state, State::Idle | State::Connect) {
             self.events.push_back(Event::Down {
                 reason,
                 keep_stale,
                 restart_time,
+                stale_afis,
             });
         }
         self.hold_deadline = None;
@@ -538,46 +690,64 @@ impl Session {
         self.transmit.push_back(bytes);
     }
 
-    /// Announces `prefixes` with `attributes` (only while established).
+    /// Announces `prefixes` with `attributes` (only while established). Prefixes the session cannot
+    /// carry (see [`Negotiated::can_announce`]) are left out: the peer never receives a family it
+    /// did not negotiate (RFC 4760 §6).
     pub fn announce(&mut self, attributes: &PathAttributes, prefixes: &[IpNet]) {
         if self.state != State::Established || prefixes.is_empty() {
             return;
         }
-        for m in codec::encode_announce(attributes, prefixes, self.four_octet) {
+        let n = &self.negotiated;
+        let wanted: Vec<IpNet> = prefixes
+            .iter()
+            .filter(|p| n.can_announce(p, attributes.next_hop))
+            .copied()
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        for m in codec::encode_announce_ext(
+            attributes,
+            &wanted,
+            self.four_octet,
+            self.negotiated.extended_next_hop,
+        ) {
             self.send(m);
         }
     }
 
-    /// Withdraws `prefixes` (only while established).
+    /// Withdraws `prefixes` (only while established; only negotiated families).
     pub fn withdraw(&mut self, prefixes: &[IpNet]) {
         if self.state != State::Established || prefixes.is_empty() {
             return;
         }
-        for m in codec::encode_withdraw(prefixes) {
+        let n = &self.negotiated;
+        let wanted: Vec<IpNet> = prefixes.iter().filter(|p| n.carries(p)).copied().collect();
+        if wanted.is_empty() {
+            return;
+        }
+        for m in codec::encode_withdraw(&wanted) {
             self.send(m);
         }
     }
 
-    /// Sends End-of-RIB for every family (RFC 4724 §2), after the initial announcements.
+    /// Sends End-of-RIB (RFC 4724 §2) after the initial announcements, for each negotiated family
+    /// only: an MP_UNREACH for a family the peer did not announce is an error to it (RFC 4760 §6).
     pub fn end_of_rib(&mut self) {
         if self.state != State::Established {
             return;
         }
-        let families = self.config.families.clone();
+        let families = self.negotiated.families.clone();
         for (afi, safi) in families {
             self.send(codec::encode_end_of_rib(afi, safi));
         }
     }
 
-    /// Asks the peer to send its routes again (RFC 2918), if it supports it.
+    /// Asks the peer to send its routes again (RFC 2918 §3), if it supports it, for the negotiated
+    /// families.
     pub fn request_refresh(&mut self) {
-        let supports = self.peer_open.as_ref().is_some_and(|o| {
-            o.capabilities
-                .iter()
-                .any(|c| matches!(c, Capability::RouteRefresh))
-        });
-        if self.state == State::Established && supports {
-            let families = self.config.families.clone();
+        if self.state == State::Established && self.negotiated.route_refresh {
+            let families = self.negotiated.families.clone();
             for (afi, safi) in families {
                 self.send(codec::encode_route_refresh(afi, safi));
             }

@@ -214,6 +214,9 @@ pub enum Reason {
     NoResponse,
     /// The peer deleted the IKE SA.
     DeletedByPeer,
+    /// The peer deleted the last Child SA (INFORMATIONAL DELETE for ESP, RFC 7296 §1.4.1) while
+    /// keeping the IKE SA: nothing carries traffic until a Child SA is created again.
+    ChildSaDeletedByPeer,
     /// Reset or removed by the operator.
     Administrative,
     /// The peer sent something we could not process.
@@ -243,6 +246,7 @@ impl Reason {
             Reason::PeerDead => "PEER_DEAD",
             Reason::NoResponse => "NO_RESPONSE",
             Reason::DeletedByPeer => "DELETED_BY_PEER",
+            Reason::ChildSaDeletedByPeer => "CHILD_SA_DELETED_BY_PEER",
             Reason::Administrative => "ADMINISTRATIVE",
             Reason::ProtocolError => "PROTOCOL_ERROR",
             Reason::CertificateUntrusted => "CERTIFICATE_UNTRUSTED",
@@ -272,6 +276,11 @@ pub struct Failure {
     pub our_proposals: Vec<String>,
     /// The peer's proposals, for proposal failures.
     pub peer_proposals: Vec<String>,
+    /// Our traffic selectors (`local === remote`, one per configured Child SA), for TS_UNACCEPTABLE.
+    pub our_selectors: Vec<String>,
+    /// The peer's traffic selectors (`TSi === TSr` as it proposed them), for TS_UNACCEPTABLE when the
+    /// peer proposed; empty when it only refused ours.
+    pub peer_selectors: Vec<String>,
 }
 
 /// Keys and parameters of a Child SA for the data plane (RFC 7296 §2.17).
@@ -394,12 +403,47 @@ pub enum Event {
         /// Our outbound SPI.
         outbound_spi: u32,
     },
+    /// The IKE SA stays established but carries no Child SA any more: the peer deleted the last one
+    /// (INFORMATIONAL DELETE for ESP, RFC 7296 §1.4.1; its ChildSaDown came first). The connection
+    /// carries no traffic until a Child SA is created again (reported as ChildSaUp with no `replaces`).
+    ChildSasGone {
+        /// Connection.
+        conn: ConnId,
+        /// Why (reason [`Reason::ChildSaDeletedByPeer`]).
+        failure: Failure,
+        /// True when vgw re-creates the Child SA itself (CREATE_CHILD_SA with back-off, then a new
+        /// IKE SA); false when it waits for the peer (connectionMode ResponderOnly).
+        recreating: bool,
+    },
     /// The IKE SA is down (with its Child SAs, reported separately).
     IkeSaDown {
         /// Connection.
         conn: ConnId,
         /// Why.
         failure: Failure,
+    },
+    /// An exchange that was not authenticated was refused or dropped: an IKE_SA_INIT we refused, a
+    /// datagram for an unknown IKE SA or one that failed its integrity check, an unexpected
+    /// IKE_SA_INIT response, a new IKE SA that failed before it authenticated. RFC 7296 §2.21 and
+    /// §2.6: such a message may end only the half-open exchange it belongs to; it changed no
+    /// established IKE SA and no Child SA. Count it; show `failure` as the connection's lastError only
+    /// when `established` is false (nothing carries the connection); never stop BGP for it.
+    Refused {
+        /// The connection the datagram belongs to or whose peer address it came from (None: no
+        /// connection has that address). Client sessions report their remote-access connection.
+        conn: Option<ConnId>,
+        /// The exchange, e.g. `IKE_SA_INIT`.
+        exchange: &'static str,
+        /// A short, fixed label for counters, e.g. `NO_PROPOSAL_CHOSEN`, `INTEGRITY_CHECK_FAILED`,
+        /// `UNKNOWN_SPI`, `AUTHORIZATION_ERROR`.
+        reason: &'static str,
+        /// Where the datagram came from.
+        remote: SocketAddr,
+        /// True when the connection has an established IKE SA (which this exchange did not touch).
+        established: bool,
+        /// What an operator should read when this refusal explains why a connection that is not
+        /// connected cannot connect (e.g. a proposal mismatch); None for mere noise.
+        failure: Option<Failure>,
     },
     /// Something worth a line in IKEDiagnosticLog.
     Log {

@@ -132,6 +132,28 @@ impl Endpoint {
         self.connections.get(&id).map(|c| Arc::clone(&c.config))
     }
 
+    /// Reports an unauthenticated exchange that was refused or dropped ([`Event::Refused`]). `conn` may
+    /// be a client session; the event names its remote-access connection.
+    fn refused(
+        &mut self,
+        conn: Option<ConnId>,
+        exchange: &'static str,
+        reason: &'static str,
+        remote: SocketAddr,
+        failure: Option<Failure>,
+    ) {
+        let established = conn.is_some_and(|c| self.is_established(c));
+        let conn = conn.map(|c| self.clients.get(&c).map_or(c, |s| s.server));
+        self.events.push_back(Event::Refused {
+            conn,
+            exchange,
+            reason,
+            remote,
+            established,
+            failure,
+        });
+    }
+
     fn insert_sa(&mut self, sa: IkeSa) {
         let spi = sa.local_spi();
         self.conn_sas.entry(sa.conn).or_default().push(spi);
@@ -281,6 +303,8 @@ impl Endpoint {
             message,
             our_proposals: Vec::new(),
             peer_proposals: Vec::new(),
+            our_selectors: Vec::new(),
+            peer_selectors: Vec::new(),
         };
         let down = Event::ClientDown {
             server: session.server,
@@ -400,6 +424,23 @@ impl Endpoint {
         started
     }
 
+    /// Deletes the Child SA of `conn` that `spi` names (either direction's SPI) with an INFORMATIONAL
+    /// DELETE, keeping the IKE SA (operator action, tests: what `swanctl --terminate --child` does).
+    /// Returns false when there is no such Child SA.
+    pub fn delete_child_sa(&mut self, conn: ConnId, spi: u32, now: Instant) -> bool {
+        let Some(config) = self.config_of(conn) else {
+            return false;
+        };
+        let mut done = false;
+        for ike_spi in self.conn_sas.get(&conn).into_iter().flatten() {
+            if let Some(sa) = self.sas.get_mut(ike_spi).filter(|s| s.is_established()) {
+                done |= sa.delete_child(&config, spi, now);
+            }
+        }
+        self.collect(now, Scope::All);
+        done
+    }
+
     /// Starts a rekey of every Child SA of `conn` (operator action, tests).
     pub fn rekey_children(&mut self, conn: ConnId, now: Instant) {
         let Some(config) = self.config_of(conn) else {
@@ -457,12 +498,14 @@ impl Endpoint {
         let msg = match Message::parse(data) {
             Ok(m) => m,
             Err(e) => {
+                let conn = self.connection_for(remote);
                 self.events.push_back(Event::Log {
-                    conn: self.connection_for(remote),
+                    conn,
                     level: "warning",
                     exchange: "-",
                     message: format!("dropped datagram from {remote}: {e}"),
                 });
+                self.refused(conn, "-", "MALFORMED", remote, None);
                 return;
             }
         };
@@ -474,8 +517,11 @@ impl Endpoint {
         // The sender sets INITIATOR when it is the original initiator, so our SPI is the other one.
         let our_spi = if h.is_initiator() { h.spi_r } else { h.spi_i };
         let Some(conn_id) = self.sas.get(&our_spi).map(|s| s.conn) else {
+            // §2.21: a message for an SA we do not have changes nothing (no INVALID_IKE_SPI answer
+            // either: it would turn a forged datagram into one of ours).
+            let conn = self.connection_for(remote);
             self.events.push_back(Event::Log {
-                conn: self.connection_for(remote),
+                conn,
                 level: "warning",
                 exchange: exchange::name(h.exchange),
                 message: format!(
@@ -483,6 +529,13 @@ impl Endpoint {
                     exchange::name(h.exchange)
                 ),
             });
+            self.refused(
+                conn,
+                exchange::name(h.exchange),
+                "UNKNOWN_SPI",
+                remote,
+                None,
+            );
             return;
         };
         let Some(config) = self.config_of(conn_id) else {
@@ -494,6 +547,28 @@ impl Endpoint {
             return;
         };
         if h.exchange == exchange::IKE_SA_INIT {
+            // An IKE_SA_INIT response is unprotected (§2.21): it may only end or restart our own
+            // half-open exchange, never touch an SA that is past IKE_SA_INIT.
+            if !sa.awaiting_init_response() || h.message_id != 0 {
+                let log_conn = server.unwrap_or(conn_id);
+                self.events.push_back(Event::Log {
+                    conn: Some(log_conn),
+                    level: "warning",
+                    exchange: "IKE_SA_INIT",
+                    message: format!(
+                        "dropped unexpected IKE_SA_INIT response from {remote} for IKE SA \
+                         {our_spi:016x}: that SA is not waiting for one"
+                    ),
+                });
+                self.refused(
+                    Some(conn_id),
+                    "IKE_SA_INIT",
+                    "UNEXPECTED_RESPONSE",
+                    remote,
+                    None,
+                );
+                return;
+            }
             if let Some((group, cookie)) = sa.handle_init_response(&config, &msg, data, now) {
                 self.restart(conn_id, &config, group, cookie, now);
             }
@@ -538,6 +613,7 @@ impl Endpoint {
                     "IKE_SA_INIT from {remote}: no local gateway has this address; ignored"
                 ),
             });
+            self.refused(None, "IKE_SA_INIT", "UNKNOWN_PEER", remote, None);
             return;
         };
         let Some(c) = self.connections.get(&conn) else {
@@ -552,6 +628,7 @@ impl Endpoint {
                     "refused IKE_SA_INIT from {remote}: connectionMode is InitiatorOnly"
                 ),
             });
+            self.refused(Some(conn), "IKE_SA_INIT", "INITIATOR_ONLY", remote, None);
             return;
         }
         // §2.6: under half-open pressure, demand a cookie before spending a DH computation.
@@ -587,6 +664,7 @@ impl Endpoint {
                     remote,
                     data,
                 });
+                self.refused(Some(conn), "IKE_SA_INIT", "COOKIE_REQUIRED", remote, None);
                 return;
             }
         }
@@ -622,55 +700,104 @@ impl Endpoint {
                 self.insert_sa(sa);
                 self.collect(now, Scope::One(spi));
             }
-            Err(refusal) => {
-                let ours: Vec<String> = config
-                    .ike
-                    .iter()
-                    .map(crate::proposal::ProposalSpec::describe)
-                    .collect();
-                let peer: Vec<String> = msg
-                    .payloads
-                    .iter()
-                    .filter_map(|p| {
-                        if let Payload::Sa(s) = p {
-                            Some(
-                                s.iter()
-                                    .map(crate::proposal::describe_proposal)
-                                    .collect::<Vec<_>>(),
-                            )
-                        } else {
-                            None
-                        }
-                    })
-                    .flatten()
-                    .collect();
-                let failure = Failure {
-                    reason: Reason::NegotiationFailure,
-                    exchange: "IKE_SA_INIT",
-                    notify: Some("NO_PROPOSAL_CHOSEN".into()),
-                    direction: "sent",
-                    message: format!(
-                        "IKE_SA_INIT failed: NO_PROPOSAL_CHOSEN; peer offered {}, we accept {}",
-                        peer.join(", "),
-                        ours.join(", ")
+            Err((refused_with, refusal)) => {
+                // RFC 7296 §2.21, §2.6: an unauthenticated IKE_SA_INIT that we refuse ends only that
+                // exchange. It never touches an established IKE SA or the connection's status; it
+                // is logged, counted (Event::Refused) and, when nothing carries the connection,
+                // shown as lastError (a real peer's proposal mismatch must be visible).
+                let established = self.is_established(conn);
+                let (label, failure) = match refused_with {
+                    notify::NO_PROPOSAL_CHOSEN => {
+                        let ours: Vec<String> = config
+                            .ike
+                            .iter()
+                            .map(crate::proposal::ProposalSpec::describe)
+                            .collect();
+                        let peer: Vec<String> = msg
+                            .payloads
+                            .iter()
+                            .filter_map(|p| {
+                                if let Payload::Sa(s) = p {
+                                    Some(
+                                        s.iter()
+                                            .map(crate::proposal::describe_proposal)
+                                            .collect::<Vec<_>>(),
+                                    )
+                                } else {
+                                    None
+                                }
+                            })
+                            .flatten()
+                            .collect();
+                        let message = format!(
+                            "IKE_SA_INIT failed: NO_PROPOSAL_CHOSEN; peer offered {}, we accept {}",
+                            peer.join(", "),
+                            ours.join(", ")
+                        );
+                        (
+                            "NO_PROPOSAL_CHOSEN",
+                            Some(Failure {
+                                reason: Reason::NegotiationFailure,
+                                exchange: "IKE_SA_INIT",
+                                notify: Some("NO_PROPOSAL_CHOSEN".into()),
+                                direction: "sent",
+                                message,
+                                our_proposals: ours,
+                                peer_proposals: peer,
+                                our_selectors: Vec::new(),
+                                peer_selectors: Vec::new(),
+                            }),
+                        )
+                    }
+                    // A normal step of the negotiation (§1.2): the peer retries with our group.
+                    notify::INVALID_KE_PAYLOAD => ("INVALID_KE_PAYLOAD", None),
+                    _ => (
+                        "INVALID_SYNTAX",
+                        Some(Failure {
+                            reason: Reason::ProtocolError,
+                            exchange: "IKE_SA_INIT",
+                            notify: Some("INVALID_SYNTAX".into()),
+                            direction: "sent",
+                            message: format!(
+                                "IKE_SA_INIT from {remote} lacks an SA, KE or Nonce payload, \
+                                 or its KE value is invalid"
+                            ),
+                            our_proposals: Vec::new(),
+                            peer_proposals: Vec::new(),
+                            our_selectors: Vec::new(),
+                            peer_selectors: Vec::new(),
+                        }),
                     ),
-                    our_proposals: ours,
-                    peer_proposals: peer,
+                };
+                let detail = match &failure {
+                    Some(f) => f.message.clone(),
+                    None => format!("answered IKE_SA_INIT with {label}"),
+                };
+                let level = if failure.is_none() {
+                    "info"
+                } else if established {
+                    "warning"
+                } else {
+                    "error"
+                };
+                let note = if established {
+                    "; the established IKE SA is not affected (unauthenticated message, RFC 7296 §2.21)"
+                } else {
+                    ""
                 };
                 self.events.push_back(Event::Log {
                     conn: Some(conn),
-                    level: "error",
+                    level,
                     exchange: "IKE_SA_INIT",
                     message: if remote_access {
-                        format!("client {remote}: {}", failure.message)
+                        format!("client {remote}: {detail}")
                     } else {
-                        failure.message.clone()
+                        format!("{detail} (from {remote}){note}")
                     },
                 });
-                // One client's bad proposal does not make the remote-access connection fail.
-                if !remote_access {
-                    self.events.push_back(Event::IkeSaDown { conn, failure });
-                }
+                // One client's bad proposal says nothing about the remote-access connection.
+                let failure = failure.filter(|_| !remote_access);
+                self.refused(Some(conn), "IKE_SA_INIT", label, remote, failure);
                 self.transmits.push_back(refusal);
             }
         }
@@ -740,6 +867,19 @@ impl Endpoint {
                 *message = format!("client {c} ({}): {message}", session.remote);
                 *c = session.server;
             }
+            // An SA's refused or dropped message: whether anything carries the connection is the
+            // endpoint's knowledge, not the SA's.
+            if let Event::Refused {
+                conn: Some(c),
+                established,
+                ..
+            } = &mut e
+            {
+                *established = self.is_established(*c);
+                if let Some(session) = self.clients.get(c) {
+                    *c = session.server;
+                }
+            }
             let mut extra = None;
             match &e {
                 Event::IkeSaDown { conn, failure } => {
@@ -755,12 +895,44 @@ impl Endpoint {
                             .live_sas(*conn)
                             .any(|s| s.local_spi() != spi && s.is_established());
                         if other {
-                            self.events.push_back(Event::Log {
-                                conn: Some(*conn),
-                                level: "info",
-                                exchange: failure.exchange,
-                                message: format!("duplicate IKE SA {spi:016x} closed ({}); another IKE SA carries the connection", failure.reason.as_str()),
-                            });
+                            let authenticated = self
+                                .sas
+                                .get(&spi)
+                                .is_some_and(|s| s.established_at.is_some());
+                            if authenticated {
+                                self.events.push_back(Event::Log {
+                                    conn: Some(*conn),
+                                    level: "info",
+                                    exchange: failure.exchange,
+                                    message: format!("duplicate IKE SA {spi:016x} closed ({}); another IKE SA carries the connection", failure.reason.as_str()),
+                                });
+                            } else {
+                                // A new IKE SA that never authenticated (a forged or stray
+                                // IKE_SA_INIT, a wrong key, no IKE_AUTH) failed: §2.21, it ends
+                                // only its own exchange; the established SA carries on.
+                                let remote = self
+                                    .sas
+                                    .get(&spi)
+                                    .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |s| s.remote);
+                                self.events.push_back(Event::Log {
+                                    conn: Some(*conn),
+                                    level: "warning",
+                                    exchange: failure.exchange,
+                                    message: format!(
+                                        "new IKE SA {spi:016x} from {remote} failed before it authenticated ({}: {}); the established IKE SA is not affected",
+                                        failure.reason.as_str(),
+                                        failure.message
+                                    ),
+                                });
+                                self.events.push_back(Event::Refused {
+                                    conn: Some(*conn),
+                                    exchange: failure.exchange,
+                                    reason: failure.reason.as_str(),
+                                    remote,
+                                    established: true,
+                                    failure: Some(failure.clone()),
+                                });
+                            }
                             continue;
                         }
                         if failure.reason != Reason::Administrative {
@@ -907,6 +1079,8 @@ impl Endpoint {
             message: "the client session ended".into(),
             our_proposals: Vec::new(),
             peer_proposals: Vec::new(),
+            our_selectors: Vec::new(),
+            peer_selectors: Vec::new(),
         });
         let _ = now;
         self.events.push_back(Event::ClientDown {
@@ -982,6 +1156,8 @@ impl Endpoint {
                             message: "the client connected again (INITIAL_CONTACT)".into(),
                             our_proposals: Vec::new(),
                             peer_proposals: Vec::new(),
+                            our_selectors: Vec::new(),
+                            peer_selectors: Vec::new(),
                         });
                     }
                 }

@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 
 use crate::cert::{self, CERT_ENCODING_X509_SIGNATURE, PeerCertificate};
 use crate::config::{
-    ChildConfig, ChildSaKeys, Config, ConnId, Event, Failure, LocalAuth, PeerAuth, Reason,
+    ChildConfig, ChildSaKeys, Config, ConnId, Event, Failure, LocalAuth, Mode, PeerAuth, Reason,
     RemoteAccess,
 };
 use crate::crypto::{self, DhGroup, DhPrivate, IkeKeys, IkeSuite, Prf, Secret, SkCipher};
@@ -33,6 +33,33 @@ const RETRANSMIT_BASE: Duration = Duration::from_millis(500);
 const RETRANSMIT_MAX: Duration = Duration::from_secs(8);
 /// How long IKE_SA_INIT and IKE_AUTH may go unanswered.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(12);
+/// First wait before re-creating a Child SA the peer refused to re-create; doubled up to
+/// [`CHILD_RETRY_MAX`].
+const CHILD_RETRY_BASE: Duration = Duration::from_secs(1);
+const CHILD_RETRY_MAX: Duration = Duration::from_secs(30);
+/// Refused CREATE_CHILD_SA attempts, with no Child SA left, after which the IKE SA is replaced by a
+/// new one (a fresh IKE_SA_INIT and IKE_AUTH, which also re-creates the Child SA).
+const CHILD_ATTEMPTS: u8 = 3;
+/// A re-created Child SA that the peer deletes again within this time counts as flapping: the next
+/// re-creation waits twice as long (a peer that cannot install it must not make us loop).
+const CHILD_STABLE: Duration = Duration::from_secs(60);
+
+/// Selectors as text, comma-separated.
+fn ts_text(ts: &[TrafficSelector]) -> String {
+    ts.iter()
+        .map(|t| t.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Our configured selector pairs as `local === remote`, one per Child SA.
+fn our_selectors(config: &Config) -> Vec<String> {
+    config
+        .children
+        .iter()
+        .map(|c| format!("{} === {}", ts_text(&c.local), ts_text(&c.remote)))
+        .collect()
+}
 
 /// What the endpoint lends an SA while it handles a message.
 #[derive(Default)]
@@ -198,6 +225,14 @@ pub struct IkeSa {
     pub lease: Option<Lease>,
     /// Remote-access client: the addresses the gateway assigned to us.
     pub virtual_ips: Vec<IpAddr>,
+    /// When to re-create Child SAs the peer deleted (None: nothing to re-create).
+    child_retry_at: Option<Instant>,
+    /// The next wait after a refused re-creation.
+    child_retry_interval: Duration,
+    /// Refused re-creations in a row.
+    child_failures: u8,
+    /// When a Child SA was last created after the IKE SA's first (re-creations, extra Child SAs).
+    child_recreated_at: Option<Instant>,
 }
 
 fn nonce() -> Vec<u8> {
@@ -336,6 +371,10 @@ impl IkeSa {
             peer_identity: None,
             lease: None,
             virtual_ips: Vec::new(),
+            child_retry_at: None,
+            child_retry_interval: CHILD_RETRY_BASE,
+            child_failures: 0,
+            child_recreated_at: None,
         }
     }
 
@@ -346,6 +385,31 @@ impl IkeSa {
         } else {
             self.spi_r
         }
+    }
+
+    /// True while this SA is our IKE_SA_INIT request waiting for its (unprotected) response: the only
+    /// state an IKE_SA_INIT response may act on (RFC 7296 §2.21).
+    pub fn awaiting_init_response(&self) -> bool {
+        self.initiator
+            && self.state == State::InitDone
+            && self.keys.is_none()
+            && self
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.exchange == exchange::IKE_SA_INIT)
+    }
+
+    /// Reports a message that did not authenticate (or could not be matched to this SA) and was
+    /// dropped without changing anything (RFC 7296 §2.21).
+    fn refused(&mut self, exchange: &'static str, reason: &'static str, remote: SocketAddr) {
+        self.events.push_back(Event::Refused {
+            conn: Some(self.conn),
+            exchange,
+            reason,
+            remote,
+            established: self.is_established(),
+            failure: None,
+        });
     }
 
     /// True once IKE_AUTH completed.
@@ -400,6 +464,8 @@ impl IkeSa {
             message,
             our_proposals: Vec::new(),
             peer_proposals: Vec::new(),
+            our_selectors: Vec::new(),
+            peer_selectors: Vec::new(),
         }
     }
 
@@ -704,6 +770,8 @@ impl IkeSa {
             },
             our_proposals: ours,
             peer_proposals: peer.to_vec(),
+            our_selectors: Vec::new(),
+            peer_selectors: Vec::new(),
         }
     }
 
@@ -714,12 +782,29 @@ impl IkeSa {
         direction: &'static str,
         peer: &[String],
     ) -> Failure {
+        if n == notify::TS_UNACCEPTABLE {
+            // RFC 7296 §2.9: the peer's answer carries no selectors, so ours are what there is to
+            // compare with its configuration.
+            let ours = our_selectors(config);
+            return Failure {
+                reason: Reason::TsUnacceptable,
+                exchange: exchange_name,
+                notify: Some(notify::name(n)),
+                direction,
+                message: format!(
+                    "{exchange_name}: the peer refused our traffic selectors (TS_UNACCEPTABLE): we \
+                     proposed TSi === TSr {} (our side === the peer's side); the peer's local \
+                     subnets must cover our remote side and its remote subnets our local side",
+                    ours.join("; ")
+                ),
+                our_proposals: Vec::new(),
+                peer_proposals: Vec::new(),
+                our_selectors: ours,
+                peer_selectors: Vec::new(),
+            };
+        }
         let ours: Vec<String> = config.esp.iter().map(ProposalSpec::describe).collect();
-        let reason = if n == notify::TS_UNACCEPTABLE {
-            Reason::TsUnacceptable
-        } else {
-            Reason::NegotiationFailure
-        };
+        let reason = Reason::NegotiationFailure;
         Failure {
             reason,
             exchange: exchange_name,
@@ -741,6 +826,8 @@ impl IkeSa {
             },
             our_proposals: ours,
             peer_proposals: peer.to_vec(),
+            our_selectors: Vec::new(),
+            peer_selectors: Vec::new(),
         }
     }
 
@@ -1179,7 +1266,7 @@ impl IkeSa {
         raw: &[u8],
         remote: SocketAddr,
         now: Instant,
-    ) -> Result<IkeSa, Transmit> {
+    ) -> Result<IkeSa, (u16, Transmit)> {
         let refuse = |n: u16, data: Vec<u8>| {
             let header = Header {
                 spi_i: msg.header.spi_i,
@@ -1189,15 +1276,18 @@ impl IkeSa {
                 message_id: 0,
                 ..Default::default()
             };
-            Transmit {
-                local_port: IKE_PORT,
-                remote,
-                data: Message {
-                    header,
-                    payloads: vec![Payload::Notify(Notify::new(n, data))],
-                }
-                .emit(),
-            }
+            (
+                n,
+                Transmit {
+                    local_port: IKE_PORT,
+                    remote,
+                    data: Message {
+                        header,
+                        payloads: vec![Payload::Notify(Notify::new(n, data))],
+                    }
+                    .emit(),
+                },
+            )
         };
         let sa = find_sa(&msg.payloads);
         let ke = find_ke(&msg.payloads);
@@ -1362,6 +1452,12 @@ impl IkeSa {
         now: Instant,
     ) {
         let (outbound_key, inbound_key) = keys;
+        if replaces.is_none() {
+            self.child_failures = 0;
+            if self.state == State::Established {
+                self.child_recreated_at = Some(now);
+            }
+        }
         self.children.push(ChildSa {
             config_index,
             inbound_spi,
@@ -1428,7 +1524,7 @@ impl IkeSa {
         ctx: &mut Context<'_>,
     ) {
         let id = msg.header.message_id;
-        if id + 1 == self.peer_next_message_id {
+        if id.wrapping_add(1) == self.peer_next_message_id {
             // A retransmission: answer with the cached response (§2.1); for a fragmented request only
             // on its first fragment (RFC 7383 §2.6.1), not once per fragment.
             let first_fragment = match msg.payloads.last() {
@@ -1449,6 +1545,11 @@ impl IkeSa {
                     self.peer_next_message_id
                 ),
             );
+            self.refused(
+                ike_exchange_name(msg.header.exchange),
+                "UNEXPECTED_MESSAGE_ID",
+                from,
+            );
             return;
         }
         let payloads = match self.unprotect(msg, raw) {
@@ -1458,7 +1559,16 @@ impl IkeSa {
                 self.log(
                     "warning",
                     ike_exchange_name(msg.header.exchange),
-                    format!("dropped request: {e}"),
+                    format!("dropped request from {from}: {e}"),
+                );
+                self.refused(
+                    ike_exchange_name(msg.header.exchange),
+                    if e.contains("integrity") {
+                        "INTEGRITY_CHECK_FAILED"
+                    } else {
+                        "MALFORMED"
+                    },
+                    from,
                 );
                 return;
             }
@@ -1470,7 +1580,7 @@ impl IkeSa {
         self.last_heard = now;
         match msg.header.exchange {
             exchange::IKE_AUTH => self.respond_auth(config, id, &payloads, now, ctx),
-            exchange::INFORMATIONAL => self.respond_informational(id, &payloads),
+            exchange::INFORMATIONAL => self.respond_informational(config, id, &payloads, now),
             exchange::CREATE_CHILD_SA => self.respond_create_child(config, id, &payloads, now),
             other => self.log(
                 "warning",
@@ -1745,13 +1855,16 @@ impl IkeSa {
                 &peer,
             );
             self.log("error", exchange_name, failure.message.clone());
-            self.events.push_back(Event::IkeSaDown {
-                conn: self.conn,
-                failure: Failure {
-                    reason: Reason::NegotiationFailure,
-                    ..failure
-                },
-            });
+            // A refused extra or rekeyed Child SA leaves the connection carried by the others.
+            if self.children.is_empty() {
+                self.events.push_back(Event::IkeSaDown {
+                    conn: self.conn,
+                    failure: Failure {
+                        reason: Reason::NegotiationFailure,
+                        ..failure
+                    },
+                });
+            }
             return Err(notify::NO_PROPOSAL_CHOSEN);
         };
         // A remote-access client's side is its assigned addresses, whatever it proposed (§3.15).
@@ -1759,29 +1872,37 @@ impl IkeSa {
         let Some((index, local, remote)) =
             Self::match_child(config, tsi, tsr, true, client_side.as_deref())
         else {
+            // The peer is the initiator: its TSi is its side, its TSr ours (§2.9).
+            let theirs = format!("{} === {}", ts_text(tsi), ts_text(tsr));
+            let ours = our_selectors(config);
             let message = format!(
-                "peer's selectors {} === {} match none of ours",
-                tsi.iter()
-                    .map(|t| t.to_string())
+                "TS_UNACCEPTABLE: the peer proposed TSi {} === TSr {} (its side === ours), which \
+                 match none of ours: remote {}",
+                ts_text(tsi),
+                ts_text(tsr),
+                config
+                    .children
+                    .iter()
+                    .map(|c| format!("{} === local {}", ts_text(&c.remote), ts_text(&c.local)))
                     .collect::<Vec<_>>()
-                    .join(","),
-                tsr.iter()
-                    .map(|t| t.to_string())
-                    .collect::<Vec<_>>()
-                    .join(",")
+                    .join("; remote ")
             );
             self.log("error", exchange_name, message.clone());
-            let failure = Self::simple_failure(
+            let mut failure = Self::simple_failure(
                 Reason::TsUnacceptable,
                 exchange_name,
                 Some(notify::TS_UNACCEPTABLE),
                 "sent",
                 message,
             );
-            self.events.push_back(Event::IkeSaDown {
-                conn: self.conn,
-                failure,
-            });
+            failure.our_selectors = ours;
+            failure.peer_selectors = vec![theirs];
+            if self.children.is_empty() {
+                self.events.push_back(Event::IkeSaDown {
+                    conn: self.conn,
+                    failure,
+                });
+            }
             return Err(notify::TS_UNACCEPTABLE);
         };
         let outbound_spi = u32::from_be_bytes(
@@ -1899,9 +2020,16 @@ impl IkeSa {
         }
     }
 
-    fn respond_informational(&mut self, id: u32, payloads: &[Payload]) {
+    fn respond_informational(
+        &mut self,
+        config: &Config,
+        id: u32,
+        payloads: &[Payload],
+        now: Instant,
+    ) {
         let mut response = Vec::new();
         let mut delete_ike = false;
+        let mut deleted = Vec::new();
         for p in payloads {
             if let Payload::Delete(d) = p {
                 if d.protocol == protocol::IKE {
@@ -1919,6 +2047,8 @@ impl IkeSa {
                             let c = self.children.remove(pos);
                             self.collisions.remove(&c.inbound_spi);
                             ours.push(c.inbound_spi.to_be_bytes().to_vec());
+                            deleted
+                                .push(format!("{:08x}_i {:08x}_o", c.inbound_spi, c.outbound_spi));
                             self.events.push_back(Event::ChildSaDown {
                                 conn: self.conn,
                                 inbound_spi: c.inbound_spi,
@@ -1944,6 +2074,9 @@ impl IkeSa {
             }
         }
         self.send_response(exchange::INFORMATIONAL, id, response);
+        if !delete_ike && !deleted.is_empty() && self.state == State::Established {
+            self.children_deleted(config, &deleted, now);
+        }
         if delete_ike && self.replaced {
             self.log(
                 "info",
@@ -1959,6 +2092,148 @@ impl IkeSa {
                 "received",
                 "peer deleted the IKE SA".into(),
             ));
+        }
+    }
+
+    /// The peer deleted Child SAs (`deleted`) but kept the IKE SA. When none is left the connection
+    /// carries nothing: [`Event::ChildSasGone`] says so at once. vgw re-creates the missing Child SAs
+    /// with CREATE_CHILD_SA (§1.3.1) unless it may only respond (connectionMode ResponderOnly) or
+    /// serves remote-access clients (the client re-creates its own).
+    fn children_deleted(&mut self, config: &Config, deleted: &[String], now: Instant) {
+        let recreate = config.mode != Mode::ResponderOnly && !config.is_remote_access_server();
+        // The first re-creation waits a second (1 s, then doubling while the peer keeps deleting
+        // what was re-created within a minute, up to 30 s).
+        let flapping = self
+            .child_recreated_at
+            .is_some_and(|t| now.saturating_duration_since(t) < CHILD_STABLE);
+        if !flapping {
+            self.child_retry_interval = CHILD_RETRY_BASE;
+        }
+        let wait = self.child_retry_interval;
+        if self.children.is_empty() {
+            let what = if recreate {
+                format!(
+                    "re-creating it with CREATE_CHILD_SA in {} s",
+                    wait.as_secs()
+                )
+            } else {
+                format!(
+                    "waiting for the peer to create one again ({})",
+                    if config.is_remote_access_server() {
+                        "a remote-access client re-creates its own"
+                    } else {
+                        "connectionMode ResponderOnly"
+                    }
+                )
+            };
+            let failure = Self::simple_failure(
+                Reason::ChildSaDeletedByPeer,
+                "INFORMATIONAL",
+                None,
+                "received",
+                format!(
+                    "the peer deleted Child SA {} (INFORMATIONAL DELETE for ESP) and kept the IKE \
+                     SA, which now carries no Child SA; {what}",
+                    deleted.join(", ")
+                ),
+            );
+            self.log(
+                "warning",
+                "INFORMATIONAL",
+                format!("{}: {}", failure.reason.as_str(), failure.message),
+            );
+            self.events.push_back(Event::ChildSasGone {
+                conn: self.conn,
+                failure: Failure {
+                    notify: Some("DELETE".into()),
+                    ..failure
+                },
+                recreating: recreate,
+            });
+        }
+        if recreate {
+            self.child_retry_interval = (wait * 2).min(CHILD_RETRY_MAX);
+            self.child_retry_at = Some(now + wait);
+        }
+    }
+
+    /// Queues CREATE_CHILD_SA for every configured Child SA that has none (and none under way).
+    fn recreate_children(&mut self, config: &Config, now: Instant) {
+        if self.child_retry_at.is_none_or(|t| now < t) || self.state != State::Established {
+            return;
+        }
+        self.child_retry_at = None;
+        for index in 0..config.children.len() {
+            let present = self
+                .children
+                .iter()
+                .any(|c| c.config_index == index && !c.retiring);
+            let creating = |r: &Request| matches!(r, Request::CreateChild { config_index, .. } if *config_index == index);
+            let under_way = self.queue.iter().any(creating)
+                || self.pending.as_ref().is_some_and(|p| creating(&p.request));
+            if !present && !under_way {
+                self.log(
+                    "info",
+                    "CREATE_CHILD_SA",
+                    format!(
+                        "re-creating Child SA {} (attempt {})",
+                        config.children[index]
+                            .local
+                            .iter()
+                            .map(|t| t.to_string())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        self.child_failures + 1
+                    ),
+                );
+                self.queue_create_child(config, index, None, now);
+            }
+        }
+    }
+
+    /// A CREATE_CHILD_SA for a new (not rekeyed) Child SA was refused or failed. With back-off
+    /// (1 s doubling to 30 s) it is tried again; after [`CHILD_ATTEMPTS`] refusals with no Child SA
+    /// left, the IKE SA is deleted and ends with `failure`, so the endpoint starts a new IKE SA (its
+    /// IKE_AUTH creates the Child SA) with its own back-off.
+    fn child_creation_failed(&mut self, config: &Config, failure: Failure, now: Instant) {
+        self.child_failures = self.child_failures.saturating_add(1);
+        let may_initiate = config.mode != Mode::ResponderOnly && !config.is_remote_access_server();
+        if self.children.is_empty() && self.child_failures >= CHILD_ATTEMPTS && may_initiate {
+            // §1.4.1: tell the peer (one try; the SA ends now either way).
+            let delete = vec![Payload::Delete(Delete {
+                protocol: protocol::IKE,
+                spis: vec![],
+            })];
+            if let Some(bytes) = self.protect(
+                exchange::INFORMATIONAL,
+                false,
+                self.next_message_id,
+                &delete,
+            ) {
+                for data in bytes {
+                    self.transmits.push_back(Transmit {
+                        local_port: self.local_port,
+                        remote: self.remote,
+                        data,
+                    });
+                }
+            }
+            let message = format!(
+                "{} after {} CREATE_CHILD_SA attempts; starting a new IKE SA",
+                failure.message, self.child_failures
+            );
+            self.fail(Failure { message, ..failure });
+            return;
+        }
+        if may_initiate {
+            let wait = self.child_retry_interval;
+            self.child_retry_interval = (wait * 2).min(CHILD_RETRY_MAX);
+            self.child_retry_at = Some(now + wait);
+            self.log(
+                "warning",
+                "CREATE_CHILD_SA",
+                format!("{}; trying again in {} s", failure.message, wait.as_secs()),
+            );
         }
     }
 
@@ -2154,6 +2429,16 @@ impl IkeSa {
                     "warning",
                     ike_exchange_name(msg.header.exchange),
                     format!("dropped response: {e}"),
+                );
+                let remote = self.remote;
+                self.refused(
+                    ike_exchange_name(msg.header.exchange),
+                    if e.contains("integrity") {
+                        "INTEGRITY_CHECK_FAILED"
+                    } else {
+                        "MALFORMED"
+                    },
+                    remote,
                 );
                 return;
             }
@@ -2453,6 +2738,12 @@ impl IkeSa {
             _ => None,
         };
         let Some(nr) = nr else {
+            if rekey_of.is_none() {
+                let n = find_error_notify(payloads).unwrap_or(notify::NO_PROPOSAL_CHOSEN);
+                let failure = Self::esp_failure(config, "CREATE_CHILD_SA", n, "received", &[]);
+                self.child_creation_failed(config, failure, now);
+                return;
+            }
             // Probably an error notify (TEMPORARY_FAILURE on a collision): retry later.
             self.log(
                 "warning",
@@ -2466,6 +2757,7 @@ impl IkeSa {
             }
             return;
         };
+        let before = self.children.len();
         self.child_response(
             config,
             payloads,
@@ -2477,6 +2769,17 @@ impl IkeSa {
             "CREATE_CHILD_SA",
             now,
         );
+        if rekey_of.is_none() && self.children.len() == before {
+            // The answer could not be used (no acceptable proposal, no selectors): like a refusal.
+            let failure = Self::esp_failure(
+                config,
+                "CREATE_CHILD_SA",
+                notify::NO_PROPOSAL_CHOSEN,
+                "received",
+                &[],
+            );
+            self.child_creation_failed(config, failure, now);
+        }
     }
 
     fn rekey_ike_response(
@@ -2939,6 +3242,7 @@ impl IkeSa {
                 group,
             });
         }
+        self.recreate_children(config, now);
         let due: Vec<u32> = self
             .children
             .iter()
@@ -2980,6 +3284,9 @@ impl IkeSa {
             for c in self.children.iter().filter(|c| !c.retiring) {
                 consider(c.rekey_at);
             }
+            if let Some(t) = self.child_retry_at {
+                consider(t);
+            }
             if self.pending.is_none() {
                 consider(self.last_heard + config.dpd_timeout / 3);
             }
@@ -3013,6 +3320,23 @@ impl IkeSa {
         child.rekey_at = now + config.child_lifetime;
         let index = child.config_index;
         self.queue_create_child(config, index, Some(inbound), now);
+        true
+    }
+
+    /// Deletes the Child SA that `spi` names (either direction's SPI) with an INFORMATIONAL DELETE
+    /// (§1.4.1), keeping the IKE SA. Returns false when there is no such SA or it is already retiring.
+    pub fn delete_child(&mut self, config: &Config, spi: u32, now: Instant) -> bool {
+        let Some(child) = self
+            .children
+            .iter_mut()
+            .find(|c| !c.retiring && (c.inbound_spi == spi || c.outbound_spi == spi))
+        else {
+            return false;
+        };
+        child.retiring = true;
+        let inbound = child.inbound_spi;
+        self.queue.push_back(Request::DeleteChildren(vec![inbound]));
+        self.send_queued(config, now);
         true
     }
 

@@ -143,6 +143,49 @@ struct Peer {
     failures: std::collections::VecDeque<Instant>,
     /// A held-down session starts at this time (if its tunnel is up).
     start_at: Option<Instant>,
+    /// Whether the session is Established (so that its going down counts as a reset).
+    up: bool,
+    /// When the Established session went down, within [`crate::bgp::FLAP_WINDOW`].
+    resets: std::collections::VecDeque<Instant>,
+    /// Resets since vgw started.
+    resets_total: u64,
+    /// Why it went down last.
+    last_reset: Option<String>,
+}
+
+impl Peer {
+    /// Counts a reset of the Established session; returns the resets within the flap window.
+    fn record_reset(&mut self, now: Instant, why: &str) -> u32 {
+        self.up = false;
+        self.resets.push_back(now);
+        self.resets_total += 1;
+        self.last_reset = Some(why.to_string());
+        self.flap_count(now)
+    }
+
+    /// Resets within the flap window (older ones are forgotten).
+    fn flap_count(&mut self, now: Instant) -> u32 {
+        while self
+            .resets
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > crate::bgp::FLAP_WINDOW)
+        {
+            self.resets.pop_front();
+        }
+        self.resets.len() as u32
+    }
+}
+
+/// "IPv4 unicast, IPv6 unicast": the families a session negotiated.
+fn family_list(families: &[(u16, u8)]) -> String {
+    if families.is_empty() {
+        return "none".into();
+    }
+    families
+        .iter()
+        .map(|&(afi, safi)| vgw_bgp::codec::family_name(afi, safi))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 struct Speaker {
@@ -270,6 +313,8 @@ impl Speaker {
                 hold_time: spec.hold_time,
                 keepalive: spec.keepalive,
                 connect_retry: Duration::from_secs(1),
+                // IPv4 prefixes over an IPv6 session need an IPv6 next hop (RFC 8950).
+                extended_next_hop: spec.local_address.is_ipv6(),
                 ..SessionConfig::default()
             });
             if self.tunnels_up.contains(&name) {
@@ -289,6 +334,10 @@ impl Speaker {
                     warned_max_prefix: false,
                     failures: std::collections::VecDeque::new(),
                     start_at: None,
+                    up: false,
+                    resets: std::collections::VecDeque::new(),
+                    resets_total: 0,
+                    last_reset: None,
                 },
             );
         }
@@ -407,6 +456,9 @@ impl Speaker {
         let Some(mut peer) = self.peers.remove(connection) else {
             return;
         };
+        if peer.up {
+            peer.record_reset(now, why);
+        }
         if peer.session.state() != State::Idle {
             peer.session.connection_closed(now);
             while peer.session.poll_event().is_some() {}
@@ -758,19 +810,51 @@ impl Speaker {
                     }
                     p.last_error = None;
                     p.warned_max_prefix = false;
-                    let changes = self.rib.peer_established(p.id);
+                    p.up = true;
+                    let negotiated = p.session.negotiated().clone();
+                    let mut changes = self.rib.peer_established(p.id, &negotiated);
+                    // RFC 4724 §4.2: stale routes of a family the new session does not preserve
+                    // (not negotiated, or no forwarding bit in the peer's capability) go now.
+                    let preserved = negotiated.preserved_afis();
+                    for afi in [vgw_bgp::codec::AFI_IPV4, vgw_bgp::codec::AFI_IPV6] {
+                        if !preserved.contains(&afi) {
+                            let flushed = self.rib.flush_stale(p.id, Some(afi));
+                            changes.fib.extend(flushed.fib);
+                            for (id, out) in flushed.outbound {
+                                let e = changes.outbound.entry(id).or_default();
+                                e.announce.extend(out.announce);
+                                e.withdraw.extend(out.withdraw);
+                            }
+                        }
+                    }
                     self.log.log(
                         Category::RouteDiagnosticLog,
                         "info",
                         &resource(&name),
                         &format!(
-                            "BGP session with {} (AS {}) established; hold time {} s",
+                            "BGP session with {} (AS {}) established; hold time {} s; families {}",
                             p.spec.peer_address,
                             p.spec.peer_asn,
-                            p.session.hold_time().as_secs()
+                            p.session.hold_time().as_secs(),
+                            family_list(&negotiated.families)
                         ),
                         json!({"connection": name, "neighbor": p.spec.peer_address.to_string()}),
                     );
+                    if p.spec.local_address.is_ipv6()
+                        && negotiated.has(vgw_bgp::codec::AFI_IPV4, vgw_bgp::codec::SAFI_UNICAST)
+                        && !negotiated.extended_next_hop
+                    {
+                        self.log.log(
+                            Category::RouteDiagnosticLog,
+                            "warning",
+                            &resource(&name),
+                            &format!(
+                                "IPv4 prefixes are not advertised to {}: the session runs over IPv6 and the peer did not offer extended next hop (RFC 8950); enable it on the peer, or peer over IPv4",
+                                p.spec.peer_address
+                            ),
+                            json!({"connection": name}),
+                        );
+                    }
                     self.apply_elsewhere(changes, p, now);
                     p.session.end_of_rib();
                 }
@@ -778,8 +862,10 @@ impl Speaker {
                     reason,
                     keep_stale,
                     restart_time,
+                    stale_afis,
                 } => {
                     let text = reason.to_string();
+                    let flaps = if p.up { p.record_reset(now, &text) } else { 0 };
                     self.log.log(
                         Category::RouteDiagnosticLog,
                         "warning",
@@ -795,27 +881,66 @@ impl Speaker {
                         ),
                         json!({"connection": name, "neighbor": p.spec.peer_address.to_string()}),
                     );
+                    if flaps == crate::bgp::FLAP_THRESHOLD + 1 {
+                        self.log.log(
+                            Category::RouteDiagnosticLog,
+                            "error",
+                            &resource(&name),
+                            &format!(
+                                "BGP session with {} is flapping: {}",
+                                p.spec.peer_address,
+                                crate::bgp::flap_reason(flaps, Some(&text)).unwrap_or_default()
+                            ),
+                            json!({"connection": name, "flapCount": flaps}),
+                        );
+                    }
                     p.last_error = Some(text);
                     p.stale_until =
                         keep_stale.then(|| now + Duration::from_secs(u64::from(restart_time)));
-                    let changes = self.rib.peer_down(p.id, keep_stale);
+                    let changes = self.rib.peer_down_keeping(p.id, &stale_afis);
                     self.apply_elsewhere(changes, p, now);
                 }
                 Event::Update(update) => {
                     let changes = self.rib.update(p.id, &update);
+                    // Paths holding our own ASN were dropped (loop detection), not learned.
+                    let looped = &changes.looped;
+                    let learned: Vec<String> = update
+                        .announced
+                        .iter()
+                        .filter(|prefix| !looped.contains(&prefix.trunc()))
+                        .map(ToString::to_string)
+                        .collect();
                     let (added, removed) = (update.announced.len(), update.withdrawn.len());
+                    if !looped.is_empty() {
+                        let shown: Vec<String> =
+                            looped.iter().take(16).map(ToString::to_string).collect();
+                        self.log.log(
+                            Category::RouteDiagnosticLog,
+                            "warning",
+                            &resource(&name),
+                            &format!(
+                                "from {}: dropped {}{}: the AS path {} holds our own AS {} (loop detection, RFC 4271 §9.1.2)",
+                                p.spec.peer_address,
+                                shown.join(", "),
+                                if looped.len() > 16 {
+                                    format!(" and {} more", looped.len() - 16)
+                                } else {
+                                    String::new()
+                                },
+                                update
+                                    .attributes
+                                    .as_ref()
+                                    .map(|a| a.as_path_string())
+                                    .unwrap_or_default(),
+                                p.spec.local_asn
+                            ),
+                            json!({"connection": name, "dropped": looped.len()}),
+                        );
+                    }
                     if added + removed > 0 && added + removed <= 16 {
                         let mut parts = Vec::new();
-                        if added > 0 {
-                            parts.push(format!(
-                                "learned {}",
-                                update
-                                    .announced
-                                    .iter()
-                                    .map(ToString::to_string)
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ));
+                        if !learned.is_empty() {
+                            parts.push(format!("learned {}", learned.join(", ")));
                         }
                         if removed > 0 {
                             parts.push(format!(
@@ -828,21 +953,27 @@ impl Speaker {
                                     .join(", ")
                             ));
                         }
-                        self.log.log(
-                            Category::RouteDiagnosticLog,
-                            "info",
-                            &resource(&name),
-                            &format!("from {}: {}", p.spec.peer_address, parts.join("; ")),
-                            json!({"connection": name}),
-                        );
+                        if !parts.is_empty() {
+                            self.log.log(
+                                Category::RouteDiagnosticLog,
+                                "info",
+                                &resource(&name),
+                                &format!("from {}: {}", p.spec.peer_address, parts.join("; ")),
+                                json!({"connection": name}),
+                            );
+                        }
                     }
                     self.apply_elsewhere(changes, p, now);
                     self.check_max_prefixes(p, now);
                 }
-                Event::RouteRefresh { .. } => {
+                Event::RouteRefresh { afi, .. } => {
+                    // RFC 2918 §4: re-send the Adj-RIB-Out of the family asked for.
                     let rows = self.rib.advertised(p.id);
                     let mut groups: HashMap<vgw_bgp::PathAttributes, Vec<IpNet>> = HashMap::new();
-                    for r in rows {
+                    for r in rows
+                        .into_iter()
+                        .filter(|r| vgw_bgp::rib::afi_of(&r.prefix) == afi)
+                    {
                         groups
                             .entry((*r.attributes).clone())
                             .or_default()
@@ -983,10 +1114,15 @@ impl Speaker {
             self.bfd.status()
         };
         let local = |p: &Peer| p.spec.local_address.to_string();
+        let now = Instant::now();
+        for p in self.peers.values_mut() {
+            p.flap_count(now);
+        }
         let peers: Vec<PeerStatus> = self
             .peers
             .values()
             .map(|p| {
+                let flap_count = p.resets.len() as u32;
                 let c = p.session.counters();
                 PeerStatus {
                     connection: p.spec.connection.clone(),
@@ -1011,6 +1147,9 @@ impl Speaker {
                             .find(|s| s.peer == p.spec.peer_address)
                             .map(|s| s.state.clone())
                     }),
+                    flap_count,
+                    flap_reason: crate::bgp::flap_reason(flap_count, p.last_reset.as_deref()),
+                    resets_total: p.resets_total,
                 }
             })
             .collect();
@@ -1108,6 +1247,59 @@ fn describe_connect_error(e: &std::io::Error, remote: IpAddr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resets_are_counted_within_the_flap_window() {
+        let spec = PeerSpec {
+            connection: "to-site".into(),
+            local_asn: 65515,
+            local_address: "10.2.255.254".parse().unwrap(),
+            peer_asn: 65010,
+            peer_address: "10.1.255.254".parse().unwrap(),
+            weight: 0,
+            hold_time: 9,
+            keepalive: 3,
+            max_prefixes: 100,
+            max_prefix_action: MaxPrefixAction::Warn,
+            bfd: None,
+        };
+        let mut p = Peer {
+            id: 1,
+            spec,
+            session: Session::new(SessionConfig::default()),
+            connection: None,
+            connecting: None,
+            stale_until: None,
+            last_error: None,
+            warned_max_prefix: false,
+            failures: std::collections::VecDeque::new(),
+            start_at: None,
+            up: true,
+            resets: std::collections::VecDeque::new(),
+            resets_total: 0,
+            last_reset: None,
+        };
+        let t0 = Instant::now();
+        for i in 0..9 {
+            p.up = true;
+            assert_eq!(
+                p.record_reset(t0 + Duration::from_secs(7 * i), "peer sent NOTIFICATION x"),
+                i as u32 + 1
+            );
+        }
+        assert!(!p.up);
+        assert_eq!(
+            crate::bgp::flap_reason(
+                p.flap_count(t0 + Duration::from_secs(60)),
+                p.last_reset.as_deref()
+            )
+            .as_deref(),
+            Some("reset 9 times in the last 5 minutes; last: peer sent NOTIFICATION x")
+        );
+        // Five minutes after the last one, none is left in the window; the total stays.
+        assert_eq!(p.flap_count(t0 + Duration::from_secs(56 + 301)), 0);
+        assert_eq!(p.resets_total, 9);
+    }
 
     #[test]
     fn hold_down_doubles_with_failures_and_is_capped() {

@@ -42,6 +42,8 @@ pub struct LiveStatus {
     connections: RwLock<HashMap<String, Live>>,
     /// IKE SAs lost or refused, by typed reason (for metrics).
     failures: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Unauthenticated IKE exchanges refused or dropped, by (connection, exchange, reason).
+    refused: std::sync::Mutex<std::collections::BTreeMap<RefusedKey, u64>>,
     /// The data plane, for its drop counters.
     dataplane: std::sync::OnceLock<Arc<DataPlane>>,
     /// IKE datagrams exchanged per peer address (for `vgw doctor`: did anything arrive?).
@@ -64,6 +66,9 @@ impl LiveStatus {
             .clone()
     }
 }
+
+/// A refused-exchange counter's labels: connection name (`-` when none), exchange, reason.
+pub type RefusedKey = (String, &'static str, &'static str);
 
 /// IKE datagrams exchanged with one peer address.
 #[derive(Debug, Default, Clone, Copy)]
@@ -257,6 +262,12 @@ impl LiveStatus {
         map.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
+    /// Refused or dropped unauthenticated IKE exchanges by (connection, exchange, reason).
+    pub fn refused(&self) -> Vec<(RefusedKey, u64)> {
+        let map = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
     /// Data-plane drop counters by cause.
     pub fn dataplane_drops(&self) -> Vec<(&'static str, u64)> {
         let Some(dp) = self.dataplane.get() else {
@@ -292,6 +303,9 @@ struct Live {
     tunnel_id: vgw_dataplane::TunnelId,
     /// Prefixes routed into the tunnel.
     routes: Vec<String>,
+    /// Unauthenticated exchanges refused or dropped (RFC 7296 §2.21), and the last one.
+    refused_exchanges: u64,
+    last_refused_exchange: Option<Value>,
 }
 
 impl StatusSource for LiveStatus {
@@ -325,6 +339,8 @@ impl StatusSource for LiveStatus {
             }],
             ike_sa_rekeys: live.ike_rekeys,
             child_sa_rekeys: live.child_rekeys,
+            refused_exchanges: live.refused_exchanges,
+            last_refused_exchange: live.last_refused_exchange.clone(),
         }
     }
 }
@@ -823,6 +839,58 @@ impl Driver {
                     l.child_sas = l.child_sas.saturating_sub(1);
                 });
             }
+            Event::Refused {
+                conn,
+                exchange,
+                reason,
+                remote,
+                established,
+                failure,
+            } => self.refused(conn, exchange, reason, remote, established, failure),
+            Event::ChildSasGone {
+                conn,
+                failure,
+                recreating,
+            } => {
+                // The IKE SA stays, but nothing carries traffic: the tunnel is down now (BGP over it
+                // stops and its routes are withdrawn) until a Child SA is created again (ChildSaUp).
+                let Some(name) = self.names.get(&conn).cloned() else {
+                    return;
+                };
+                let _ = self.tunnel_events.send(TunnelEvent {
+                    connection: name.clone(),
+                    up: false,
+                });
+                let error = failure_json(&failure);
+                *self
+                    .status
+                    .failures
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(failure.reason.as_str().to_string())
+                    .or_insert(0) += 1;
+                self.set_live(&name, |l| {
+                    l.state = if recreating {
+                        ConnectionState::Connecting
+                    } else {
+                        ConnectionState::NotConnected
+                    };
+                    l.reason = Some(failure.reason.as_str().to_string());
+                    l.last_error = Some(error.clone());
+                    l.child_sas = 0;
+                });
+                self.log.log(
+                    Category::TunnelDiagnosticLog,
+                    "error",
+                    &conn_resource(&name),
+                    &format!(
+                        "tunnel down: {}: {}",
+                        failure.reason.as_str(),
+                        failure.message
+                    ),
+                    json!({"connection": name, "lastError": error}),
+                );
+            }
             Event::IkeSaDown { conn, failure } => {
                 self.peers.remove(&conn);
                 let Some(name) = self.names.get(&conn).cloned() else {
@@ -861,6 +929,67 @@ impl Driver {
                     json!({"connection": name, "lastError": error}),
                 );
             }
+        }
+    }
+
+    /// An unauthenticated exchange was refused or dropped (RFC 7296 §2.21): counted and kept as
+    /// evidence (`refusedExchanges`, `lastRefusedExchange`). It never stops BGP and never changes the
+    /// status of a connection an IKE SA carries; only when none does, a refusal that explains the
+    /// failure (a proposal mismatch) becomes its lastError.
+    fn refused(
+        &mut self,
+        conn: Option<ConnId>,
+        exchange: &'static str,
+        reason: &'static str,
+        remote: std::net::SocketAddr,
+        established: bool,
+        failure: Option<Failure>,
+    ) {
+        let name = conn.and_then(|c| self.names.get(&c)).cloned();
+        let label = match (&name, conn) {
+            (Some(n), _) => n.clone(),
+            (None, Some(crate::p2s::P2S_CONN)) => "point-to-site".to_string(),
+            _ => "-".to_string(),
+        };
+        *self
+            .status
+            .refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((label, exchange, reason))
+            .or_insert(0) += 1;
+        let Some(name) = name else {
+            return;
+        };
+        let record = json!({
+            "time": utc_now(),
+            "exchange": exchange,
+            "reason": reason,
+            "remote": remote.to_string(),
+            "message": failure.as_ref().map(|f| f.message.clone()),
+            "ignoredBecauseEstablished": established,
+        });
+        let mut counted = None;
+        self.set_live(&name, |l| {
+            l.refused_exchanges += 1;
+            l.last_refused_exchange = Some(record);
+            if let Some(f) = failure.as_ref().filter(|_| !established)
+                && l.state != ConnectionState::Connected
+            {
+                l.state = ConnectionState::NotConnected;
+                l.reason = Some(f.reason.as_str().to_string());
+                l.last_error = Some(failure_json(f));
+                counted = Some(f.reason.as_str());
+            }
+        });
+        if let Some(reason) = counted {
+            *self
+                .status
+                .failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(reason.to_string())
+                .or_insert(0) += 1;
         }
     }
 
@@ -1417,6 +1546,8 @@ fn failure_json(f: &Failure) -> Value {
         "message": f.message,
         "ourProposals": f.our_proposals,
         "peerProposals": f.peer_proposals,
+        "ourTrafficSelectors": f.our_selectors,
+        "peerTrafficSelectors": f.peer_selectors,
         "time": utc_now(),
     })
 }

@@ -207,6 +207,33 @@ pub struct PeerStatus {
     pub last_error: Option<String>,
     /// BFD session state (Up, Down, Init, AdminDown) when BFD is on.
     pub bfd_state: Option<String>,
+    /// Resets of the Established session within [`FLAP_WINDOW`].
+    pub flap_count: u32,
+    /// Set while the session flaps (more than [`FLAP_THRESHOLD`] resets within [`FLAP_WINDOW`]),
+    /// e.g. "reset 9 times in the last 5 minutes; last: peer sent NOTIFICATION ...".
+    pub flap_reason: Option<String>,
+    /// Resets of the Established session since vgw started.
+    pub resets_total: u64,
+}
+
+/// The window in which session resets are counted (`flapCount`).
+pub const FLAP_WINDOW: Duration = Duration::from_secs(300);
+/// More resets than this within [`FLAP_WINDOW`] make a session "flapping" (`flapReason`).
+pub const FLAP_THRESHOLD: u32 = 3;
+
+/// `flapReason` for `count` resets within [`FLAP_WINDOW`], None up to [`FLAP_THRESHOLD`].
+pub fn flap_reason(count: u32, last: Option<&str>) -> Option<String> {
+    (count > FLAP_THRESHOLD).then(|| {
+        let mut text = format!(
+            "reset {count} times in the last {} minutes",
+            FLAP_WINDOW.as_secs() / 60
+        );
+        if let Some(last) = last {
+            text.push_str("; last: ");
+            text.push_str(last);
+        }
+        text
+    })
 }
 
 /// One route, as `list-learned-routes` and `list-advertised-routes` show it.
@@ -295,6 +322,8 @@ impl BgpStatus {
                     "connection": p.connection,
                     "lastError": p.last_error,
                     "bfdState": p.bfd_state,
+                    "flapCount": p.flap_count,
+                    "flapReason": p.flap_reason,
                 })
             })
             .collect();
@@ -325,6 +354,15 @@ mod tests {
         assert_eq!(
             timespan(Duration::from_secs(86_400 + 3723) + Duration::from_nanos(1234567)),
             "1.01:02:03.0012345"
+        );
+    }
+
+    #[test]
+    fn flapping_is_named_above_the_threshold() {
+        assert_eq!(flap_reason(3, Some("x")), None);
+        assert_eq!(
+            flap_reason(9, Some("peer sent NOTIFICATION Cease")).as_deref(),
+            Some("reset 9 times in the last 5 minutes; last: peer sent NOTIFICATION Cease")
         );
     }
 }

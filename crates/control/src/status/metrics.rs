@@ -303,6 +303,24 @@ pub async fn render(state: &MetricsState) -> String {
             );
         }
         f.header(
+            "vgw_ike_refused_exchanges_total",
+            "counter",
+            "Unauthenticated IKE exchanges refused or dropped (refused IKE_SA_INIT, failed integrity \
+             check, unknown SPI), by connection, exchange and reason; none changed a connection's \
+             status (RFC 7296 section 2.21).",
+        );
+        for ((connection, exchange, reason), count) in live.refused() {
+            f.sample(
+                "vgw_ike_refused_exchanges_total",
+                &[
+                    ("connection_name", &connection),
+                    ("exchange", exchange),
+                    ("reason", reason),
+                ],
+                count as f64,
+            );
+        }
+        f.header(
             "vgw_dataplane_drops_total",
             "counter",
             "Data-plane drops by cause.",
@@ -404,6 +422,20 @@ fn bgp_metrics(f: &mut Family<'_>, snap: &crate::plan::bgp::Snapshot) {
         "counter",
         "BGP messages received from the neighbour.",
         &|p| p.messages_received as f64,
+    );
+    rows(
+        f,
+        "vgw_bgp_session_resets_total",
+        "counter",
+        "Times an Established BGP session with the neighbour went down.",
+        &|p| p.resets_total as f64,
+    );
+    rows(
+        f,
+        "vgw_bgp_session_flaps",
+        "gauge",
+        "Resets of the BGP session within the flap window (5 minutes); the status calls it flapping above 3.",
+        &|p| f64::from(p.flap_count),
     );
     if snap.peers.iter().any(|p| p.bfd_state.is_some()) {
         f.header(

@@ -61,6 +61,13 @@ pub struct ConnectionStatus {
     pub ike_sa_rekeys: u64,
     /// vgw: Child SA rekeys since the daemon started.
     pub child_sa_rekeys: u64,
+    /// vgw: unauthenticated IKE exchanges from this connection's peer address (or for its IKE SAs)
+    /// that were refused or dropped since the daemon started: refused IKE_SA_INIT proposals,
+    /// messages failing their integrity check, unknown SPIs. RFC 7296 §2.21: none of them changed
+    /// the connection's status.
+    pub refused_exchanges: u64,
+    /// vgw: the last of those (time, exchange, reason, source address, detail); null when none.
+    pub last_refused_exchange: Option<serde_json::Value>,
 }
 
 /// Where the API reads live status from; the data plane and the engines implement it.

@@ -145,7 +145,7 @@ struct Peer {
     start_at: Option<Instant>,
     /// Whether the session is Established (so that its going down counts as a reset).
     up: bool,
-    /// When the Established session went down, within [`crate::bgp::FLAP_WINDOW`].
+    /// When the Established session went down, within [`crate::plan::bgp::FLAP_WINDOW`].
     resets: std::collections::VecDeque<Instant>,
     /// Resets since vgw started.
     resets_total: u64,
@@ -168,7 +168,7 @@ impl Peer {
         while self
             .resets
             .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) > crate::bgp::FLAP_WINDOW)
+            .is_some_and(|t| now.saturating_duration_since(*t) > crate::plan::bgp::FLAP_WINDOW)
         {
             self.resets.pop_front();
         }
@@ -881,7 +881,7 @@ impl Speaker {
                         ),
                         json!({"connection": name, "neighbor": p.spec.peer_address.to_string()}),
                     );
-                    if flaps == crate::bgp::FLAP_THRESHOLD + 1 {
+                    if flaps == crate::plan::bgp::FLAP_THRESHOLD + 1 {
                         self.log.log(
                             Category::RouteDiagnosticLog,
                             "error",
@@ -889,7 +889,8 @@ impl Speaker {
                             &format!(
                                 "BGP session with {} is flapping: {}",
                                 p.spec.peer_address,
-                                crate::bgp::flap_reason(flaps, Some(&text)).unwrap_or_default()
+                                crate::plan::bgp::flap_reason(flaps, Some(&text))
+                                    .unwrap_or_default()
                             ),
                             json!({"connection": name, "flapCount": flaps}),
                         );
@@ -1148,7 +1149,7 @@ impl Speaker {
                             .map(|s| s.state.clone())
                     }),
                     flap_count,
-                    flap_reason: crate::bgp::flap_reason(flap_count, p.last_reset.as_deref()),
+                    flap_reason: crate::plan::bgp::flap_reason(flap_count, p.last_reset.as_deref()),
                     resets_total: p.resets_total,
                 }
             })
@@ -1289,7 +1290,7 @@ mod tests {
         }
         assert!(!p.up);
         assert_eq!(
-            crate::bgp::flap_reason(
+            crate::plan::bgp::flap_reason(
                 p.flap_count(t0 + Duration::from_secs(60)),
                 p.last_reset.as_deref()
             )

@@ -946,9 +946,9 @@ impl Driver {
         failure: Option<Failure>,
     ) {
         let name = conn.and_then(|c| self.names.get(&c)).cloned();
-        let label = match (&name, conn) {
+        let label = match (&name, conn.map(ConnKind::of)) {
             (Some(n), _) => n.clone(),
-            (None, Some(crate::p2s::P2S_CONN)) => "point-to-site".to_string(),
+            (None, Some(ConnKind::PointToSiteServer)) => "point-to-site".to_string(),
             _ => "-".to_string(),
         };
         *self

@@ -1457,7 +1457,14 @@ impl SendError {
             local_port,
             remote,
             errno: e.raw_os_error(),
-            error: e.to_string(),
+            // The errno is shown on its own; std's " (os error N)" suffix would repeat it.
+            error: match e.raw_os_error() {
+                Some(n) => e
+                    .to_string()
+                    .trim_end_matches(&format!(" (os error {n})"))
+                    .to_string(),
+                None => e.to_string(),
+            },
         }
     }
 

@@ -605,6 +605,11 @@ impl Driver {
                         tracing::warn!(error = %e, remote = %t.remote, "IKE send failed");
                         self.note_send_error(&error);
                     }
+                    // Bounded: entries of peers that never come back (road warriors) must not
+                    // accumulate.
+                    if self.send_errors.len() >= 1024 {
+                        self.send_errors.clear();
+                    }
                     self.send_errors.insert(t.remote.ip(), error);
                 }
             }
@@ -869,20 +874,18 @@ impl Driver {
                 };
                 let remote = self.configs.get(&conn).map(|c| c.remote_addr);
                 let send_error = remote.and_then(|ip| self.send_errors.get(&ip));
-                let reason = send_error.map_or(failure.reason.as_str(), |_| SEND_ERROR);
-                if let (vgw_ike::Reason::NoResponse, Some(e)) = (failure.reason, send_error) {
+                let reason = match (failure.reason, send_error) {
                     // Nothing reached the wire: the peer never had the chance to answer.
-                    failure.message = e.message();
-                }
+                    (vgw_ike::Reason::NoResponse | vgw_ike::Reason::PeerDead, Some(e)) => {
+                        failure.message = e.message();
+                        SEND_ERROR
+                    }
+                    (r, _) => r.as_str(),
+                };
                 let _ = self.tunnel_events.send(TunnelEvent {
                     connection: name.clone(),
                     up: false,
                 });
-                let reason = if failure.reason == vgw_ike::Reason::NoResponse {
-                    reason
-                } else {
-                    failure.reason.as_str()
-                };
                 let mut error = failure_json(&failure);
                 error["reason"] = json!(reason);
                 if failure.reason != vgw_ike::Reason::Administrative {

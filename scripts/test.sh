@@ -33,6 +33,8 @@ echo "== vgw demo (vgw <-> vgw in namespaces)"
 
 echo "== interop: strongSwan"
 # Two minutes of rekeying (at least 3 Child SA and 1 IKE SA rekeys) keep CI under 30 minutes.
+# Includes ipv6_outer (IPv6 outer addresses, both directions, 100 MB over IPv4 and IPv6 inner) and
+# ipv6_send_error (about a minute together).
 REKEY_SECONDS=${REKEY_SECONDS:-120} bash tests/interop/strongswan.sh
 
 echo "== interop: BGP with BIRD, FRR and vgw over the tunnels"

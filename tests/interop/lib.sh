@@ -2,7 +2,8 @@
 # (kernel-libipsec: userspace ESP over TUN, since this kernel has no ESP) inside them.
 #
 # Every name carries the test's prefix and pid; `lab_cleanup` (on EXIT/INT/TERM) kills what was started
-# and deletes the namespaces. Only 198.18.0.0/15 ("internet") and 10.x inside namespaces are used.
+# and deletes the namespaces. Only 198.18.0.0/15 ("internet"), 10.x and (IPV6=1) 2001:db8::/32 inside namespaces
+# are used.
 # shellcheck shell=bash
 
 LAB_PREFIX="${LAB_PREFIX:-vi}$$"
@@ -84,6 +85,22 @@ EOF
     fi
     ip -n "$(ns sitelan)" route add default via 10.1.0.1
     ip -n "$(ns hublan)" route add default via 10.2.0.1
+    if [ "${IPV6:-0}" = 1 ]; then lab_ipv6; fi
+}
+
+# lab_ipv6: IPv6 beside IPv4 on the standard topology (no NAT): the internet link gets
+# 2001:db8::1 (site) and 2001:db8::2 (hub), the LANs 2001:db8:1::/64 and 2001:db8:2::/64.
+# nodad: the addresses are usable at once instead of after duplicate address detection.
+lab_ipv6() {
+    local a
+    for a in "site 2001:db8::1/64 e-hub" "hub 2001:db8::2/64 e-site" \
+             "sitelan 2001:db8:1::10/64 e-site" "site 2001:db8:1::1/64 e-sitelan" \
+             "hub 2001:db8:2::1/64 e-hublan" "hublan 2001:db8:2::10/64 e-hub"; do
+        set -- $a
+        ip -n "$(ns "$1")" addr add "$2" dev "$3" nodad
+    done
+    ip -n "$(ns sitelan)" -6 route add default via 2001:db8:1::1
+    ip -n "$(ns hublan)" -6 route add default via 2001:db8:2::1
 }
 
 # lab_vgw NS NAME: starts `vgw serve` in namespace NS; its socket is $LAB_WORK/NAME.sock.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Site-to-site interop between vgw and strongSwan (Debian's charon with kernel-libipsec), PSK:
 #   sitelan - site (strongSwan) - internet 198.18.0.0/24 - hub (vgw) - hublan
+# ipv6_outer runs the same over IPv6 outer addresses (2001:db8::1 - 2001:db8::2).
 # Each scenario builds a fresh topology, checks Connected, pings both ways, moves data, and cleans up.
 # Usage: tests/interop/strongswan.sh [scenario ...]   (default: all)
 set -u
@@ -36,6 +37,46 @@ scenario_b() {
 }
 scenario_c() { run_scenario "(c) aes128-sha256-ecp384/aes128gcm16, strongSwan initiates" aes128-sha256-ecp384 aes128gcm16 site; }
 scenario_d() { run_scenario "(d) chacha20poly1305-prfsha256-curve25519/chacha20poly1305, strongSwan initiates" chacha20poly1305-prfsha256-curve25519 chacha20poly1305 site; }
+
+# IPv6 outer addresses (2001:db8::1 site, 2001:db8::2 hub) carrying IPv4 and IPv6 inner traffic,
+# both initiation directions; the 100 MB transfer runs over IPv4 inner, then IPv6 inner.
+ipv6_outer() {
+    IPV6=1 VGW_IP=2001:db8::2 SITE_IP=2001:db8::1 \
+        SITE_TS=10.1.0.0/16,2001:db8:1::/64 HUB_TS=10.2.0.0/16,2001:db8:2::/64 \
+        SITE_SPACE="10.1.0.0/16 2001:db8:1::/64" HUB_SPACE="10.2.0.0/16 2001:db8:2::/64" \
+        BULK_DST="${BULK_DST:-10.2.0.10}" run_scenario "$@"
+}
+scenario_ipv6_outer() {
+    ipv6_outer "IPv6 outer, IPv4 inner bulk, vgw initiates" aes256gcm16-prfsha256-ecp256 aes256gcm16 vgw
+    ipv6_outer "IPv6 outer, IPv4 inner bulk, strongSwan initiates" aes256gcm16-prfsha256-ecp256 aes256gcm16 site
+    scenario_ipv6_outer_v6bulk
+}
+scenario_ipv6_outer_v6bulk() {
+    BULK_DST=2001:db8:2::10 ipv6_outer "IPv6 outer, IPv6 inner bulk, vgw initiates (AES-CBC/SHA-256)" \
+        aes256-sha256-modp2048 aes256-sha256-modp2048 vgw \
+        --ike-encryption AES256 --ike-integrity SHA256 --dh-group DHGroup14 --ipsec-encryption AES256 --ipsec-integrity SHA256 --pfs-group PFS2048
+}
+
+# An IPv6 peer the hub has no route to: the send fails, and the reason says so (not NO_RESPONSE).
+scenario_ipv6_send_error() {
+    local name="IPv6 peer without a route: SEND_ERROR with the errno, not NO_RESPONSE"
+    IPV6=1 lab_topology
+    lab_vgw hub hub || { fail "$name: vgw did not start"; lab_cleanup; return; }
+    VGW_IP=2001:db8::2 SITE_IP=2001:db8:99::1 hub_conf Default
+    local reason=""
+    for _ in $(seq 40); do
+        reason=$(vgwc hub vpn-connection show -n to-site --query connectionStatusReason -o tsv 2>/dev/null)
+        [ "$reason" = SEND_ERROR ] && break
+        sleep 0.25
+    done
+    local msg; msg=$(vgwc hub vpn-connection show -n to-site --query lastError.message -o tsv 2>&1)
+    if [ "$reason" = SEND_ERROR ] && echo "$msg" | grep -q errno; then
+        pass "$name ($msg)"
+    else
+        fail "$name: reason '$reason', lastError '$msg'"
+    fi
+    lab_cleanup
+}
 
 scenario_nat() { NAT=1 SITE_LOCAL=198.19.0.1 run_scenario "NAT in front of the site (masquerade), strongSwan initiates over UDP 4500" aes256gcm16-prfsha256-ecp256 aes256gcm16 site; }
 
@@ -285,6 +326,6 @@ scenario_child_deleted() {
     lab_cleanup
 }
 
-all="a b c d nat wrong_psk proposal_mismatch policy_based operations child_deleted volume_rekey dead_peer rekey"
+all="a b c d ipv6_outer ipv6_send_error nat wrong_psk proposal_mismatch policy_based operations child_deleted volume_rekey dead_peer rekey"
 for s in ${*:-$all}; do "scenario_$s"; done
 summary

@@ -327,9 +327,75 @@ pub struct DataPlane {
     lifetime: Arc<LifetimeEvents>,
 }
 
-fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
-    let socket = UdpSocket::bind(addr)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot bind UDP {addr}: {e}")))?;
+/// How the UDP sockets are bound for a configured `bind_addr`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BindPlan {
+    /// One `AF_INET6` socket on `[::]` with `IPV6_V6ONLY` off: IPv4 peers arrive as IPv4-mapped
+    /// addresses (RFC 4291 §2.5.5.2), which [`udpio::canonical`] turns back into IPv4, and IPv4
+    /// destinations are sent as `sockaddr_in` (Linux hands those to the IPv4 path).
+    DualStack,
+    /// One socket of the address's own family (a specific address, or IPv6 switched off in the
+    /// kernel).
+    Single(IpAddr),
+}
+
+impl BindPlan {
+    /// The plan for `bind_addr`: the IPv4 wildcard (the default) and the IPv6 wildcard mean both
+    /// families; a specific address means its family only.
+    pub fn for_bind_addr(bind_addr: IpAddr) -> Self {
+        if bind_addr.is_unspecified() {
+            BindPlan::DualStack
+        } else {
+            BindPlan::Single(bind_addr)
+        }
+    }
+}
+
+/// Bytes that ESP-in-UDP adds around an inner packet in the worst case (RFC 3948 §2.1, RFC 4303
+/// §2): outer IP header (20 for IPv4, 40 for IPv6, RFC 8200 §3), UDP 8, ESP header 8, IV 16,
+/// padding 17 (up to 15 for a 16-byte block plus pad length and next header), ICV 16.
+pub fn esp_udp_overhead(outer_v6: bool) -> u16 {
+    (if outer_v6 { 40 } else { 20 }) + 8 + 8 + 16 + 17 + 16
+}
+
+/// The TCP MSS clamp for a tunnel whose outer packets are IPv6: the configured clamp is tuned
+/// for IPv4 outer packets, so over IPv6 it is lowered by the 20 bytes the larger header takes,
+/// keeping the sealed segments within the same outer MTU (and UDP GSO trains under the path MTU).
+pub fn mss_for_outer(clamp: u16, outer_v6: bool) -> u16 {
+    if outer_v6 {
+        clamp.saturating_sub(esp_udp_overhead(true) - esp_udp_overhead(false))
+    } else {
+        clamp
+    }
+}
+
+fn bind_udp(plan: BindPlan, port: u16) -> io::Result<UdpSocket> {
+    match plan {
+        BindPlan::Single(ip) => UdpSocket::bind(SocketAddr::new(ip, port)),
+        BindPlan::DualStack => match udpio::bind_dual_stack(port) {
+            Ok(s) => Ok(s),
+            // No IPv6 in this kernel (ipv6.disable=1) or namespace: IPv4 only, as before.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL)
+                ) =>
+            {
+                tracing::warn!(port, error = %e, "IPv6 unavailable; UDP bound on IPv4 only");
+                UdpSocket::bind(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port))
+            }
+            Err(e) => Err(e),
+        },
+    }
+}
+
+fn udp_socket(plan: BindPlan, port: u16) -> io::Result<UdpSocket> {
+    let shown = match plan {
+        BindPlan::DualStack => format!("[::]:{port} (IPv4 and IPv6)"),
+        BindPlan::Single(ip) => SocketAddr::new(ip, port).to_string(),
+    };
+    let socket = bind_udp(plan, port)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot bind UDP {shown}: {e}")))?;
     // Bursts of ESP must not overflow the receive queue while the worker is busy or waits for a
     // core. Plain SO_RCVBUF is silently capped at net.core.rmem_max (208 KB on a stock kernel,
     // 4 MB on the bench machine); with 4 TCP streams the 4500 socket then overflowed, each drop
@@ -393,14 +459,9 @@ impl DataPlane {
         tun.set_nonblocking(true)?;
         let tun_index = tun.if_index()?;
         let tun = Arc::new(tun);
-        let ike_socket = Arc::new(udp_socket(SocketAddr::new(
-            config.bind_addr,
-            config.ike_port,
-        ))?);
-        let natt_socket = Arc::new(udp_socket(SocketAddr::new(
-            config.bind_addr,
-            config.natt_port,
-        ))?);
+        let plan = BindPlan::for_bind_addr(config.bind_addr);
+        let ike_socket = Arc::new(udp_socket(plan, config.ike_port)?);
+        let natt_socket = Arc::new(udp_socket(plan, config.natt_port)?);
         if let Err(e) = udpio::enable_gro(natt_socket.as_raw_fd()) {
             tracing::debug!(error = %e, "UDP_GRO unavailable; ESP is received one datagram at a time");
         }
@@ -474,6 +535,7 @@ impl DataPlane {
                         while !stop.load(Ordering::Relaxed) {
                             match socket.recv_from(&mut buf) {
                                 Ok((n, from)) => {
+                                    let from = udpio::canonical(from);
                                     tap.outer(Direction::Inbound, from, port, &buf[..n]);
                                     let d = IkeDatagram {
                                         local_port: port,
@@ -943,7 +1005,10 @@ impl TxWorker {
             }
             return None;
         };
-        packet::clamp_mss(&mut slot[inner.clone()], self.mss);
+        packet::clamp_mss(
+            &mut slot[inner.clone()],
+            mss_for_outer(self.mss, child.peer.is_ipv6()),
+        );
         self.tap
             .inner(tunnel, Direction::Outbound, &slot[inner.clone()]);
         let sealed = child.sa.seal_in_place(slot, inner);
@@ -1173,7 +1238,7 @@ impl RxWorker {
                 None
             }
             Ok(UdpKind::NatKeepalive) => None,
-            Ok(UdpKind::Esp) => self.open(datagram),
+            Ok(UdpKind::Esp) => self.open(datagram, from.is_ipv6()),
             Err(_) => {
                 self.drops.malformed.fetch_add(1, Ordering::Relaxed);
                 None
@@ -1181,7 +1246,11 @@ impl RxWorker {
         }
     }
 
-    fn open(&mut self, packet: &mut [u8]) -> Option<(std::ops::Range<usize>, TunnelId)> {
+    fn open(
+        &mut self,
+        packet: &mut [u8],
+        outer_v6: bool,
+    ) -> Option<(std::ops::Range<usize>, TunnelId)> {
         let spi = u32::from_be_bytes(packet.get(..4)?.try_into().ok()?);
         let Some(child) = self.sas.get_mut(&spi) else {
             self.drops.unknown_spi.fetch_add(1, Ordering::Relaxed);
@@ -1230,9 +1299,40 @@ impl RxWorker {
             return None;
         };
         let inner = &mut inner[..len];
-        packet::clamp_mss(inner, self.mss);
+        packet::clamp_mss(inner, mss_for_outer(self.mss, outer_v6));
         self.tap.inner(child.tunnel, Direction::Inbound, inner);
         let start = opened.inner.start;
         Some((start..start + len, child.tunnel))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_plan_by_address() {
+        assert_eq!(
+            BindPlan::for_bind_addr(Ipv4Addr::UNSPECIFIED.into()),
+            BindPlan::DualStack
+        );
+        assert_eq!(
+            BindPlan::for_bind_addr(std::net::Ipv6Addr::UNSPECIFIED.into()),
+            BindPlan::DualStack
+        );
+        let v4: IpAddr = "198.18.0.1".parse().unwrap();
+        assert_eq!(BindPlan::for_bind_addr(v4), BindPlan::Single(v4));
+    }
+
+    #[test]
+    fn ipv6_outer_overhead_and_mss() {
+        assert_eq!(esp_udp_overhead(false), 85);
+        assert_eq!(esp_udp_overhead(true), 105);
+        assert_eq!(mss_for_outer(1350, false), 1350);
+        assert_eq!(mss_for_outer(1350, true), 1330);
+        assert_eq!(mss_for_outer(10, true), 0);
+        // An IPv6 inner TCP segment at the clamp (60 bytes of headers) sealed worst case still
+        // fits a 1500-byte IPv6 path.
+        assert!(mss_for_outer(1350, true) + 60 + esp_udp_overhead(true) <= 1500);
     }
 }

@@ -45,6 +45,57 @@ pub fn enable_gro(fd: RawFd) -> io::Result<()> {
     }
 }
 
+/// Opens an `AF_INET6` UDP socket with `IPV6_V6ONLY` off (RFC 3493 §5.3) bound to `[::]:port`,
+/// so that one socket serves IPv4 and IPv6 peers with the same batching and offloads.
+pub fn bind_dual_stack(port: u16) -> io::Result<std::net::UdpSocket> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket call; the fd is owned by the UdpSocket below (closed on error too).
+    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh socket nobody else owns.
+    let socket = unsafe { std::net::UdpSocket::from_raw_fd(fd) };
+    let zero: libc::c_int = 0;
+    // SAFETY: setsockopt with a valid fd and a c_int option value.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            (&zero as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut storage: libc::sockaddr_storage = unsafe { zeroed() };
+    let len = to_storage(
+        SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0)),
+        &mut storage,
+    );
+    // SAFETY: storage holds a sockaddr_in6 of `len` bytes.
+    let r = unsafe { libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), len) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(socket)
+}
+
+/// An address as the rest of vgw knows it: an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, how a
+/// dual-stack socket reports an IPv4 peer, RFC 4291 §2.5.5.2) becomes the IPv4 address, so peers
+/// compare equal to the configured IPv4 addresses.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, a.port())),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
+
 fn to_storage(addr: SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {
     // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in and sockaddr_in6.
     unsafe {
@@ -84,12 +135,12 @@ fn from_storage(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
             }
             libc::AF_INET6 => {
                 let sin6 = &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>();
-                Some(SocketAddr::V6(SocketAddrV6::new(
+                Some(canonical(SocketAddr::V6(SocketAddrV6::new(
                     Ipv6Addr::from(sin6.sin6_addr.s6_addr),
                     u16::from_be(sin6.sin6_port),
                     sin6.sin6_flowinfo,
                     sin6.sin6_scope_id,
-                )))
+                ))))
             }
             _ => None,
         }
@@ -420,6 +471,50 @@ mod tests {
     use std::net::UdpSocket;
     use std::os::fd::AsRawFd;
     use std::time::Duration;
+
+    #[test]
+    fn mapped_addresses_become_ipv4() {
+        let mapped: SocketAddr = "[::ffff:198.18.0.1]:4500".parse().unwrap();
+        assert_eq!(canonical(mapped), "198.18.0.1:4500".parse().unwrap());
+        let v6: SocketAddr = "[2001:db8::1]:500".parse().unwrap();
+        assert_eq!(canonical(v6), v6);
+        let v4: SocketAddr = "198.18.0.2:500".parse().unwrap();
+        assert_eq!(canonical(v4), v4);
+    }
+
+    /// One dual-stack socket receives from and sends to IPv4 and IPv6 peers, batched, and reports
+    /// the IPv4 peer as IPv4.
+    #[test]
+    fn dual_stack_socket_serves_both_families() {
+        let Ok(dual) = bind_dual_stack(0) else {
+            return; // no IPv6 in this environment
+        };
+        dual.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let port = dual.local_addr().unwrap().port();
+        let mut rx = UdpReceiver::new(4, 2048);
+        for peer in ["127.0.0.1:0", "[::1]:0"] {
+            let Ok(other) = UdpSocket::bind(peer) else {
+                continue;
+            };
+            other
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            let to = SocketAddr::new(other.local_addr().unwrap().ip(), port);
+            other.send_to(b"hello", to).unwrap();
+            assert_eq!(rx.recv(dual.as_raw_fd()).unwrap(), 1);
+            let info = rx.info(0);
+            assert_eq!(info.from, Some(other.local_addr().unwrap()));
+            let mut tx = UdpSender::new(4, false);
+            tx.push(other.local_addr().unwrap(), b"back");
+            let mut ok = 0;
+            // SAFETY: the literal lives until after the flush.
+            unsafe { tx.flush(dual.as_raw_fd(), |_, sent| ok += usize::from(sent)) };
+            assert_eq!(ok, 1);
+            let mut buf = [0u8; 16];
+            let (n, _) = other.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"back");
+        }
+    }
 
     fn pair() -> (UdpSocket, UdpSocket) {
         let a = UdpSocket::bind("127.0.0.1:0").unwrap();

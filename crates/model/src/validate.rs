@@ -523,6 +523,7 @@ fn check_gateway(gw: &VnetGatewaySpec) -> Result {
             &cfg.public_ip_address,
         )?;
     }
+    check_ipv6_outer(gw)?;
     if gw.ip_configurations.len() == 2
         && gw.ip_configurations[0].public_ip_address == gw.ip_configurations[1].public_ip_address
     {
@@ -732,6 +733,55 @@ fn check_gateway(gw: &VnetGatewaySpec) -> Result {
     Ok(())
 }
 
+/// What works over IPv6 outer (public) addresses: IKE and UDP-encapsulated ESP of site-to-site
+/// connections on a single-instance gateway, carrying IPv4 and IPv6 inner traffic. Active-active
+/// (the instances' interconnect, replication and the failover drill) and point-to-site (the
+/// WireGuard listener and the profile download) are built and tested for IPv4 only, so a gateway
+/// that combines them with an IPv6 public address is refused rather than half-working.
+fn check_ipv6_outer(gw: &VnetGatewaySpec) -> Result {
+    let Some(i) = gw
+        .ip_configurations
+        .iter()
+        .position(|c| matches!(c.public_ip_address.trim().parse(), Ok(IpAddr::V6(_))))
+    else {
+        return Ok(());
+    };
+    let target = format!("ipConfigurations[{i}].publicIpAddress");
+    if gw.active_active || gw.ip_configurations.len() > 1 {
+        return Err(ValidationError::invalid(
+            target,
+            "active-active gateways need IPv4 public addresses (the instances' interconnect and failover are IPv4 only); use two IPv4 addresses, or one IPv6 address without --active-active",
+        ));
+    }
+    if gw.vpn_client_configuration.is_some() {
+        return Err(ValidationError::invalid(
+            "vpnClientConfiguration",
+            format!(
+                "point-to-site is offered on IPv4 public addresses only, and {target} is IPv6; use an IPv4 public address for a gateway with point-to-site"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// IKE and ESP run between one address of each side, so both must be of the same family.
+fn check_outer_families(gateway: IpAddr, site: IpAddr) -> Result {
+    if gateway.is_ipv6() == site.is_ipv6() {
+        return Ok(());
+    }
+    let family = |a: IpAddr| if a.is_ipv6() { "IPv6" } else { "IPv4" };
+    Err(ValidationError::invalid(
+        "localNetworkGateway2",
+        format!(
+            "the local gateway's gatewayIpAddress {site} is {} but the vnet-gateway's public address {gateway} is {}; IKE needs both ends in one address family: give the local gateway an {} address (or the vnet-gateway an {} one)",
+            family(site),
+            family(gateway),
+            family(gateway),
+            family(site),
+        ),
+    ))
+}
+
 fn check_no_self_overlap(target: &str, list: &[IpNet]) -> Result {
     for (i, a) in list.iter().enumerate() {
         for b in &list[i + 1..] {
@@ -858,6 +908,14 @@ fn check_connection(c: &ConnectionSpec, state: &DesiredState) -> Result {
             ),
         ));
     };
+    if let Some(site) = lg.gateway_ip_address.as_deref() {
+        let site: Option<IpAddr> = site.trim().parse().ok();
+        for cfg in &gw.ip_configurations {
+            if let (Ok(ours), Some(site)) = (cfg.public_ip_address.trim().parse(), site) {
+                check_outer_families(ours, site)?;
+            }
+        }
+    }
     if c.connection_protocol == ConnectionProtocol::IKEv1 {
         return Err(ValidationError::invalid(
             "connectionProtocol",
@@ -1075,6 +1133,42 @@ mod tests {
         assert!(check_shared_key("k", "has-dash").is_err());
         assert!(check_shared_key("k", "").is_err());
         assert!(check_shared_key("k", &"a".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn outer_families_must_match() {
+        let v4: IpAddr = "198.18.0.1".parse().unwrap();
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert!(check_outer_families(v4, "198.18.0.2".parse().unwrap()).is_ok());
+        assert!(check_outer_families(v6, "2001:db8::2".parse().unwrap()).is_ok());
+        let e = check_outer_families(v6, v4).unwrap_err();
+        assert_eq!(e.target.as_deref(), Some("localNetworkGateway2"));
+        assert!(e.message.contains("IPv4") && e.message.contains("IPv6"));
+    }
+
+    #[test]
+    fn ipv6_public_address_refuses_active_active_and_p2s() {
+        let mut gw: VnetGatewaySpec = serde_json::from_value(serde_json::json!({
+            "name": "gw",
+            "ipConfigurations": [{"name": "a", "publicIpAddress": "2001:db8::2"}],
+        }))
+        .unwrap();
+        assert!(check_ipv6_outer(&gw).is_ok());
+        gw.ip_configurations.push(gw.ip_configurations[0].clone());
+        gw.ip_configurations[1].public_ip_address = "198.18.0.9".into();
+        gw.active_active = true;
+        let e = check_ipv6_outer(&gw).unwrap_err();
+        assert_eq!(
+            e.target.as_deref(),
+            Some("ipConfigurations[0].publicIpAddress")
+        );
+        gw.ip_configurations.truncate(1);
+        gw.active_active = false;
+        gw.vpn_client_configuration = Some(Default::default());
+        let e = check_ipv6_outer(&gw).unwrap_err();
+        assert_eq!(e.target.as_deref(), Some("vpnClientConfiguration"));
+        gw.ip_configurations[0].public_ip_address = "198.18.0.1".into();
+        assert!(check_ipv6_outer(&gw).is_ok());
     }
 
     #[test]

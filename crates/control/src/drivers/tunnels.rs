@@ -424,6 +424,7 @@ pub fn start(
         installed_routes: HashMap::new(),
         last_ingress: HashMap::new(),
         peers: HashMap::new(),
+        send_errors: HashMap::new(),
         ticks: 0,
         bgp_routes: HashMap::new(),
         tunnel_events: tunnel_events_tx,
@@ -461,6 +462,9 @@ struct Driver {
     last_ingress: HashMap<ConnId, u64>,
     /// Where each connection's ESP goes, for NAT keepalives.
     peers: HashMap<ConnId, std::net::SocketAddr>,
+    /// The last failed IKE send to each peer address (cleared by a send that works): a failure
+    /// that would otherwise read as NO_RESPONSE is reported as the send error it was.
+    send_errors: HashMap<IpAddr, SendError>,
     ticks: u64,
     /// Routes the BGP speaker installed, by prefix. A connection's static prefixes win over them.
     bgp_routes: HashMap<IpNet, Vec<ConnId>>,
@@ -607,8 +611,23 @@ impl Driver {
     async fn flush(&mut self) {
         while let Some(t) = self.endpoint.poll_transmit() {
             self.status.note_ike(t.remote.ip(), false);
-            if let Err(e) = self.dp.send_ike(t.local_port, t.remote, &t.data) {
-                tracing::debug!(error = %e, remote = %t.remote, "IKE send failed");
+            match self.dp.send_ike(t.local_port, t.remote, &t.data) {
+                Ok(()) => {
+                    self.send_errors.remove(&t.remote.ip());
+                }
+                Err(e) => {
+                    let error = SendError::new(t.local_port, t.remote, &e);
+                    if self.send_errors.get(&t.remote.ip()) != Some(&error) {
+                        tracing::warn!(error = %e, remote = %t.remote, "IKE send failed");
+                        self.note_send_error(&error);
+                    }
+                    // Bounded: entries of peers that never come back (road warriors) must not
+                    // accumulate.
+                    if self.send_errors.len() >= 1024 {
+                        self.send_errors.clear();
+                    }
+                    self.send_errors.insert(t.remote.ip(), error);
+                }
             }
         }
         while let Some(event) = self.endpoint.poll_event() {
@@ -716,6 +735,33 @@ impl Driver {
                 self.dp.route(prefix, None);
                 let _ = self.routes.remove(prefix).await;
             }
+        }
+    }
+
+    /// Shows a new IKE send failure on the connections to that peer that are not up, at once,
+    /// rather than only when the exchange times out.
+    fn note_send_error(&self, error: &SendError) {
+        let names: Vec<String> = self
+            .configs
+            .iter()
+            .filter(|(_, c)| c.remote_addr == error.remote.ip())
+            .filter_map(|(id, _)| self.names.get(id).cloned())
+            .collect();
+        let json = error.json();
+        for name in names {
+            self.set_live(&name, |l| {
+                if l.state != ConnectionState::Connected {
+                    l.reason = Some(SEND_ERROR.into());
+                    l.last_error = Some(json.clone());
+                }
+            });
+            self.log.log(
+                Category::TunnelDiagnosticLog,
+                "error",
+                &conn_resource(&name),
+                &error.message(),
+                json!({"connection": name, "lastError": json}),
+            );
         }
     }
 
@@ -891,29 +937,38 @@ impl Driver {
                     json!({"connection": name, "lastError": error}),
                 );
             }
-            Event::IkeSaDown { conn, failure } => {
+            Event::IkeSaDown { conn, mut failure } => {
                 self.peers.remove(&conn);
                 let Some(name) = self.names.get(&conn).cloned() else {
                     return;
+                };
+                let remote = self.configs.get(&conn).map(|c| c.remote_addr);
+                let send_error = remote.and_then(|ip| self.send_errors.get(&ip));
+                let reason = match (failure.reason, send_error) {
+                    // Nothing reached the wire: the peer never had the chance to answer.
+                    (vgw_ike::Reason::NoResponse | vgw_ike::Reason::PeerDead, Some(e)) => {
+                        failure.message = e.message();
+                        SEND_ERROR
+                    }
+                    (r, _) => r.as_str(),
                 };
                 let _ = self.tunnel_events.send(TunnelEvent {
                     connection: name.clone(),
                     up: false,
                 });
-                let error = failure_json(&failure);
+                let mut error = failure_json(&failure);
+                error["reason"] = json!(reason);
                 if failure.reason != vgw_ike::Reason::Administrative {
                     let mut failures = self
                         .status
                         .failures
                         .lock()
                         .unwrap_or_else(|p| p.into_inner());
-                    *failures
-                        .entry(failure.reason.as_str().to_string())
-                        .or_insert(0) += 1;
+                    *failures.entry(reason.to_string()).or_insert(0) += 1;
                 }
                 self.set_live(&name, |l| {
                     l.state = ConnectionState::NotConnected;
-                    l.reason = Some(failure.reason.as_str().to_string());
+                    l.reason = Some(reason.to_string());
                     l.last_error = Some(error.clone());
                     l.child_sas = 0;
                 });
@@ -921,11 +976,7 @@ impl Driver {
                     Category::TunnelDiagnosticLog,
                     "error",
                     &conn_resource(&name),
-                    &format!(
-                        "tunnel down: {}: {}",
-                        failure.reason.as_str(),
-                        failure.message
-                    ),
+                    &format!("tunnel down: {reason}: {}", failure.message),
                     json!({"connection": name, "lastError": error}),
                 );
             }
@@ -1535,6 +1586,68 @@ fn same(a: &Config, b: &Config) -> bool {
         && a.children == b.children
         && a.mode == b.mode
         && a.dpd_timeout == b.dpd_timeout
+}
+
+/// `connectionStatusReason` when IKE messages could not be sent at all (the socket refused them),
+/// which would otherwise surface as NO_RESPONSE.
+const SEND_ERROR: &str = "SEND_ERROR";
+
+/// A failed IKE send: where to, and the error the kernel gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SendError {
+    local_port: u16,
+    remote: std::net::SocketAddr,
+    errno: Option<i32>,
+    error: String,
+}
+
+impl SendError {
+    fn new(local_port: u16, remote: std::net::SocketAddr, e: &std::io::Error) -> Self {
+        Self {
+            local_port,
+            remote,
+            errno: e.raw_os_error(),
+            // The errno is shown on its own; std's " (os error N)" suffix would repeat it.
+            error: match e.raw_os_error() {
+                Some(n) => e
+                    .to_string()
+                    .trim_end_matches(&format!(" (os error {n})"))
+                    .to_string(),
+                None => e.to_string(),
+            },
+        }
+    }
+
+    /// The sentence for `lastError.message`.
+    fn message(&self) -> String {
+        let errno = self
+            .errno
+            .map(|n| format!(" (errno {n})"))
+            .unwrap_or_default();
+        let hint = if self.remote.is_ipv6() {
+            "; check that the gateway has an IPv6 address and route towards the peer"
+        } else {
+            "; check the gateway's address and route towards the peer"
+        };
+        format!(
+            "cannot send IKE from UDP port {} to {}: {}{errno}{hint}",
+            self.local_port, self.remote, self.error
+        )
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "reason": SEND_ERROR,
+            "exchange": "IKE_SA_INIT",
+            "notify": null,
+            "direction": "sent",
+            "message": self.message(),
+            "errno": self.errno,
+            "ourProposals": [],
+            "peerProposals": [],
+            "time": utc_now(),
+        })
+    }
 }
 
 fn failure_json(f: &Failure) -> Value {

@@ -12,6 +12,7 @@ pub mod diaglog;
 pub mod drill;
 pub mod error;
 pub mod ha;
+pub mod ike_admission;
 pub mod metrics;
 pub mod model;
 pub mod openapi;

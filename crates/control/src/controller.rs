@@ -32,7 +32,12 @@ pub struct Controller {
     replica_of: std::sync::OnceLock<String>,
     generation: watch::Sender<u64>,
     log: Arc<DiagLog>,
+    /// Most local network gateways, and most connections, the state may hold (`--max-resources`).
+    max_resources: std::sync::atomic::AtomicUsize,
 }
+
+/// Default of [`Controller::set_max_resources`]: local gateways, and connections, each.
+pub const DEFAULT_MAX_RESOURCES: usize = 10_000;
 
 /// The outcome of a change.
 #[derive(Debug, Clone)]
@@ -95,7 +100,16 @@ impl Controller {
             generation,
             log,
             replica_of: std::sync::OnceLock::new(),
+            max_resources: std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_RESOURCES),
         })
+    }
+
+    /// Caps the number of local network gateways, and of connections (each), the state may hold. A
+    /// change that would grow a collection past it is refused with 409 `ResourceCountLimitExceeded`;
+    /// a state loaded above it keeps working and may only shrink.
+    pub fn set_max_resources(&self, max: usize) {
+        self.max_resources
+            .store(max, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Makes this controller a replica: API writes are refused with a pointer to `primary`.
@@ -149,6 +163,33 @@ impl Controller {
         let mut inner = self.inner.lock().await;
         let mut next = inner.state.clone();
         edit(&mut next, &inner.etags)?;
+        let max = self
+            .max_resources
+            .load(std::sync::atomic::Ordering::Relaxed);
+        for (kind, before, after) in [
+            (
+                "local-gateway",
+                inner.state.local_gateways.len(),
+                next.local_gateways.len(),
+            ),
+            (
+                "vpn-connection",
+                inner.state.connections.len(),
+                next.connections.len(),
+            ),
+        ] {
+            if after > max && after > before {
+                return Err(ApiError::conflict(
+                    "ResourceCountLimitExceeded",
+                    kind,
+                    format!(
+                        "this gateway holds at most {max} {kind} resources (vgw serve \
+                         --max-resources); the change would make {after}. Delete unused ones or \
+                         restart vgw serve with a larger --max-resources."
+                    ),
+                ));
+            }
+        }
         next.normalise();
         validate_state(&next)?;
         let changes = diff(&inner.state, &next);
@@ -244,5 +285,58 @@ fn serialise(state: &DesiredState, key: &ResourceKey) -> Option<(String, Option<
             )
         }),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AddressSpace, LocalGatewaySpec};
+
+    fn lg(i: usize) -> LocalGatewaySpec {
+        LocalGatewaySpec {
+            name: format!("site{i}"),
+            gateway_ip_address: Some(format!("198.18.1.{}", i + 1)),
+            local_network_address_space: AddressSpace {
+                address_prefixes: vec![format!("10.{}.0.0/16", i + 1)],
+            },
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_write_past_the_resource_cap_is_refused_with_the_limit_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SqliteStore::open(dir.path()).unwrap();
+        let log = Arc::new(DiagLog::open(&dir.path().join("logs"), 1 << 20, 2).unwrap());
+        let c = Controller::load(Box::new(store), log).unwrap();
+        c.set_max_resources(2);
+        for i in 0..2 {
+            c.mutate(false, |s, _| {
+                s.local_gateways.insert(format!("site{i}"), lg(i));
+                Ok(())
+            })
+            .await
+            .unwrap();
+        }
+        let err = c
+            .mutate(false, |s, _| {
+                s.local_gateways.insert("site2".into(), lg(2));
+                Ok(())
+            })
+            .await
+            .unwrap_err();
+        let text = format!("{err:?}");
+        assert!(
+            text.contains("ResourceCountLimitExceeded") && text.contains("--max-resources"),
+            "{text}"
+        );
+        // Shrinking stays possible.
+        c.mutate(false, |s, _| {
+            s.local_gateways.remove("site1");
+            Ok(())
+        })
+        .await
+        .unwrap();
     }
 }

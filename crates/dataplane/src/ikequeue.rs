@@ -36,9 +36,9 @@ pub const ESTABLISHED_CAPACITY: usize = 2048;
 /// Capacity of the new queue (datagrams).
 pub const NEW_CAPACITY: usize = 1024;
 /// Per-source bucket: datagrams per second a source may send for no known SA.
-pub const PER_SOURCE_RATE: u32 = 20;
+pub const PER_SOURCE_RATE: u32 = 50;
 /// Per-source bucket: burst.
-pub const PER_SOURCE_BURST: u32 = 40;
+pub const PER_SOURCE_BURST: u32 = 200;
 /// Global IKE_SA_INIT requests per second per listening port.
 pub const INIT_RATE: u32 = 2000;
 /// Global IKE_SA_INIT burst per listening port.
@@ -446,7 +446,7 @@ mod tests {
         rx.known.publish(&set);
         let init = header(7, 0, 34, 0x08);
         // One source: only its burst passes.
-        let passed = (0..100)
+        let passed = (0..500)
             .filter(|_| tx.offer_at(500, addr(1), &init, 1))
             .count();
         assert_eq!(passed, PER_SOURCE_BURST as usize);

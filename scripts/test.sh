@@ -56,5 +56,8 @@ bash tests/interop/p2s.sh
 echo "== point-to-site scale: 200 IKEv2 clients at once"
 bash bench/p2s_clients.sh
 
+echo "== interop: IKE_SA_INIT flood (20,000/s from 1,000 sources; shortened to 20 s in CI)"
+FLOOD_SECONDS=${FLOOD_SECONDS:-20} bash tests/interop/flood.sh
+
 echo "== interop: operator evidence (metrics, logs, capture, doctor, status page)"
 bash tests/interop/evidence.sh

@@ -33,6 +33,8 @@ pub struct Controller {
     changes: ChangeFeed,
     log: Arc<DiagLog>,
     instance: Instance,
+    /// Most local network gateways, and most connections, the state may hold (`--max-resources`).
+    max_resources: std::sync::atomic::AtomicUsize,
 }
 
 /// Why the controller refused a change. Not an HTTP type: the API maps it (400, 409, 500).
@@ -49,6 +51,13 @@ pub enum ControllerError {
     Store(StoreError),
     /// A broken invariant of the controller itself.
     Internal(&'static str),
+    /// The change would grow a collection past `vgw serve --max-resources`.
+    ResourceCountLimitExceeded {
+        /// The collection (`local-gateway`, `vpn-connection`).
+        kind: &'static str,
+        /// The words for the operator.
+        message: String,
+    },
 }
 
 impl std::fmt::Display for ControllerError {
@@ -61,11 +70,15 @@ impl std::fmt::Display for ControllerError {
             ),
             Self::Store(e) => write!(f, "state store: {e}"),
             Self::Internal(what) => f.write_str(what),
+            Self::ResourceCountLimitExceeded { message, .. } => f.write_str(message),
         }
     }
 }
 
 impl std::error::Error for ControllerError {}
+
+/// Default of [`Controller::set_max_resources`]: local gateways, and connections, each.
+pub const DEFAULT_MAX_RESOURCES: usize = 10_000;
 
 /// The outcome of a change.
 #[derive(Debug, Clone)]
@@ -135,12 +148,21 @@ impl Controller {
             log,
             instance,
             replica_of: std::sync::OnceLock::new(),
+            max_resources: std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_RESOURCES),
         })
     }
 
     /// Which active-active instance this process is.
     pub fn instance(&self) -> Instance {
         self.instance
+    }
+
+    /// Caps the number of local network gateways, and of connections (each), the state may hold. A
+    /// change that would grow a collection past it is refused with 409 `ResourceCountLimitExceeded`;
+    /// a state loaded above it keeps working and may only shrink.
+    pub fn set_max_resources(&self, max: usize) {
+        self.max_resources
+            .store(max, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Makes this controller a replica: API writes are refused with a pointer to `primary`.
@@ -196,6 +218,33 @@ impl Controller {
         let mut inner = self.inner.lock().await;
         let mut next = inner.state.clone();
         edit(&mut next, &inner.etags)?;
+        let max = self
+            .max_resources
+            .load(std::sync::atomic::Ordering::Relaxed);
+        for (kind, before, after) in [
+            (
+                "local-gateway",
+                inner.state.local_gateways.len(),
+                next.local_gateways.len(),
+            ),
+            (
+                "vpn-connection",
+                inner.state.connections.len(),
+                next.connections.len(),
+            ),
+        ] {
+            if after > max && after > before {
+                return Err(ControllerError::ResourceCountLimitExceeded {
+                    kind,
+                    message: format!(
+                        "this gateway holds at most {max} {kind} resources (vgw serve \
+                         --max-resources); the change would make {after}. Delete unused ones or \
+                         restart vgw serve with a larger --max-resources."
+                    ),
+                }
+                .into());
+            }
+        }
         next.normalise();
         validate_state(&next).map_err(ControllerError::Invalid)?;
         let changes = diff(&inner.state, &next);
@@ -291,5 +340,58 @@ fn serialise(state: &DesiredState, key: &ResourceKey) -> Option<(String, Option<
             )
         }),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AddressSpace, LocalGatewaySpec};
+
+    fn lg(i: usize) -> LocalGatewaySpec {
+        LocalGatewaySpec {
+            name: format!("site{i}"),
+            gateway_ip_address: Some(format!("198.18.1.{}", i + 1)),
+            local_network_address_space: AddressSpace {
+                address_prefixes: vec![format!("10.{}.0.0/16", i + 1)],
+            },
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_write_past_the_resource_cap_is_refused_with_the_limit_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SqliteStore::open(dir.path()).unwrap();
+        let log = Arc::new(DiagLog::open(&dir.path().join("logs"), 1 << 20, 2).unwrap());
+        let c = Controller::load(Box::new(store), log).unwrap();
+        c.set_max_resources(2);
+        for i in 0..2 {
+            c.mutate(false, |s, _| {
+                s.local_gateways.insert(format!("site{i}"), lg(i));
+                Ok(())
+            })
+            .await
+            .unwrap();
+        }
+        let err = c
+            .mutate(false, |s, _| {
+                s.local_gateways.insert("site2".into(), lg(2));
+                Ok(())
+            })
+            .await
+            .unwrap_err();
+        let text = format!("{err:?}");
+        assert!(
+            text.contains("ResourceCountLimitExceeded") && text.contains("--max-resources"),
+            "{text}"
+        );
+        // Shrinking stays possible.
+        c.mutate(false, |s, _| {
+            s.local_gateways.remove("site1");
+            Ok(())
+        })
+        .await
+        .unwrap();
     }
 }

@@ -11,6 +11,7 @@ pub mod api;
 pub mod controller;
 pub mod drivers;
 pub mod ha;
+pub mod ike_admission;
 pub mod ops;
 pub mod plan;
 pub mod server;

@@ -46,6 +46,8 @@ pub struct ServeConfig {
     pub peer_instance: Option<SocketAddr>,
     /// Pull the desired state from the other instance (this instance is the replica).
     pub replicate: bool,
+    /// Most local network gateways, and most connections, the configuration may hold.
+    pub max_resources: usize,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -73,6 +75,7 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
         log.clone(),
         crate::plan::Instance(config.instance),
     )?);
+    controller.set_max_resources(config.max_resources);
     let started = std::time::SystemTime::now();
     let bgp_status = Arc::new(crate::plan::bgp::BgpStatus::default());
     let downloads = Arc::new(crate::api::p2s_download::Downloads::new(

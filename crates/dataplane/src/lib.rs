@@ -37,6 +37,7 @@
 
 pub mod capture;
 pub mod fib;
+pub mod ikequeue;
 pub mod offload;
 pub mod packet;
 pub mod routes;
@@ -262,7 +263,8 @@ pub struct DropCounters {
     pub replayed: AtomicU64,
     /// Malformed datagrams.
     pub malformed: AtomicU64,
-    /// IKE datagrams dropped because the control plane was behind.
+    /// IKE datagrams not admitted to the control plane (full queue, rate limit, malformed header;
+    /// see [`ikequeue::IkeQueueCounters`] for the reason).
     pub ike_queue_full: AtomicU64,
 }
 
@@ -429,10 +431,7 @@ fn udp_socket(plan: BindPlan, port: u16) -> io::Result<UdpSocket> {
 
 impl DataPlane {
     /// Opens the TUN and the sockets and starts the workers. IKE datagrams go to `ike_events`.
-    pub fn start(
-        config: DataPlaneConfig,
-        ike_events: tokio::sync::mpsc::Sender<IkeDatagram>,
-    ) -> io::Result<Self> {
+    pub fn start(config: DataPlaneConfig, ike_events: ikequeue::IkeSender) -> io::Result<Self> {
         // Offloads (IFF_VNET_HDR + TSO/USO/checksum) when the kernel has them; plain TUN otherwise.
         let build = |offload: bool| {
             DeviceBuilder::new()
@@ -520,12 +519,13 @@ impl DataPlane {
             );
         }
         {
-            let (socket, stop, drops, port, tap) = (
+            let (socket, stop, drops, port, tap, mut ike_events) = (
                 ike_socket.clone(),
                 stop.clone(),
                 drops.clone(),
                 config.ike_port,
                 tap.clone(),
+                ike_events,
             );
             workers.push(
                 std::thread::Builder::new()
@@ -537,12 +537,7 @@ impl DataPlane {
                                 Ok((n, from)) => {
                                     let from = udpio::canonical(from);
                                     tap.outer(Direction::Inbound, from, port, &buf[..n]);
-                                    let d = IkeDatagram {
-                                        local_port: port,
-                                        remote: from,
-                                        data: buf[..n].to_vec(),
-                                    };
-                                    if ike_events.try_send(d).is_err() {
+                                    if !ike_events.offer(port, from, &buf[..n]) {
                                         drops.ike_queue_full.fetch_add(1, Ordering::Relaxed);
                                     }
                                 }
@@ -1061,7 +1056,7 @@ struct RxWorker {
     drops: Arc<DropCounters>,
     stop: Arc<AtomicBool>,
     mss: u16,
-    ike: tokio::sync::mpsc::Sender<IkeDatagram>,
+    ike: ikequeue::IkeSender,
     port: u16,
     started: Instant,
     counters: FastMap<TunnelId, Arc<TunnelCounters>>,
@@ -1227,12 +1222,7 @@ impl RxWorker {
             .outer(Direction::Inbound, from, self.port, datagram);
         match UdpKind::of(datagram) {
             Ok(UdpKind::Ike) => {
-                let d = IkeDatagram {
-                    local_port: self.port,
-                    remote: from,
-                    data: datagram[4..].to_vec(),
-                };
-                if self.ike.try_send(d).is_err() {
+                if !self.ike.offer(self.port, from, &datagram[4..]) {
                     self.drops.ike_queue_full.fetch_add(1, Ordering::Relaxed);
                 }
                 None

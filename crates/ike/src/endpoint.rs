@@ -160,6 +160,12 @@ impl Endpoint {
         self.sas.insert(spi, sa);
     }
 
+    /// Our SPIs of every IKE SA, half-open ones included: datagrams naming one of them belong to an
+    /// exchange we know (for the data plane's priority queue; RFC 7296 §2.6 bounds the half-open).
+    pub fn local_spis(&self) -> impl ExactSizeIterator<Item = u64> + '_ {
+        self.sas.keys().copied()
+    }
+
     fn live_sas(&self, conn: ConnId) -> impl Iterator<Item = &IkeSa> {
         self.conn_sas
             .get(&conn)

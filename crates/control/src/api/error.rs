@@ -156,6 +156,9 @@ impl From<ControllerError> for ApiError {
             }
             ControllerError::Store(s) => s.into(),
             ControllerError::Internal(what) => Self::internal(what),
+            ControllerError::ResourceCountLimitExceeded { kind, message } => {
+                Self::conflict("ResourceCountLimitExceeded", kind, message)
+            }
         }
     }
 }

@@ -33,6 +33,8 @@ use crate::status::{ConnectionState, ConnectionStatus, StatusSource, TunnelStatu
 
 /// How often ESP activity is noted and keepalives are considered.
 const TICK: Duration = Duration::from_millis(200);
+/// Peer addresses whose IKE traffic is tracked for `vgw doctor` (a flood's sources beyond it are not).
+const MAX_IKE_PEERS: usize = 4096;
 /// NAT keepalive period in ticks (20 s).
 const KEEPALIVE_TICKS: u64 = 100;
 
@@ -46,6 +48,8 @@ pub struct LiveStatus {
     refused: std::sync::Mutex<std::collections::BTreeMap<RefusedKey, u64>>,
     /// The data plane, for its drop counters.
     dataplane: std::sync::OnceLock<Arc<DataPlane>>,
+    /// The data plane's IKE admission counters (per queue and drop reason).
+    ike_queue: std::sync::OnceLock<Arc<vgw_dataplane::ikequeue::IkeQueueCounters>>,
     /// IKE datagrams exchanged per peer address (for `vgw doctor`: did anything arrive?).
     ike_peers: std::sync::Mutex<HashMap<std::net::IpAddr, IkeTraffic>>,
     /// Connected point-to-site clients.
@@ -174,6 +178,10 @@ impl LiveStatus {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         let mut map = self.ike_peers.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded: a flood from forged sources must not grow it without end.
+        if map.len() >= MAX_IKE_PEERS && !map.contains_key(&peer) {
+            return;
+        }
         let t = map.entry(peer).or_default();
         if received {
             t.received += 1;
@@ -266,6 +274,14 @@ impl LiveStatus {
     pub fn refused(&self) -> Vec<(RefusedKey, u64)> {
         let map = self.refused.lock().unwrap_or_else(|p| p.into_inner());
         map.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
+    /// IKE admission counters: (queue, outcome, count).
+    pub fn ike_queue(&self) -> Vec<(&'static str, &'static str, u64)> {
+        self.ike_queue
+            .get()
+            .map(|c| c.snapshot().to_vec())
+            .unwrap_or_default()
     }
 
     /// Data-plane drop counters by cause.
@@ -398,7 +414,8 @@ pub fn start(
     dataplane: DataPlaneConfig,
     p2s_dir: std::path::PathBuf,
 ) -> std::io::Result<(TunnelHandle, BgpLinks)> {
-    let (ike_tx, ike_rx) = mpsc::channel(4096);
+    let (ike_tx, ike_rx) = vgw_dataplane::ikequeue::channels();
+    let _ = status.ike_queue.set(ike_rx.counters.clone());
     let (bgp_routes_tx, bgp_routes_rx) = mpsc::unbounded_channel();
     let (tunnel_events_tx, tunnel_events_rx) = mpsc::unbounded_channel();
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
@@ -436,6 +453,11 @@ pub fn start(
         kernel_pending: Vec::new(),
         gateway_name: None,
         wireguard: None,
+        admission: crate::ike_admission::Publisher::new(
+            ike_rx.known.clone(),
+            ike_rx.known_peers.clone(),
+        ),
+        junk_log: crate::ike_admission::JunkLog::new(Instant::now()),
     };
     tokio::spawn(async move { driver.run(ike_rx, cmd_rx, bgp_routes_rx).await });
     Ok((
@@ -487,6 +509,10 @@ struct Driver {
     gateway_name: Option<String>,
     /// The running WireGuard server: the pool half it serves and the kernel routes of its TUN.
     wireguard: Option<(ipnet::Ipv4Net, KernelRoutes)>,
+    /// Our IKE SPIs and the peers' addresses, published to the data plane's IKE admission.
+    admission: crate::ike_admission::Publisher,
+    /// Rate limiter and summariser of log lines for unauthenticated junk.
+    junk_log: crate::ike_admission::JunkLog,
 }
 
 fn conn_resource(name: &str) -> String {
@@ -505,7 +531,7 @@ fn utc_now() -> String {
 impl Driver {
     async fn run(
         &mut self,
-        mut ike_rx: mpsc::Receiver<IkeDatagram>,
+        ike_rx: vgw_dataplane::ikequeue::IkeReceivers,
         mut commands: mpsc::Receiver<TunnelCommand>,
         mut bgp_routes: mpsc::UnboundedReceiver<Vec<BgpRouteChange>>,
     ) {
@@ -515,32 +541,35 @@ impl Driver {
         // detection (dpdTimeoutSeconds 1) never probes a peer whose ESP is flowing.
         let mut tick = tokio::time::interval(TICK);
         let lifetime = Arc::clone(self.dp.lifetime_events());
+        let (mut established_rx, mut new_rx) = (ike_rx.established, ike_rx.new);
         loop {
             let wake = self
                 .endpoint
                 .poll_timeout()
                 .map(tokio::time::Instant::from_std)
                 .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(1));
+            // Biased: established SAs' datagrams first, new ones (IKE_SA_INIT, unknown SAs) last,
+            // so a flood of new ones never delays DPD, rekeys or anything else.
             tokio::select! {
+                biased;
+                Some(d) = established_rx.recv() => self.handle_ike(d),
                 changed = changes.changed() => {
                     if changed.is_err() {
                         return;
                     }
                     self.reconcile().await;
                 }
-                Some(d) = ike_rx.recv() => {
-                    self.status.note_ike(d.remote.ip(), true);
-                    self.endpoint.handle_datagram(Instant::now(), d.local_port, d.remote, &d.data);
-                }
                 _ = tokio::time::sleep_until(wake) => {
                     self.endpoint.handle_timeout(Instant::now());
                 }
                 _ = tick.tick() => {
                     self.note_esp_activity();
+                    self.admission_tick();
                 }
                 _ = lifetime.notified() => self.rekey_on_volume(&lifetime.take()),
                 Some(command) = commands.recv() => self.command(command),
                 Some(changes) = bgp_routes.recv() => self.apply_bgp_routes(changes).await,
+                Some(d) = new_rx.recv() => self.handle_ike(d),
             }
             self.flush().await;
         }
@@ -588,6 +617,28 @@ impl Driver {
         }
     }
 
+    fn handle_ike(&mut self, d: IkeDatagram) {
+        self.status.note_ike(d.remote.ip(), true);
+        self.endpoint
+            .handle_datagram(Instant::now(), d.local_port, d.remote, &d.data);
+    }
+
+    /// Every tick: the data plane's admission tables and the junk summaries.
+    fn admission_tick(&mut self) {
+        self.admission.spis(self.endpoint.local_spis());
+        self.admission
+            .peers(self.configs.values().map(|c| c.remote_addr));
+        for (kind, message) in self.junk_log.summaries(Instant::now()) {
+            self.log.log(
+                Category::IkeDiagnosticLog,
+                "warning",
+                "/vgw",
+                &message,
+                json!({"reason": kind, "summary": true}),
+            );
+        }
+    }
+
     /// ESP that arrived since the last tick proves the peer alive (no liveness check needed).
     fn note_esp_activity(&mut self) {
         let now = Instant::now();
@@ -630,9 +681,33 @@ impl Driver {
                 }
             }
         }
+        // A log line followed by the refusal it explains is unauthenticated junk: rate-limited.
+        let mut pending: Option<Event> = None;
         while let Some(event) = self.endpoint.poll_event() {
+            if let Some(log @ Event::Log { .. }) = pending.take() {
+                let junk = match &event {
+                    Event::Refused { reason, remote, .. } => {
+                        Some(self.junk_log.admit(reason, remote.ip(), Instant::now()))
+                    }
+                    _ => None,
+                };
+                if junk != Some(false) {
+                    self.apply(log);
+                }
+            }
+            if matches!(event, Event::Log { .. }) {
+                pending = Some(event);
+                continue;
+            }
             self.apply(event);
             self.reachable_dirty = true;
+        }
+        if let Some(log) = pending {
+            self.apply(log);
+        }
+        // A new IKE SA (a responder's, just created): publish its SPI now, before its IKE_AUTH.
+        if self.endpoint.local_spis().len() != self.admission.spi_count() {
+            self.admission.spis(self.endpoint.local_spis());
         }
         if std::mem::take(&mut self.reachable_dirty) {
             self.publish_reachable();

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 pub use crate::plan::wireguard::{
     DEFAULT_PORT, Keys, Peer, b64, peer_address, split_pool, wireguard_half,
 };
+use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult, handshake::parse_handshake_anon};
 use boringtun::x25519::{PublicKey, StaticSecret};
 
@@ -94,6 +95,10 @@ impl Server {
             by_address: HashMap::new(),
             stop: stop.clone(),
             health: health.clone(),
+            limiter: Arc::new(RateLimiter::new(
+                &PublicKey::from(&secret),
+                HANDSHAKES_PER_SECOND_UNDER_LOAD,
+            )),
         };
         let handle = std::thread::Builder::new()
             .name("vgw-wireguard".into())
@@ -164,7 +169,13 @@ struct Worker {
     by_address: HashMap<IpAddr, usize>,
     stop: Arc<AtomicBool>,
     health: Arc<Mutex<Vec<PeerHealth>>>,
+    /// MAC1 check and cookie replies under load (WireGuard paper §5.4.7), shared by every session.
+    limiter: Arc<RateLimiter>,
 }
+
+/// Handshake messages per second above which initiators must prove their address with a cookie
+/// (MAC2) before any X25519 operation is spent on them.
+pub const HANDSHAKES_PER_SECOND_UNDER_LOAD: u64 = 100;
 
 /// Destination address of an IP packet.
 fn destination(packet: &[u8]) -> Option<IpAddr> {
@@ -191,7 +202,7 @@ impl Worker {
                 {
                     s
                 }
-                _ => new_session(&self.secret, peer, i),
+                _ => new_session(&self.secret, peer, i, self.limiter.clone()),
             };
             self.peers.push(session);
         }
@@ -257,6 +268,8 @@ impl Worker {
             }
             if last_timers.elapsed() >= Duration::from_millis(250) {
                 last_timers = Instant::now();
+                // The limiter's count is per second (it ignores calls within a second of its last reset).
+                self.limiter.reset_count();
                 for s in &mut self.peers {
                     if let TunnResult::WriteToNetwork(b) = s.tunn.update_timers(&mut out)
                         && let Some(ep) = s.endpoint
@@ -305,6 +318,16 @@ impl Worker {
     }
 
     fn handle_datagram(&mut self, datagram: &[u8], from: SocketAddr, out: &mut [u8]) {
+        // Before anything costly: a handshake without a valid MAC1 (not made with our public key)
+        // is dropped; under load one without a valid MAC2 gets a cookie reply instead of X25519.
+        match self.limiter.verify_packet(Some(from.ip()), datagram, out) {
+            Ok(_) => {}
+            Err(TunnResult::WriteToNetwork(cookie)) => {
+                let _ = self.socket.send_to(cookie, from);
+                return;
+            }
+            Err(_) => return,
+        }
         let Some(i) = self.peer_of(datagram) else {
             return;
         };
@@ -345,8 +368,20 @@ impl Worker {
     }
 }
 
-fn new_session(secret: &StaticSecret, peer: Peer, index: usize) -> Session {
-    let tunn = Tunn::new(secret.clone(), peer.public, None, None, index as u32, None);
+fn new_session(
+    secret: &StaticSecret,
+    peer: Peer,
+    index: usize,
+    limiter: Arc<RateLimiter>,
+) -> Session {
+    let tunn = Tunn::new(
+        secret.clone(),
+        peer.public,
+        None,
+        None,
+        index as u32,
+        Some(limiter),
+    );
     Session {
         peer,
         tunn,

@@ -321,6 +321,19 @@ pub async fn render(state: &MetricsState) -> String {
             );
         }
         f.header(
+            "vgw_ike_queue_datagrams_total",
+            "counter",
+            "IKE datagrams by admission queue (established: naming one of our IKE SAs, served first; \
+             new: IKE_SA_INIT and unknown SAs, rate-limited per source and globally) and outcome.",
+        );
+        for (queue, outcome, count) in live.ike_queue() {
+            f.sample(
+                "vgw_ike_queue_datagrams_total",
+                &[("queue", queue), ("outcome", outcome)],
+                count as f64,
+            );
+        }
+        f.header(
             "vgw_dataplane_drops_total",
             "counter",
             "Data-plane drops by cause.",

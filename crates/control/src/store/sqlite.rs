@@ -43,6 +43,9 @@ const MIGRATIONS: &[&str] = &[
      );",
 ];
 
+/// Entries the `changes` table keeps (the newest); older ones are deleted as new ones are written.
+pub const MAX_CHANGES: i64 = 10_000;
+
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -225,6 +228,12 @@ impl SqliteStore {
                 }
             }
         }
+        // The change log keeps the newest MAX_CHANGES entries: a range delete on the primary key,
+        // so its cost is what it removes, not the table's size.
+        tx.execute(
+            "DELETE FROM changes WHERE id <= (SELECT MAX(id) FROM changes) - ?1",
+            params![MAX_CHANGES],
+        )?;
         tx.commit()
     }
 }
@@ -278,6 +287,32 @@ mod tests {
                 .unwrap()
                 .contains("newer")
         );
+    }
+
+    #[test]
+    fn the_change_log_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path()).unwrap();
+        let put = |i: i64| {
+            Write::Put(StoredResource {
+                key: ResourceKey::new("localNetworkGateways", &format!("lg{}", i % 7)),
+                spec: "{}".into(),
+                etag: format!("e{i}"),
+                secret: None,
+            })
+        };
+        for chunk in 0..(MAX_CHANGES / 500 + 3) {
+            let writes: Vec<Write> = (0..500).map(|i| put(chunk * 500 + i)).collect();
+            store.commit(&writes).unwrap();
+        }
+        let (n, max): (i64, i64) = store
+            .conn
+            .query_row("SELECT COUNT(*), MAX(id) FROM changes", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(n, MAX_CHANGES);
+        assert_eq!(max, (MAX_CHANGES / 500 + 3) * 500);
     }
 
     #[test]

@@ -43,6 +43,10 @@ pub struct ServeArgs {
     /// writes go to the other one).
     #[arg(long)]
     pub replicate: bool,
+    /// Most local network gateways, and most connections, the configuration may hold; a write that
+    /// would exceed it is refused (409 ResourceCountLimitExceeded).
+    #[arg(long, default_value_t = vgw_control::controller::DEFAULT_MAX_RESOURCES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_resources: usize,
     /// Log filter (tracing's env-filter syntax), also RUST_LOG.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log_level: String,
@@ -65,6 +69,7 @@ pub async fn run(args: &ServeArgs, api_socket: &Path, api_token_file: Option<&Pa
         metrics_listen: args.metrics_listen,
         p2s_download_port: args.p2s_download_port,
         instance: usize::from(args.instance),
+        max_resources: args.max_resources,
         peer_instance: args.peer_instance,
         replicate: args.replicate,
         dataplane: (args.dataplane == "on").then(|| vgw_dataplane::DataPlaneConfig {

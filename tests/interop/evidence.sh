@@ -6,6 +6,8 @@
 #               the other host; MaxFileSize holds
 #   doctor    - `vgw doctor --connection` names wrong PSK, proposal mismatch, peer unreachable and TS
 #               mismatch, and says healthy for a good tunnel
+#   doctor_remote - doctor run from another namespace (over --api-socket) reports the gateway's
+#               namespace, forwarding and UDP sockets, not the caller's
 #   status    - the status page in headless Chromium shows the connection Connected with its bytes;
 #               the screenshot goes to target/evidence/status-page.png
 # Usage: tests/interop/evidence.sh [scenario ...]   (default: all; needs root, tshark, promtool, chromium)
@@ -226,6 +228,27 @@ scenario_doctor() {
     lab_cleanup
 }
 
+scenario_doctor_remote() {
+    local name="doctor from outside the gateway's namespace reports the gateway's host"
+    lab_topology
+    lab_vgw hub hub || { fail "$name: setup"; lab_cleanup; return; }
+    lab_add_ns caller   # a fresh namespace: ip_forward 0, nothing on UDP 500
+    local out rc=0 problems=""
+    out=$(in_ns caller env VGW_API_SOCKET="$LAB_WORK/hub.sock" "$VGW" doctor 2>&1) || rc=$?
+    echo "$out" | grep -q "host checked: gateway host .*netns $(ns hub) " || problems="$problems no-hub-netns"
+    echo "$out" | grep -q "ok  .*ip-forwarding.*ip_forward = 1" || problems="$problems not-hub-forwarding"
+    echo "$out" | grep -q "UDP 500 is held by vgw" || problems="$problems not-hub-udp500"
+    echo "$out" | grep -q "UDP 4500 is held by vgw" || problems="$problems not-hub-udp4500"
+    echo "$out" | grep -q "$(ns caller)" && problems="$problems names-caller"
+    [ "$(in_ns caller cat /proc/sys/net/ipv4/ip_forward)" = 0 ] || problems="$problems caller-forwards"
+    if [ -z "$problems" ] && [ "$rc" -eq 0 ]; then
+        pass "$name"
+    else
+        fail "$name (exit $rc):$problems"; echo "$out"
+    fi
+    lab_cleanup
+}
+
 scenario_status() {
     local name="status page in headless Chromium shows to-site Connected with its bytes"
     lab_up || { fail "$name: tunnel did not come up"; lab_cleanup; return; }
@@ -243,6 +266,6 @@ scenario_status() {
     lab_cleanup
 }
 
-all="metrics ike_log capture doctor status"
+all="metrics ike_log capture doctor doctor_remote status"
 for s in ${*:-$all}; do "scenario_$s"; done
 summary

@@ -55,6 +55,11 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
     unsafe { libc::umask(0o077) };
     create_private_dir(&config.state_dir)?;
     crate::ha::set_instance(config.instance);
+    crate::host_diag::configure(crate::host_diag::HostConfig {
+        state_dir: config.state_dir.clone(),
+        tun_name: config.dataplane.as_ref().map(|d| d.tun_name.clone()),
+        mss_clamp: config.dataplane.as_ref().map_or(1350, |d| d.mss_clamp),
+    });
     let store = SqliteStore::open(&config.state_dir)?;
     let log = Arc::new(
         DiagLog::open(

@@ -8,6 +8,8 @@
 #               mismatch, and says healthy for a good tunnel
 #   doctor_remote - doctor run from another namespace (over --api-socket) reports the gateway's
 #               namespace, forwarding and UDP sockets, not the caller's
+#   activity_log - after create, update, reset and shared-key show, `monitor activity-log list` shows
+#               each with its caller; the log survives kill -9 and holds no shared key
 #   status    - the status page in headless Chromium shows the connection Connected with its bytes;
 #               the screenshot goes to target/evidence/status-page.png
 # Usage: tests/interop/evidence.sh [scenario ...]   (default: all; needs root, tshark, promtool, chromium)
@@ -249,6 +251,50 @@ scenario_doctor_remote() {
     lab_cleanup
 }
 
+scenario_activity_log() {
+    local name="activity log: writes and actions with their caller, durable over kill -9, no shared key"
+    lab_topology
+    lab_vgw hub hub || { fail "$name: setup"; lab_cleanup; return; }
+    local key=ActivityLogSecret4711 problems="" table
+    vgwc hub vnet-gateway create -n hub-gw --public-ip-addresses "$VGW_IP" --vnet-address-space 10.2.0.0/16 -o none
+    vgwc hub local-gateway create -n site --gateway-ip-address "$SITE_IP" --local-address-prefixes 10.1.0.0/16 -o none
+    vgwc hub vpn-connection create -n to-site --local-gateway2 site --shared-key "$key" -o none
+    vgwc hub vpn-connection update -n to-site --dpd-timeout-seconds 30 -o none || problems="$problems update"
+    vgwc hub vnet-gateway reset -n hub-gw -o none || problems="$problems reset"
+    vgwc hub vpn-connection shared-key show --connection-name to-site -o none || problems="$problems shared-key"
+    vgwc hub vpn-connection show -n nosuch -o none 2>/dev/null   # a read: not recorded
+    vgwc hub vpn-connection create -n bad --local-gateway2 nosuch --shared-key abc -o none 2>/dev/null  # Failed
+    # kill -9 the daemon, start it again on the same state directory.
+    kill -9 "${LAB_PIDS[0]}"; wait "${LAB_PIDS[0]}" 2>/dev/null; LAB_PIDS=()
+    rm -f "$LAB_WORK/hub.sock"
+    lab_vgw hub hub || { fail "$name: restart"; lab_cleanup; return; }
+    table=$(vgwc hub monitor activity-log list --offset 1h -o table)
+    local user; user=$(id -un)
+    for op in virtualNetworkGateways/write localNetworkGateways/write connections/write \
+              virtualNetworkGateways/reset/action connections/sharedKey/read; do
+        echo "$table" | grep "Microsoft.Network/$op" | grep -q "$user" || problems="$problems missing-$op"
+    done
+    [ "$(echo "$table" | grep -c 'Microsoft.Network/connections/write')" -ge 2 ] || problems="$problems no-update"
+    echo "$table" | grep 'connections/bad' | grep -q Failed || problems="$problems no-failed-write"
+    echo "$table" | grep -q 'connections/read' && problems="$problems recorded-a-read"
+    local failed; failed=$(vgwc hub monitor activity-log list --offset 1h --status Failed --query 'length(@)' -o tsv)
+    [ "$failed" = 1 ] || problems="$problems status-filter-$failed"
+    local other; other=$(vgwc hub monitor activity-log list --offset 1h --caller nobody --query 'length(@)' -o tsv)
+    [ "$other" = 0 ] || problems="$problems caller-filter-$other"
+    # The shared key is in the state database (it must be), but never next to an activity entry.
+    if sqlite3 "$LAB_WORK/hub-state/state.db" 'SELECT * FROM activity_log' | grep -q "$key"; then
+        problems="$problems key-in-activity-log"
+    fi
+    [ "$(sqlite3 "$LAB_WORK/hub-state/state.db" 'SELECT count(*) FROM activity_log' 2>/dev/null)" -ge 6 ] || problems="$problems no-table"
+    grep -rqF "$key" "$LAB_WORK/hub-state/logs" "$LAB_WORK/hub.log" && problems="$problems key-in-logs"
+    if [ -z "$problems" ]; then
+        pass "$name ($(echo "$table" | grep -c Microsoft.Network) entries after a restart)"
+    else
+        fail "$name:$problems"; echo "$table"
+    fi
+    lab_cleanup
+}
+
 scenario_status() {
     local name="status page in headless Chromium shows to-site Connected with its bytes"
     lab_up || { fail "$name: tunnel did not come up"; lab_cleanup; return; }
@@ -266,6 +312,6 @@ scenario_status() {
     lab_cleanup
 }
 
-all="metrics ike_log capture doctor doctor_remote status"
+all="metrics ike_log capture doctor doctor_remote activity_log status"
 for s in ${*:-$all}; do "scenario_$s"; done
 summary

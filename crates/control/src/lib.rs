@@ -2,6 +2,7 @@
 //! and the REST API. The API and the CLI only change desired state and read status; a reconciler (fed by
 //! [`controller::Controller::subscribe`]) drives the engines toward it.
 
+pub mod activity;
 pub mod api;
 pub mod bfd_service;
 pub mod bgp;

@@ -6,6 +6,7 @@ pub mod doctor;
 pub mod gateway;
 pub mod local_gateway;
 pub mod logs;
+pub mod monitor;
 pub mod pki;
 pub mod serve;
 pub mod state;

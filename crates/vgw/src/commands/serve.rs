@@ -43,6 +43,9 @@ pub struct ServeArgs {
     /// writes go to the other one).
     #[arg(long)]
     pub replicate: bool,
+    /// Days the activity log (`vgw monitor activity-log list`) keeps its entries.
+    #[arg(long, default_value_t = vgw_control::activity::DEFAULT_RETENTION_DAYS, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub activity_log_retention_days: u32,
     /// Log filter (tracing's env-filter syntax), also RUST_LOG.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log_level: String,
@@ -67,6 +70,7 @@ pub async fn run(args: &ServeArgs, api_socket: &Path, api_token_file: Option<&Pa
         instance: usize::from(args.instance),
         peer_instance: args.peer_instance,
         replicate: args.replicate,
+        activity_log_retention_days: args.activity_log_retention_days,
         dataplane: (args.dataplane == "on").then(|| vgw_dataplane::DataPlaneConfig {
             tun_name: args.tun_name.clone(),
             mss_clamp: args.tcp_mss_clamp,

@@ -26,11 +26,24 @@ pub struct HostConfig {
     pub mss_clamp: u16,
 }
 
+static STARTED: OnceLock<SystemTime> = OnceLock::new();
+
+/// The state directory the daemon was started with.
+pub fn state_dir() -> Option<PathBuf> {
+    CONFIG.get().map(|c| c.state_dir.clone())
+}
+
+/// When the daemon started (when [`configure`] was called).
+pub fn started() -> SystemTime {
+    *STARTED.get_or_init(SystemTime::now)
+}
+
 static CONFIG: OnceLock<HostConfig> = OnceLock::new();
 
 /// Records the daemon's configuration for [`daemon_report`] (called once by `vgw serve`).
 pub fn configure(config: HostConfig) {
     let _ = CONFIG.set(config);
+    started();
 }
 
 /// How bad a finding is.

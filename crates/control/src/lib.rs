@@ -12,6 +12,7 @@ pub mod controller;
 pub mod diaglog;
 pub mod drill;
 pub mod error;
+pub mod evidence;
 pub mod evidence_api;
 pub mod ha;
 pub mod host_diag;

@@ -3,6 +3,7 @@
 pub mod connection;
 pub mod demo;
 pub mod doctor;
+pub mod evidence;
 pub mod gateway;
 pub mod local_gateway;
 pub mod logs;

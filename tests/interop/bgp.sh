@@ -20,7 +20,8 @@
 #                vgw re-creates the Child SA and BGP, routes and traffic return.
 #   reset_evidence - vgw <-> vgw with BGP: `vnet-gateway reset` leaves an evidence archive whose manifest
 #                lists every part (with SHA-256 that match) and that holds the BGP peer status (Connected)
-#                and the learned routes from before the reset; `--skip-evidence` takes none.
+#                and the learned routes from before the reset; `--skip-evidence` takes none;
+#                `collect-evidence --capture-seconds 2 --output-file F` downloads one with a packet capture.
 # Usage: tests/interop/bgp.sh [scenario ...]   (default: all; root)
 set -u
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -324,6 +325,13 @@ PY
     [ -z "$skipped" ] || problems="$problems skip-evidence-took-one($skipped)"
     local n; n=$(find "$LAB_WORK/hub-state/evidence" -name '*.tar.gz' | wc -l)
     [ "$n" = 1 ] || problems="$problems archives-$n"
+    # collect-evidence with a 2 s capture of the connection, downloaded with --output.
+    in_ns hublan ping -c 8 -i 0.3 10.11.0.10 >/dev/null 2>&1 &
+    local pinger=$!
+    vgwc hub vnet-gateway collect-evidence --connection to-site --capture-seconds 2 --output-file "$LAB_WORK/ev.tgz" -o none 2>"$LAB_WORK/collect.err" \
+        || problems="$problems collect-evidence($(cat "$LAB_WORK/collect.err"))"
+    wait "$pinger"
+    tar -tzf "$LAB_WORK/ev.tgz" 2>/dev/null | grep -q '/capture.pcapng$' || problems="$problems no-capture-in-download"
     if [ -z "$problems" ]; then
         pass "$name ($(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))['parts']))" "$root/manifest.json") parts, $(stat -c %s "$archive") bytes)"
     else

@@ -35,7 +35,12 @@ pub struct Options {
     pub log_minutes: u64,
     /// Why the bundle is taken (`collect-evidence`, `reset of ...`).
     pub reason: String,
+    /// Seconds of packet capture to include (0: none; at most [`MAX_CAPTURE_SECONDS`]).
+    pub capture_seconds: u64,
 }
+
+/// Longest packet capture a bundle takes.
+pub const MAX_CAPTURE_SECONDS: u64 = 60;
 
 /// The evidence directory of a state directory.
 pub fn dir(state_dir: &Path) -> PathBuf {
@@ -184,6 +189,43 @@ pub async fn collect(app_state: &AppState, options: &Options) -> Result<(PathBuf
             .await;
         }
     }
+    let mut capture_error = None;
+    if options.capture_seconds > 0 {
+        let base = match (&options.connection, gw_names.first()) {
+            (Some(c), _) => format!("/api/connections/{}", seg(c)),
+            (None, Some(gw)) => format!("/api/virtualNetworkGateways/{}", seg(gw)),
+            (None, None) => String::new(),
+        };
+        let (status, body) = call(&app, Method::POST, &format!("{base}/startPacketCapture")).await;
+        if status < 300 {
+            tokio::time::sleep(std::time::Duration::from_secs(
+                options.capture_seconds.min(MAX_CAPTURE_SECONDS),
+            ))
+            .await;
+            let stopped = get(
+                "capture-stop.json".into(),
+                Method::POST,
+                format!("{base}/stopPacketCapture"),
+            )
+            .await;
+            if let Some(file) = stopped["fileName"].as_str() {
+                get(
+                    "capture.pcapng".into(),
+                    Method::GET,
+                    format!("/api/packetCaptures/{}", seg(file)),
+                )
+                .await;
+            }
+        } else {
+            capture_error = Some(Part {
+                name: "capture-error.json".into(),
+                bytes: body,
+                source: format!("POST {base}/startPacketCapture"),
+                status,
+                collected_ms: now_ms(),
+            });
+        }
+    }
     let since = started.saturating_sub(options.log_minutes.max(1) * 60_000);
     get(
         "diagnostic-logs.json".into(),
@@ -197,6 +239,7 @@ pub async fn collect(app_state: &AppState, options: &Options) -> Result<(PathBuf
         "/api/desiredState".into(),
     )
     .await;
+    parts.extend(capture_error);
     // The daemon's host checks, the kernel's view and the metrics.
     let (host, kernel) =
         tokio::task::spawn_blocking(|| (crate::host_diag::daemon_report_json(), kernel_view()))
@@ -244,6 +287,7 @@ pub async fn collect(app_state: &AppState, options: &Options) -> Result<(PathBuf
         "finishedUtc": rfc3339(finished),
         "connection": options.connection,
         "logMinutes": options.log_minutes,
+        "captureSeconds": options.capture_seconds,
         "host": crate::host_diag::identity("daemon"),
         "parts": parts.iter().map(|p| json!({
             "name": p.name,

@@ -1,6 +1,6 @@
 //! API routes for operator evidence, kept apart from [`crate::api`] and merged into its router:
 //! `GET /api/diagnostics/host` (the daemon's host checks, [`crate::host_diag`]),
-//! `POST /api/virtualNetworkGateways/{gw}/collectEvidence?connection=&logMinutes=` and
+//! `POST /api/virtualNetworkGateways/{gw}/collectEvidence?connection=&logMinutes=&captureSeconds=` and
 //! `GET /api/evidence/{file}` ([`crate::evidence`]), and [`reset_hook`], which takes an evidence
 //! snapshot before every gateway or connection reset.
 
@@ -51,10 +51,27 @@ fn options(q: &HashMap<String, String>, reason: String) -> Result<Options, ApiEr
                 )
             })?,
     };
+    let capture_seconds = match q.get("captureSeconds") {
+        None => 0,
+        Some(v) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|s| *s <= evidence::MAX_CAPTURE_SECONDS)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "captureSeconds",
+                    format!(
+                        "captureSeconds must be 0-{}, got '{v}'",
+                        evidence::MAX_CAPTURE_SECONDS
+                    ),
+                )
+            })?,
+    };
     Ok(Options {
         connection: q.get("connection").cloned(),
         log_minutes,
         reason,
+        capture_seconds,
     })
 }
 
@@ -142,6 +159,7 @@ pub async fn reset_hook(State(app): State<AppState>, request: Request, next: Nex
         connection,
         log_minutes: evidence::DEFAULT_LOG_MINUTES,
         reason: format!("before POST {path}"),
+        capture_seconds: 0,
     };
     let snapshot = evidence::collect(&app, &opts).await;
     let response = next.run(request).await;

@@ -282,10 +282,12 @@ scenario_activity_log() {
     local other; other=$(vgwc hub monitor activity-log list --offset 1h --caller nobody --query 'length(@)' -o tsv)
     [ "$other" = 0 ] || problems="$problems caller-filter-$other"
     # The shared key is in the state database (it must be), but never next to an activity entry.
-    if sqlite3 "$LAB_WORK/hub-state/state.db" 'SELECT * FROM activity_log' | grep -q "$key"; then
+    if sqlite3 "$LAB_WORK/hub-state/activity.db" 'SELECT * FROM activity_log' | grep -q "$key"; then
         problems="$problems key-in-activity-log"
     fi
-    [ "$(sqlite3 "$LAB_WORK/hub-state/state.db" 'SELECT count(*) FROM activity_log' 2>/dev/null)" -ge 6 ] || problems="$problems no-table"
+    [ "$(sqlite3 "$LAB_WORK/hub-state/activity.db" 'SELECT count(*) FROM activity_log' 2>/dev/null)" -ge 6 ] || problems="$problems no-table"
+    [ "$(stat -c %a "$LAB_WORK/hub-state/activity.db")" = 600 ] || problems="$problems activity-db-not-0600"
+    grep -qF "$key" "$LAB_WORK"/hub-state/activity.db* && problems="$problems key-in-activity-db-file"
     grep -rqF "$key" "$LAB_WORK/hub-state/logs" "$LAB_WORK/hub.log" && problems="$problems key-in-logs"
     if [ -z "$problems" ]; then
         pass "$name ($(echo "$table" | grep -c Microsoft.Network) entries after a restart)"

@@ -5,8 +5,9 @@
 //! of a shared key (reading a secret is an action). The caller is the Unix-socket peer's uid and user
 //! name (`SO_PEERCRED`), or `api-token` for the TCP listener, whose one bearer token is the identity.
 //! Only the method, the path (never the query string or a body) and the status are kept, so no secret
-//! is ever stored. Entries live in the state database (table `activity_log`, written with
-//! `synchronous=FULL`, so they survive a crash of the daemon), at most [`MAX_ENTRIES`] of them, for
+//! is ever stored. Entries live in `STATE_DIR/activity.db` (table `activity_log`, WAL, written with
+//! `synchronous=FULL`, so they survive a crash of the daemon; a database of its own, so its writes
+//! never make the desired-state store's writers wait), at most [`MAX_ENTRIES`] of them, for
 //! the retention period (`vgw serve --activity-log-retention-days`, 90 by default).
 //! `GET /api/activityLog?startTime=&endTime=&offset=&caller=&status=` reads them, newest first.
 
@@ -67,18 +68,29 @@ pub struct Entry {
 }
 
 impl ActivityLog {
-    /// Opens (and creates) the table in `state_dir/state.db`, and prunes what is past retention.
+    /// Opens (and creates, 0600) `state_dir/activity.db`, and prunes what is past retention.
     pub fn open(state_dir: &Path, retention_days: u32) -> Result<Self, String> {
         if retention_days == 0 {
             return Err("--activity-log-retention-days must be at least 1".into());
         }
-        let path = state_dir.join("state.db");
+        let path = state_dir.join("activity.db");
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        }
         let err = |e: rusqlite::Error| format!("activity log in {}: {e}", path.display());
         let conn = Connection::open(&path).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(err)?;
         conn.execute_batch(
-            "PRAGMA synchronous = FULL;
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
              CREATE TABLE IF NOT EXISTS activity_log (
                  id INTEGER PRIMARY KEY AUTOINCREMENT,
                  time_ms INTEGER NOT NULL,

@@ -9,7 +9,7 @@ else
     PACKAGES=(iproute2 iputils-ping iperf3 nftables netcat-openbsd python3 curl
         strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins libstrongswan-extra-plugins
         wireguard-go wireguard-tools
-        tshark prometheus chromium fonts-dejavu-core bird2 frr gobgpd)
+        tshark prometheus chromium fonts-dejavu-core bird2 frr gobgpd sqlite3)
 fi
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -19,6 +19,10 @@
 #                connection Connected and BGP up with its routes; the refusals are counted.
 #   child_deleted - strongSwan deletes its only Child SA: BGP over it stops and the routes leave at once;
 #                vgw re-creates the Child SA and BGP, routes and traffic return.
+#   reset_evidence - vgw <-> vgw with BGP: `vnet-gateway reset` leaves an evidence archive whose manifest
+#                lists every part (with SHA-256 that match) and that holds the BGP peer status (Connected)
+#                and the learned routes from before the reset; `--skip-evidence` takes none;
+#                `collect-evidence --capture-seconds 2 --output-file F` downloads one with a packet capture.
 # Usage: tests/interop/bgp.sh [scenario ...]   (default: all; root)
 set -u
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -282,6 +286,62 @@ scenario_vgw() {
     lab_cleanup
 }
 
+scenario_reset_evidence() {
+    local name="reset takes an evidence archive first: manifest, BGP peer status and learned routes"
+    bgp_lab
+    lab_vgw hub hub && lab_vgw site site || { fail "$name: vgw did not start"; lab_cleanup; return; }
+    HUB_ASN=65100 bgp_hub
+    vgwc site vnet-gateway create -n site-gw --public-ip-addresses "$SITE_IP" \
+        --vnet-address-space 10.1.0.0/16 10.11.0.0/16 --asn 65010 --bgp-peering-address "$SITE_PEER" -o none
+    vgwc site local-gateway create -n hub --gateway-ip-address "$VGW_IP" --asn 65100 --bgp-peering-address "$HUB_PEER" \
+        --bgp-hold-time 9 --bgp-keepalive 3 -o none
+    vgwc site vpn-connection create -n to-hub --local-gateway2 hub --shared-key "$PSK" --enable-bgp -o none
+    wait_for 10 is_connected hub to-site || { fail "$name: tunnel not Connected"; lab_cleanup; return; }
+    wait_for 30 peer_up hub "$SITE_PEER" && wait_for 10 has_learned hub 10.11.0.0/16 \
+        || { fail "$name: BGP not up ($(peer_state hub $SITE_PEER))"; lab_cleanup; return; }
+    local archive problems="" x="$LAB_WORK/evidence-x"
+    archive=$(vgwc hub vnet-gateway reset -n hub-gw --query evidenceArchive -o tsv)
+    [ -f "$archive" ] || { fail "$name: no archive in the reset's answer ($archive)"; lab_cleanup; return; }
+    mkdir -p "$x" && tar -xzf "$archive" -C "$x" || problems="$problems untar"
+    local root; root=$(find "$x" -name manifest.json -printf '%h\n' | head -1)
+    for part in gateways.json connections.json connections/to-site-diagnostics.json bgp-peer-status.json \
+                learned-routes.json "advertised-routes/${SITE_PEER//./_}.json" kernel-routes.txt metrics.txt \
+                diagnostic-logs.json doctor.json export.json; do
+        python3 -c "import json,sys; m=json.load(open(sys.argv[1])); sys.exit(0 if sys.argv[2] in [p['name'] for p in m['parts']] else 1)" \
+            "$root/manifest.json" "$part" || problems="$problems manifest-lacks-$part"
+        [ -f "$root/$part" ] || problems="$problems archive-lacks-$part"
+    done
+    # Every hash in the manifest matches its file.
+    python3 - "$root" <<'PY' || problems="$problems hash-mismatch"
+import hashlib, json, os, sys
+root = sys.argv[1]
+m = json.load(open(os.path.join(root, "manifest.json")))
+bad = [p["name"] for p in m["parts"] if hashlib.sha256(open(os.path.join(root, p["name"]), "rb").read()).hexdigest() != p["sha256"]]
+sys.exit(1 if bad else 0)
+PY
+    grep -q '"Connected"' "$root/bgp-peer-status.json" || problems="$problems peer-status-not-Connected"
+    grep -q '10.11.0.0/16' "$root/learned-routes.json" || problems="$problems learned-routes-lack-10.11"
+    grep -q 'ip_forward = 1' "$root/kernel-routes.txt" || problems="$problems no-forwarding"
+    grep -q "$PSK" -r "$root" && problems="$problems psk-in-archive"
+    local skipped; skipped=$(vgwc hub vpn-connection reset -n to-site --skip-evidence --query evidenceArchive -o tsv 2>&1)
+    [ -z "$skipped" ] || problems="$problems skip-evidence-took-one($skipped)"
+    local n; n=$(find "$LAB_WORK/hub-state/evidence" -name '*.tar.gz' | wc -l)
+    [ "$n" = 1 ] || problems="$problems archives-$n"
+    # collect-evidence with a 2 s capture of the connection, downloaded with --output.
+    in_ns hublan ping -c 8 -i 0.3 10.11.0.10 >/dev/null 2>&1 &
+    local pinger=$!
+    vgwc hub vnet-gateway collect-evidence --connection to-site --capture-seconds 2 --output-file "$LAB_WORK/ev.tgz" -o none 2>"$LAB_WORK/collect.err" \
+        || problems="$problems collect-evidence($(cat "$LAB_WORK/collect.err"))"
+    wait "$pinger"
+    tar -tzf "$LAB_WORK/ev.tgz" 2>/dev/null | grep -q '/capture.pcapng$' || problems="$problems no-capture-in-download"
+    if [ -z "$problems" ]; then
+        pass "$name ($(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))['parts']))" "$root/manifest.json") parts, $(stat -c %s "$archive") bytes)"
+    else
+        fail "$name:$problems"
+    fi
+    lab_cleanup
+}
+
 # transit: two sites on one "internet" bridge, A (BIRD, AS 65010) and B (FRR, AS 65020), each behind
 # strongSwan; each learns the other's prefix through vgw (AS path 65515 <other>), never its own.
 scenario_transit() {
@@ -458,7 +518,7 @@ scenario_child_deleted() {
     lab_cleanup
 }
 
-all="bird bird_bfd frr vgw transit scale forged child_deleted"
+all="bird bird_bfd frr vgw transit scale forged child_deleted reset_evidence"
 # Sourced (for debugging): define the functions only.
 [ "${BASH_SOURCE[0]}" = "$0" ] || return 0
 for s in ${*:-$all}; do "scenario_$s"; done

@@ -6,6 +6,10 @@
 #               the other host; MaxFileSize holds
 #   doctor    - `vgw doctor --connection` names wrong PSK, proposal mismatch, peer unreachable and TS
 #               mismatch, and says healthy for a good tunnel
+#   doctor_remote - doctor run from another namespace (over --api-socket) reports the gateway's
+#               namespace, forwarding and UDP sockets, not the caller's
+#   activity_log - after create, update, reset and shared-key show, `monitor activity-log list` shows
+#               each with its caller; the log survives kill -9 and holds no shared key
 #   status    - the status page in headless Chromium shows the connection Connected with its bytes;
 #               the screenshot goes to target/evidence/status-page.png
 # Usage: tests/interop/evidence.sh [scenario ...]   (default: all; needs root, tshark, promtool, chromium)
@@ -226,6 +230,73 @@ scenario_doctor() {
     lab_cleanup
 }
 
+scenario_doctor_remote() {
+    local name="doctor from outside the gateway's namespace reports the gateway's host"
+    lab_topology
+    lab_vgw hub hub || { fail "$name: setup"; lab_cleanup; return; }
+    lab_add_ns caller   # a fresh namespace: ip_forward 0, nothing on UDP 500
+    local out rc=0 problems=""
+    out=$(in_ns caller env VGW_API_SOCKET="$LAB_WORK/hub.sock" "$VGW" doctor 2>&1) || rc=$?
+    echo "$out" | grep -q "host checked: gateway host .*netns $(ns hub) " || problems="$problems no-hub-netns"
+    echo "$out" | grep -q "ok  .*ip-forwarding.*ip_forward = 1" || problems="$problems not-hub-forwarding"
+    echo "$out" | grep -q "UDP 500 is held by vgw" || problems="$problems not-hub-udp500"
+    echo "$out" | grep -q "UDP 4500 is held by vgw" || problems="$problems not-hub-udp4500"
+    echo "$out" | grep -q "$(ns caller)" && problems="$problems names-caller"
+    [ "$(in_ns caller cat /proc/sys/net/ipv4/ip_forward)" = 0 ] || problems="$problems caller-forwards"
+    if [ -z "$problems" ] && [ "$rc" -eq 0 ]; then
+        pass "$name"
+    else
+        fail "$name (exit $rc):$problems"; echo "$out"
+    fi
+    lab_cleanup
+}
+
+scenario_activity_log() {
+    local name="activity log: writes and actions with their caller, durable over kill -9, no shared key"
+    lab_topology
+    lab_vgw hub hub || { fail "$name: setup"; lab_cleanup; return; }
+    local key=ActivityLogSecret4711 problems="" table
+    vgwc hub vnet-gateway create -n hub-gw --public-ip-addresses "$VGW_IP" --vnet-address-space 10.2.0.0/16 -o none
+    vgwc hub local-gateway create -n site --gateway-ip-address "$SITE_IP" --local-address-prefixes 10.1.0.0/16 -o none
+    vgwc hub vpn-connection create -n to-site --local-gateway2 site --shared-key "$key" -o none
+    vgwc hub vpn-connection update -n to-site --dpd-timeout-seconds 30 -o none || problems="$problems update"
+    vgwc hub vnet-gateway reset -n hub-gw -o none || problems="$problems reset"
+    vgwc hub vpn-connection shared-key show --connection-name to-site -o none || problems="$problems shared-key"
+    vgwc hub vpn-connection show -n nosuch -o none 2>/dev/null   # a read: not recorded
+    vgwc hub vpn-connection create -n bad --local-gateway2 nosuch --shared-key abc -o none 2>/dev/null  # Failed
+    # kill -9 the daemon, start it again on the same state directory.
+    kill -9 "${LAB_PIDS[0]}"; wait "${LAB_PIDS[0]}" 2>/dev/null; LAB_PIDS=()
+    rm -f "$LAB_WORK/hub.sock"
+    lab_vgw hub hub || { fail "$name: restart"; lab_cleanup; return; }
+    table=$(vgwc hub monitor activity-log list --offset 1h -o table)
+    local user; user=$(id -un)
+    for op in virtualNetworkGateways/write localNetworkGateways/write connections/write \
+              virtualNetworkGateways/reset/action connections/sharedKey/read; do
+        echo "$table" | grep "Microsoft.Network/$op" | grep -q "$user" || problems="$problems missing-$op"
+    done
+    [ "$(echo "$table" | grep -c 'Microsoft.Network/connections/write')" -ge 2 ] || problems="$problems no-update"
+    echo "$table" | grep 'connections/bad' | grep -q Failed || problems="$problems no-failed-write"
+    echo "$table" | grep -q 'connections/read' && problems="$problems recorded-a-read"
+    local failed; failed=$(vgwc hub monitor activity-log list --offset 1h --status Failed --query 'length(@)' -o tsv)
+    [ "$failed" = 1 ] || problems="$problems status-filter-$failed"
+    local other; other=$(vgwc hub monitor activity-log list --offset 1h --caller nobody --query 'length(@)' -o tsv)
+    [ "$other" = 0 ] || problems="$problems caller-filter-$other"
+    # The shared key is in the state database (it must be), but never next to an activity entry.
+    if sqlite3 "$LAB_WORK/hub-state/activity.db" 'SELECT * FROM activity_log' | grep -q "$key"; then
+        problems="$problems key-in-activity-log"
+    fi
+    [ "$(sqlite3 "$LAB_WORK/hub-state/activity.db" 'SELECT count(*) FROM activity_log' 2>/dev/null)" -ge 6 ] || problems="$problems no-table"
+    [ "$(stat -c %a "$LAB_WORK/hub-state/activity.db")" = 600 ] || problems="$problems activity-db-not-0600"
+    grep -qF "$key" "$LAB_WORK"/hub-state/activity.db* && problems="$problems key-in-activity-db-file"
+    grep -rqF "$key" "$LAB_WORK/hub-state/logs" "$LAB_WORK/hub.log" && problems="$problems key-in-logs"
+    if [ -z "$problems" ]; then
+        pass "$name ($(echo "$table" | grep -c Microsoft.Network) entries after a restart)"
+    else
+        fail "$name:$problems"; echo "$table"
+    fi
+    lab_cleanup
+}
+
 scenario_status() {
     local name="status page in headless Chromium shows to-site Connected with its bytes"
     lab_up || { fail "$name: tunnel did not come up"; lab_cleanup; return; }
@@ -243,6 +314,6 @@ scenario_status() {
     lab_cleanup
 }
 
-all="metrics ike_log capture doctor status"
+all="metrics ike_log capture doctor doctor_remote activity_log status"
 for s in ${*:-$all}; do "scenario_$s"; done
 summary

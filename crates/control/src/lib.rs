@@ -7,10 +7,14 @@
 //! [`status`] and [`ops`] are the operator evidence, [`ha`] the active-active interconnect, and
 //! [`server`] wires them together.
 
+pub mod activity;
 pub mod api;
 pub mod controller;
 pub mod drivers;
+pub mod evidence;
+pub mod evidence_api;
 pub mod ha;
+pub mod host_diag;
 pub mod ike_admission;
 pub mod ops;
 pub mod plan;

@@ -48,6 +48,8 @@ pub struct ServeConfig {
     pub replicate: bool,
     /// Most local network gateways, and most connections, the configuration may hold.
     pub max_resources: usize,
+    /// Days the activity log keeps its entries ([`crate::activity`]).
+    pub activity_log_retention_days: u32,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -56,7 +58,16 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
     // SAFETY: umask only swaps the process's file-creation mask; it cannot fail.
     unsafe { libc::umask(0o077) };
     create_private_dir(&config.state_dir)?;
+    crate::host_diag::configure(crate::host_diag::HostConfig {
+        state_dir: config.state_dir.clone(),
+        tun_name: config.dataplane.as_ref().map(|d| d.tun_name.clone()),
+        mss_clamp: config.dataplane.as_ref().map_or(1350, |d| d.mss_clamp),
+    });
     let store = SqliteStore::open(&config.state_dir)?;
+    let activity = Arc::new(crate::activity::ActivityLog::open(
+        &config.state_dir,
+        config.activity_log_retention_days,
+    )?);
     let log = Arc::new(
         DiagLog::open(
             &config.state_dir.join("logs"),
@@ -189,8 +200,13 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
                 .map_err(|e| e.to_string())
         });
     }
+    let app = app.merge(crate::activity::routes(activity.clone()));
     {
-        let app = app.clone();
+        let app = app.clone().layer(middleware::from_fn_with_state(
+            (activity.clone(), crate::activity::Listener::Unix),
+            crate::activity::record,
+        ));
+        let app = app.into_make_service_with_connect_info::<crate::activity::PeerCred>();
         tasks.spawn(async move {
             axum::serve(unix, app)
                 .with_graceful_shutdown(shutdown_signal())
@@ -207,10 +223,15 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         tracing::info!(%addr, "vgw API serving on TCP with bearer-token authentication");
-        let app: Router = app.layer(middleware::from_fn_with_state(
-            Arc::new(token),
-            require_token,
-        ));
+        let app: Router = app
+            .layer(middleware::from_fn_with_state(
+                (activity.clone(), crate::activity::Listener::Tcp),
+                crate::activity::record,
+            ))
+            .layer(middleware::from_fn_with_state(
+                Arc::new(token),
+                require_token,
+            ));
         tasks.spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown_signal())

@@ -70,6 +70,9 @@ pub enum Command {
     Logs(commands::logs::LogsArgs),
     /// Check the host and (with --connection) walk through one tunnel; exit 1 when something is wrong.
     Doctor(commands::doctor::DoctorArgs),
+    /// The activity log (az monitor activity-log).
+    #[command(subcommand)]
+    Monitor(commands::monitor::MonitorCommand),
     /// Built-in PKI for point-to-site: root CA, client and server certificates, client profiles
     /// (offline).
     #[command(subcommand)]
@@ -142,6 +145,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Apply(args) => commands::state::apply(&ctx, args).await,
         Command::Logs(args) => commands::logs::run(&ctx, args).await,
         Command::Doctor(args) => commands::doctor::run(&ctx, args).await,
+        Command::Monitor(cmd) => commands::monitor::run(&ctx, cmd).await,
     }
 }
 

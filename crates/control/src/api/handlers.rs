@@ -155,9 +155,14 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/desiredState", get(export_state).post(apply_state))
         .route("/api/logs", get(read_logs))
+        .merge(crate::evidence_api::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::evidence_api::reset_hook,
+        ))
         .with_state(state)
 }
 

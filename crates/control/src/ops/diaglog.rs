@@ -135,7 +135,8 @@ pub struct DiagLog {
 /// Records kept in memory for fast queries and `--follow`.
 const RECENT: usize = 10_000;
 
-fn now_ms() -> u64 {
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

@@ -20,8 +20,8 @@ pub enum ConnectionCommand {
     Update(ConnectionArgs),
     /// Delete one (the peer is sent an IKE DELETE).
     Delete(NameNoWait),
-    /// Tear down and re-establish one connection.
-    Reset(NameNoWait),
+    /// Tear down and re-establish one connection (an evidence archive is taken first).
+    Reset(super::evidence::ConnectionResetArgs),
     /// Custom IPsec/IKE policies.
     #[command(subcommand)]
     IpsecPolicy(IpsecPolicyCommand),
@@ -318,7 +318,14 @@ pub async fn run(ctx: &Ctx, cmd: ConnectionCommand) -> Result<()> {
         ConnectionCommand::Reset(a) => {
             let out = ctx
                 .client
-                .post(&format!("{}/resetconnection", path(&a.name)), None)
+                .post(
+                    &format!(
+                        "{}/resetconnection?{}",
+                        path(&a.name),
+                        super::evidence::reset_query(a.skip_evidence)
+                    ),
+                    None,
+                )
                 .await?;
             if !a.no_wait {
                 ctx.print(&out)?;

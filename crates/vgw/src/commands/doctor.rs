@@ -1,22 +1,24 @@
 //! `vgw doctor`: preflight checks of the gateway host and, with `--connection`, a walk through one
 //! tunnel, each finding saying what is wrong and what to do next.
 //!
-//! The host checks read the machine the command runs on (run it on the gateway host, inside the
-//! gateway's network namespace if it has one): the TUN device, IP forwarding, who holds UDP 500/4500,
-//! the tunnel MTU against the uplink's, the clock, and the state directory's permissions. The
+//! The host checks (the TUN device, IP forwarding, who holds UDP 500/4500, the tunnel MTU against the
+//! uplink's, the clock, and the state directory's permissions) are run by the daemon on the gateway
+//! host, in its network namespace (`GET /api/diagnostics/host`), so they describe the gateway wherever
+//! the CLI runs; the output names the host checked. Only when the daemon does not answer does the CLI
+//! check its own machine (a preflight before `vgw serve`), with `--state-dir`, `--tun-name` and
+//! `--tcp-mss-clamp`. The
 //! connection walk reads the daemon's `diagnostics` view of one connection: is the peer routable, did
 //! any IKE packet arrive, how did the last exchange end (with the proposal diff), traffic-selector
 //! drops, the routes into the tunnel, BGP. The exit status is 1 when any finding is a failure.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 use serde_json::{Value, json};
+use vgw_control::host_diag::{HostConfig, HostReport, Level};
 
 use super::seg;
 use crate::Ctx;
@@ -27,13 +29,13 @@ pub struct DoctorArgs {
     /// Walk through this connection's tunnel as well.
     #[arg(long, short = 'c')]
     pub connection: Option<String>,
-    /// The daemon's state directory (its permissions are checked).
+    /// The state directory to check when the daemon does not answer (the daemon checks its own).
     #[arg(long, default_value = "/var/lib/vgw")]
     pub state_dir: PathBuf,
-    /// The data plane's TUN device.
+    /// The TUN device to check when the daemon does not answer (the daemon checks its own).
     #[arg(long, default_value = "vgw0")]
     pub tun_name: String,
-    /// The TCP MSS clamp the daemon applies (`vgw serve --tcp-mss-clamp`).
+    /// The TCP MSS clamp to check when the daemon does not answer (the daemon checks its own).
     #[arg(long, default_value_t = 1350)]
     pub tcp_mss_clamp: u16,
     /// Skip the host checks (only the connection walk).
@@ -41,20 +43,10 @@ pub struct DoctorArgs {
     pub skip_host: bool,
 }
 
-/// How bad a finding is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-enum Level {
-    Ok,
-    Info,
-    Warn,
-    Fail,
-}
-
 /// One finding: what was checked, what was found, and the next step.
 #[derive(Debug, Serialize)]
 struct Finding {
-    check: &'static str,
+    check: String,
     level: Level,
     detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -65,9 +57,15 @@ struct Finding {
 struct Report(Vec<Finding>);
 
 impl Report {
-    fn add(&mut self, check: &'static str, level: Level, detail: String, next: Option<String>) {
+    fn add(
+        &mut self,
+        check: impl Into<String>,
+        level: Level,
+        detail: String,
+        next: Option<String>,
+    ) {
         self.0.push(Finding {
-            check,
+            check: check.into(),
             level,
             detail,
             next,
@@ -98,9 +96,11 @@ impl Report {
 pub async fn run(ctx: &Ctx, args: DoctorArgs) -> Result<()> {
     let mut report = Report::default();
     let daemon = ctx.client.get("/api/virtualNetworkGateways").await;
-    if !args.skip_host {
-        host_checks(&mut report, &args, daemon.is_ok());
-    }
+    let checked = if args.skip_host {
+        None
+    } else {
+        Some(host_checks(ctx, &mut report, &args, daemon.is_ok()).await)
+    };
     match (&daemon, &args.connection) {
         (Err(e), _) => report.fail(
             "daemon",
@@ -131,10 +131,14 @@ pub async fn run(ctx: &Ctx, args: DoctorArgs) -> Result<()> {
     if ctx.output.is_some() {
         ctx.print(&json!({
             "healthy": healthy,
+            "hostChecked": checked,
             "verdict": verdict,
             "findings": serde_json::to_value(&report.0)?,
         }))?;
     } else {
+        if let Some(checked) = &checked {
+            println!("host checked: {checked}");
+        }
         for f in &report.0 {
             let tag = match f.level {
                 Level::Ok => "  ok  ",
@@ -160,256 +164,56 @@ pub async fn run(ctx: &Ctx, args: DoctorArgs) -> Result<()> {
 
 // ---- host ------------------------------------------------------------------------------------------
 
-fn read_trimmed(path: &str) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.trim().to_string())
-}
-
-fn host_checks(report: &mut Report, args: &DoctorArgs, daemon_up: bool) {
-    // TUN.
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")
-    {
-        Ok(_) => report.ok("tun", "/dev/net/tun opens read-write"),
-        Err(e) => report.fail(
-            "tun",
-            format!("cannot open /dev/net/tun: {e}"),
-            "load the tun module (modprobe tun), give the container /dev/net/tun, and run vgw serve as root",
-        ),
-    }
-    // Forwarding.
-    match read_trimmed("/proc/sys/net/ipv4/ip_forward").as_deref() {
-        Some("1") => report.ok("ip-forwarding", "net.ipv4.ip_forward = 1"),
-        Some(v) => report.fail(
-            "ip-forwarding",
-            format!(
-                "net.ipv4.ip_forward = {v}: packets from the tunnels are not routed to the LAN"
-            ),
-            "sysctl -w net.ipv4.ip_forward=1 (and persist it in /etc/sysctl.d/)",
-        ),
-        None => report.warn(
-            "ip-forwarding",
-            "cannot read /proc/sys/net/ipv4/ip_forward",
-            "check that /proc is mounted",
-        ),
-    }
-    // UDP ports.
-    for port in [500u16, 4500] {
-        match udp_owner(port) {
-            None if daemon_up => report.warn(
-                "udp-ports",
-                format!("nothing listens on UDP {port} although the daemon runs"),
-                "the daemon probably runs with --dataplane off; restart it with --dataplane on",
-            ),
-            None => report.ok("udp-ports", format!("UDP {port} is free for vgw")),
-            Some(owner) if owner.starts_with("vgw") => {
-                report.ok("udp-ports", format!("UDP {port} is held by {owner}"))
-            }
-            Some(owner) => report.fail(
-                "udp-ports",
-                format!("UDP {port} is held by {owner}, not by vgw"),
-                "stop the other IKE daemon (strongSwan, libreswan) on this host or namespace",
-            ),
+/// The host checks: the daemon's (`GET /api/diagnostics/host`), run on the gateway; when the daemon does
+/// not answer, this machine's, with the flags given, labelled as such.
+async fn host_checks(ctx: &Ctx, report: &mut Report, args: &DoctorArgs, daemon_up: bool) -> String {
+    let host = if daemon_up {
+        match ctx.client.get("/api/diagnostics/host").await {
+            Ok(v) => serde_json::from_value::<HostReport>(v).map_err(anyhow::Error::from),
+            Err(e) => Err(e),
         }
-    }
-    // MTU and MSS.
-    let tun_mtu = read_trimmed(&format!("/sys/class/net/{}/mtu", args.tun_name))
-        .and_then(|m| m.parse::<u32>().ok());
-    match tun_mtu {
-        None if daemon_up => report.warn(
-            "mtu",
-            format!("no TUN device {} here", args.tun_name),
-            "pass --tun-name as given to vgw serve, or run doctor in the gateway's namespace",
-        ),
-        None => report.info(
-            "mtu",
-            format!(
-                "no TUN device {} yet (the daemon creates it)",
-                args.tun_name
-            ),
-        ),
-        Some(mtu) => {
-            // ESP-in-UDP worst case: IPv4 20 + UDP 8 + ESP 8 + IV 16 + padding 17 + ICV 16.
-            const OVERHEAD: u32 = 85;
-            let uplink = uplink_mtu();
-            match uplink {
-                Some((name, up)) if mtu + OVERHEAD > up => report.warn(
-                    "mtu",
-                    format!("TUN MTU {mtu} + ESP-in-UDP overhead {OVERHEAD} = {} exceeds {name}'s MTU {up}: outer packets fragment", mtu + OVERHEAD),
-                    format!("raise {name}'s MTU or lower the tunnel MTU to {}", up - OVERHEAD),
-                ),
-                Some((name, up)) => report.ok("mtu", format!("TUN MTU {mtu} fits {name}'s MTU {up} after ESP-in-UDP overhead")),
-                None => report.info("mtu", format!("TUN MTU {mtu}; no uplink interface found to compare")),
-            }
-            let mss_max = mtu.saturating_sub(40);
-            if u32::from(args.tcp_mss_clamp) > mss_max {
-                report.warn(
-                    "mss",
-                    format!(
-                        "TCP MSS clamp {} exceeds what the TUN MTU {mtu} carries ({mss_max})",
-                        args.tcp_mss_clamp
-                    ),
-                    format!("vgw serve --tcp-mss-clamp {mss_max}"),
-                );
-            } else {
-                report.ok(
-                    "mss",
-                    format!("TCP MSS clamped to {} (fits MTU {mtu})", args.tcp_mss_clamp),
-                );
-            }
-        }
-    }
-    // Clock.
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    const JAN_2025: u64 = 1_735_689_600;
-    let db_mtime = std::fs::metadata(args.state_dir.join("state.db"))
-        .ok()
-        .map(|m| m.mtime().max(0) as u64);
-    if now < JAN_2025 {
-        report.fail(
-            "clock",
-            "the system clock is before 2025: certificates and logs will be wrong",
-            "set the time (NTP: chrony or systemd-timesyncd)",
-        );
-    } else if db_mtime.is_some_and(|m| m > now + 60) {
-        report.warn(
-            "clock",
-            "the state database was written in the future: the clock went backwards",
-            "check NTP; timestamps in logs may be out of order",
-        );
     } else {
-        report.ok("clock", "the system clock is plausible");
-    }
-    // State directory.
-    state_dir_check(report, &args.state_dir);
-}
-
-fn state_dir_check(report: &mut Report, dir: &Path) {
-    let Ok(meta) = std::fs::metadata(dir) else {
-        report.info(
-            "state-dir",
-            format!(
-                "{} does not exist (the daemon never ran with it here)",
-                dir.display()
-            ),
-        );
-        return;
+        Err(anyhow::anyhow!("the daemon does not answer"))
     };
-    let mut problems = Vec::new();
-    if meta.permissions().mode() & 0o077 != 0 {
-        problems.push(format!(
-            "{} is mode {:o}",
-            dir.display(),
-            meta.permissions().mode() & 0o777
-        ));
-    }
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    if meta.uid() != euid {
-        problems.push(format!(
-            "{} belongs to uid {}, not to uid {euid}",
-            dir.display(),
-            meta.uid()
-        ));
-    }
-    for name in ["state.db", "state.db-wal", "state.db-shm"] {
-        if let Ok(m) = std::fs::metadata(dir.join(name))
-            && m.permissions().mode() & 0o077 != 0
-        {
-            problems.push(format!(
-                "{name} is mode {:o}",
-                m.permissions().mode() & 0o777
-            ));
-        }
-    }
-    if problems.is_empty() {
-        report.ok(
-            "state-dir",
-            format!("{} is private (0700, files 0600)", dir.display()),
-        );
-    } else {
-        report.fail(
-            "state-dir",
-            format!(
-                "the state directory holds secrets but is not private: {}",
-                problems.join("; ")
-            ),
-            format!("chmod 700 {0} && chmod 600 {0}/state.db*", dir.display()),
-        );
-    }
-}
-
-/// The process holding UDP `port` (from /proc/net/udp{,6} and the sockets in /proc/*/fd), as
-/// "name (pid N)"; "unknown process" when the socket's owner is not visible.
-fn udp_owner(port: u16) -> Option<String> {
-    let mut inodes = Vec::new();
-    for table in ["/proc/net/udp", "/proc/net/udp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(inode)) = (cols.get(1), cols.get(9)) else {
-                continue;
-            };
-            let Some(hex_port) = local.rsplit(':').next() else {
-                continue;
-            };
-            if u16::from_str_radix(hex_port, 16).ok() == Some(port) {
-                inodes.push(format!("socket:[{inode}]"));
+    let host = match host {
+        Ok(h) => h,
+        Err(e) => {
+            if daemon_up {
+                report.warn(
+                    "host",
+                    format!("the daemon did not run its host checks ({e:#}); checking this machine instead"),
+                    "upgrade the daemon to this vgw version",
+                );
             }
+            vgw_control::host_diag::run_checks(
+                &HostConfig {
+                    state_dir: args.state_dir.clone(),
+                    tun_name: Some(args.tun_name.clone()),
+                    mss_clamp: args.tcp_mss_clamp,
+                },
+                false,
+                "cli",
+            )
         }
+    };
+    for f in host.findings {
+        report.add(f.check, f.level, f.detail, f.next);
     }
-    if inodes.is_empty() {
-        return None;
+    let id = &host.host;
+    let ns = id.netns.as_deref().map_or_else(
+        || format!("netns {}", id.netns_id),
+        |n| format!("netns {n} ({})", id.netns_id),
+    );
+    match id.checked_by.as_str() {
+        "daemon" => format!(
+            "gateway host {}, {ns}, checked by the daemon (pid {})",
+            id.hostname, id.pid
+        ),
+        _ => format!(
+            "this machine {}, {ns} (the daemon does not answer; run doctor on the gateway host)",
+            id.hostname
+        ),
     }
-    let procs = std::fs::read_dir("/proc").ok()?;
-    for entry in procs.flatten() {
-        let pid = entry.file_name().to_string_lossy().into_owned();
-        if !pid.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if let Ok(target) = std::fs::read_link(fd.path())
-                && inodes.iter().any(|i| target.as_os_str() == i.as_str())
-            {
-                let comm = read_trimmed(&format!("/proc/{pid}/comm")).unwrap_or_default();
-                return Some(format!("{comm} (pid {pid})"));
-            }
-        }
-    }
-    Some("an unknown process".to_string())
-}
-
-/// The largest MTU among the non-loopback, non-TUN interfaces that are up.
-fn uplink_mtu() -> Option<(String, u32)> {
-    let mut best: Option<(String, u32)> = None;
-    for entry in std::fs::read_dir("/sys/class/net").ok()?.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let path = entry.path();
-        let kind = read_trimmed(&path.join("type").to_string_lossy()).unwrap_or_default();
-        let up = read_trimmed(&path.join("operstate").to_string_lossy()).unwrap_or_default();
-        // type 1 is Ethernet (veth included); loopback is 772, TUN 65534.
-        if kind != "1" || up == "down" {
-            continue;
-        }
-        if let Some(mtu) =
-            read_trimmed(&path.join("mtu").to_string_lossy()).and_then(|m| m.parse().ok())
-            && best.as_ref().is_none_or(|(_, b)| mtu > *b)
-        {
-            best = Some((name, mtu));
-        }
-    }
-    best
 }
 
 // ---- one connection --------------------------------------------------------------------------------

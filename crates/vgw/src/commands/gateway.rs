@@ -18,8 +18,10 @@ pub enum GatewayCommand {
     Update(GatewayArgs),
     /// Delete the gateway (its connections must be deleted first).
     Delete(NameNoWait),
-    /// Re-establish every tunnel, keeping the configuration.
+    /// Re-establish every tunnel, keeping the configuration (an evidence archive is taken first).
     Reset(ResetArgs),
+    /// Collect an evidence archive (status, SAs, BGP, routes, logs, metrics, doctor, export).
+    CollectEvidence(super::evidence::CollectArgs),
     /// Rehearse a failover: cut one connection's tunnel on this instance for a while (as an underlay
     /// failure would), probe across the tunnels, restore it, and report the traffic lost.
     FailoverDrill(DrillArgs),
@@ -76,6 +78,9 @@ pub struct ResetArgs {
     /// Reset only the instance with this public address (active-active).
     #[arg(long)]
     pub gateway_vip: Option<String>,
+    /// Reset without taking the evidence snapshot first (when the snapshot itself would hang).
+    #[arg(long)]
+    pub skip_evidence: bool,
     /// Do not print the result.
     #[arg(long)]
     pub no_wait: bool,
@@ -496,11 +501,16 @@ pub async fn run(ctx: &Ctx, cmd: GatewayCommand) -> Result<()> {
             if let Some(vip) = &a.gateway_vip {
                 path.push_str(&format!("?gatewayVip={}", seg(vip)));
             }
+            if a.skip_evidence {
+                path.push(if path.contains('?') { '&' } else { '?' });
+                path.push_str(super::evidence::reset_query(true));
+            }
             let out = ctx.client.post(&path, None).await?;
             if !a.no_wait {
                 ctx.print(&out)?;
             }
         }
+        GatewayCommand::CollectEvidence(a) => super::evidence::collect(ctx, a).await?,
         GatewayCommand::FailoverDrill(a) => {
             let name = gateway_name(ctx, a.name).await?;
             let mut path = format!(

@@ -3,9 +3,11 @@
 pub mod connection;
 pub mod demo;
 pub mod doctor;
+pub mod evidence;
 pub mod gateway;
 pub mod local_gateway;
 pub mod logs;
+pub mod monitor;
 pub mod pki;
 pub mod serve;
 pub mod state;

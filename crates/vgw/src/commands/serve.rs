@@ -47,6 +47,9 @@ pub struct ServeArgs {
     /// would exceed it is refused (409 ResourceCountLimitExceeded).
     #[arg(long, default_value_t = vgw_control::controller::DEFAULT_MAX_RESOURCES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_resources: usize,
+    /// Days the activity log (`vgw monitor activity-log list`) keeps its entries.
+    #[arg(long, default_value_t = vgw_control::activity::DEFAULT_RETENTION_DAYS, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub activity_log_retention_days: u32,
     /// Log filter (tracing's env-filter syntax), also RUST_LOG.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log_level: String,
@@ -72,6 +75,7 @@ pub async fn run(args: &ServeArgs, api_socket: &Path, api_token_file: Option<&Pa
         max_resources: args.max_resources,
         peer_instance: args.peer_instance,
         replicate: args.replicate,
+        activity_log_retention_days: args.activity_log_retention_days,
         dataplane: (args.dataplane == "on").then(|| vgw_dataplane::DataPlaneConfig {
             tun_name: args.tun_name.clone(),
             mss_clamp: args.tcp_mss_clamp,

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::{bool_flag, seg, set};
 use crate::Ctx;
+use crate::output::Table;
 
 /// `vnet-gateway` subcommands.
 #[derive(Subcommand, Debug)]
@@ -14,6 +15,8 @@ pub enum GatewayCommand {
     Create(GatewayArgs),
     /// Show the gateway.
     Show(NameArg),
+    /// List the gateways (a daemon has at most one).
+    List,
     /// Change the gateway's settings; only the flags given change.
     Update(GatewayArgs),
     /// Delete the gateway (its connections must be deleted first).
@@ -469,6 +472,9 @@ pub async fn run(ctx: &Ctx, cmd: GatewayCommand) -> Result<()> {
                 ctx.print(&out)?;
             }
         }
+        GatewayCommand::List => {
+            ctx.print(&ctx.client.get("/api/virtualNetworkGateways").await?["value"])?;
+        }
         GatewayCommand::Show(a) => {
             let name = gateway_name(ctx, a.name).await?;
             ctx.print(&ctx.client.get(&gw_path(&name)).await?)?;
@@ -522,14 +528,15 @@ pub async fn run(ctx: &Ctx, cmd: GatewayCommand) -> Result<()> {
             if let Some(peer) = &a.peer {
                 path.push_str(&format!("?peer={}", seg(peer)));
             }
-            ctx.print(&ctx.client.post(&path, None).await?)?;
+            ctx.print_table(&ctx.client.post(&path, None).await?, Table::BgpPeers)?;
         }
         GatewayCommand::ListLearnedRoutes(a) => {
             let name = gateway_name(ctx, a.name).await?;
-            ctx.print(
+            ctx.print_table(
                 &ctx.client
                     .post(&format!("{}/getLearnedRoutes", gw_path(&name)), None)
                     .await?,
+                Table::Routes,
             )?;
         }
         GatewayCommand::ListAdvertisedRoutes(a) => {
@@ -538,7 +545,7 @@ pub async fn run(ctx: &Ctx, cmd: GatewayCommand) -> Result<()> {
                 bail!("the following arguments are required: --peer")
             };
             let path = format!("{}/getAdvertisedRoutes?peer={}", gw_path(&name), seg(&peer));
-            ctx.print(&ctx.client.post(&path, None).await?)?;
+            ctx.print_table(&ctx.client.post(&path, None).await?, Table::Routes)?;
         }
         GatewayCommand::NatRule(cmd) => nat_rule(ctx, cmd).await?,
         GatewayCommand::RootCert(cmd) => root_cert(ctx, cmd).await?,

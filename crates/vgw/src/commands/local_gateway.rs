@@ -132,9 +132,10 @@ pub async fn run(ctx: &Ctx, cmd: LocalGatewayCommand) -> Result<()> {
             }
         }
         LocalGatewayCommand::Show(a) => ctx.print(&ctx.client.get(&path(&a.name)).await?)?,
-        LocalGatewayCommand::List => {
-            ctx.print(&ctx.client.get("/api/localNetworkGateways").await?["value"])?
-        }
+        LocalGatewayCommand::List => ctx.print_table(
+            &ctx.client.get("/api/localNetworkGateways").await?["value"],
+            crate::output::Table::LocalGateways,
+        )?,
         LocalGatewayCommand::Update(a) => {
             let mut body = ctx.client.get(&path(&a.name)).await?;
             let etag = body["etag"].as_str().map(str::to_string);

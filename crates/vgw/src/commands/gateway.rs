@@ -17,6 +17,8 @@ pub enum GatewayCommand {
     Show(NameArg),
     /// List the gateways (a daemon has at most one).
     List,
+    /// Wait until the gateway reaches a condition (az's generic wait).
+    Wait(GatewayWait),
     /// Change the gateway's settings; only the flags given change.
     Update(GatewayArgs),
     /// Delete the gateway (its connections must be deleted first).
@@ -57,6 +59,17 @@ pub struct NameArg {
     /// Gateway name; defaults to the daemon's gateway.
     #[arg(short = 'n', long)]
     pub name: Option<String>,
+}
+
+/// `wait` flags.
+#[derive(Args, Debug)]
+pub struct GatewayWait {
+    /// Gateway name; defaults to the daemon's gateway.
+    #[arg(short = 'n', long)]
+    pub name: Option<String>,
+    /// The condition.
+    #[command(flatten)]
+    pub wait: super::WaitArgs,
 }
 
 /// `--name` and `--no-wait`.
@@ -166,6 +179,9 @@ pub struct GatewayArgs {
     /// Extra prefixes advertised to sites.
     #[arg(long, num_args = 1..)]
     pub custom_routes: Option<Vec<String>>,
+    /// az's --set/--add/--remove/--force-string.
+    #[command(flatten)]
+    pub generic: super::GenericUpdate,
     /// Do not print the result.
     #[arg(long)]
     pub no_wait: bool,
@@ -460,6 +476,7 @@ pub async fn run(ctx: &Ctx, cmd: GatewayCommand) -> Result<()> {
             };
             let mut body = json!({"name": name});
             apply_flags(&mut body, &a);
+            a.generic.apply(&mut body)?;
             // If-None-Match semantics: create must not silently replace an existing gateway.
             let exists = ctx.client.get("/api/virtualNetworkGateways").await?;
             if let Some(existing) = exists["value"][0]["name"].as_str() {
@@ -471,6 +488,23 @@ pub async fn run(ctx: &Ctx, cmd: GatewayCommand) -> Result<()> {
             if !a.no_wait {
                 ctx.print(&out)?;
             }
+        }
+        GatewayCommand::Wait(a) => {
+            let name = match a.name {
+                Some(n) => n,
+                None if a.wait.deleted => match gateway_name(ctx, None).await {
+                    Ok(n) => n,
+                    Err(_) => return Ok(()),
+                },
+                None => gateway_name(ctx, None).await?,
+            };
+            super::wait(
+                ctx,
+                &gw_path(&name),
+                &format!("vnet-gateway '{name}'"),
+                &a.wait,
+            )
+            .await?;
         }
         GatewayCommand::List => {
             ctx.print(&ctx.client.get("/api/virtualNetworkGateways").await?["value"])?;
@@ -484,6 +518,7 @@ pub async fn run(ctx: &Ctx, cmd: GatewayCommand) -> Result<()> {
             let mut body = ctx.client.get(&gw_path(&name)).await?;
             let etag = body["etag"].as_str().map(str::to_string);
             apply_flags(&mut body, &a);
+            a.generic.apply(&mut body)?;
             let out = ctx
                 .client
                 .put(&gw_path(&name), &body, etag.as_deref())

@@ -437,4 +437,48 @@ mod tests {
         assert_eq!(q, json!(["a", "bb"]));
         assert_eq!(render(&q, Format::Tsv).unwrap(), "a\nbb");
     }
+
+    #[test]
+    fn wrapped_lists_never_print_an_empty_table() {
+        let peers = json!({"value": [
+            {"localAddress": "10.2.255.254", "neighbor": "10.1.255.254", "asn": 65001, "state": "Connected",
+             "connectedDuration": "00:05:01.0000000", "routesReceived": 2, "messagesSent": 9, "messagesReceived": 8},
+            {"localAddress": "10.2.255.254", "neighbor": "10.3.255.254", "asn": 65020, "state": "Connecting",
+             "connectedDuration": "", "routesReceived": 0, "messagesSent": 0, "messagesReceived": 0}
+        ]});
+        let t = table_with(&peers, Table::BgpPeers);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            [
+                "Neighbor",
+                "ASN",
+                "State",
+                "ConnectedDuration",
+                "RoutesReceived",
+                "MessagesSent",
+                "MessagesReceived"
+            ]
+        );
+        assert_eq!(lines.len(), 4, "{t}");
+        assert!(lines[2].starts_with("10.1.255.254"));
+        // Without a transformer the wrapper's items are still the rows.
+        assert_eq!(table_with(&peers, Table::Auto).lines().count(), 4);
+        assert_eq!(render(&peers, Format::Tsv).unwrap().lines().count(), 2);
+        let routes = json!({"value": [{"network": "10.1.0.0/16", "nextHop": "10.1.255.254", "origin": "EBgp",
+            "sourcePeer": "10.1.255.254", "asPath": "65001", "weight": 32768, "localAddress": "10.2.255.254"}]});
+        let t = table_with(&routes, Table::Routes);
+        assert!(t.starts_with("Network"), "{t}");
+        assert_eq!(t.lines().count(), 3);
+        // Items with only nested fields still get a row each.
+        assert_eq!(
+            table_with(&json!([{"a": {"b": 1}}, {"a": [1]}]), Table::Auto)
+                .lines()
+                .count(),
+            4
+        );
+        // A multiselect keeps its order.
+        let q = apply_query(&json!([{"a": 1, "b": 2}]), "[].{z: b, a: a}").unwrap();
+        assert_eq!(q.to_string(), r#"[{"z":2,"a":1}]"#);
+    }
 }

@@ -10,7 +10,7 @@ work=$(mktemp -d)
 cleanup() { [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT INT TERM
 export VGW_API_SOCKET="$work/api.sock"
-"$VGW" serve --state-dir "$work/state" --dataplane off 2>"$work/serve.log" &
+"$VGW" serve --state-dir "$work/state" --dataplane off --resource-group tour-rg 2>"$work/serve.log" &
 pid=$!
 for _ in $(seq 100); do [ -S "$VGW_API_SOCKET" ] && break; sleep 0.05; done
 
@@ -23,7 +23,12 @@ run vpn-connection create --name to-branch1 --local-gateway2 branch1 --shared-ke
 run vpn-connection create --name to-branch2 --local-gateway2 branch2 --shared-key "$(head -c 18 /dev/urandom | base64 | tr -d '+/=')" --enable-bgp -o none
 run vpn-connection ipsec-policy add --connection-name to-branch1 --ike-encryption GCMAES256 --ike-integrity SHA384 \
     --dh-group ECP384 --ipsec-encryption GCMAES256 --ipsec-integrity GCMAES256 --pfs-group ECP384 -o table
-run vpn-connection list -o table
+run vpn-connection list --resource-group tour-rg --output table
+run vnet-gateway show --resource-group tour-rg --name hub-gw --query "{id:id, resourceGroup:resourceGroup, sku:sku.name}"
+run vpn-connection update --resource-group tour-rg --name to-branch1 --set dpdTimeoutSeconds=30 --query dpdTimeoutSeconds
+run vpn-connection wait --resource-group tour-rg --name to-branch1 --exists --interval 1 --timeout 5
+printf '\n$ vgw vnet-gateway show --resource-group other-rg (refused as az does, exit 3)\n'
+"$VGW" vnet-gateway show --resource-group other-rg --name hub-gw || echo "exit $?"
 run vpn-connection list --query "[].{name:name, status:connectionStatus, site:localNetworkGateway2.id}" -o table
 run vnet-gateway list-bgp-peer-status
 printf '\n$ vpn-connection create with a legacy proposal (refused)\n'

@@ -587,10 +587,58 @@ pub fn default_dpd_timeout() -> u32 {
     45
 }
 
-/// The id vgw gives a resource. Decision: a short Azure-shaped path without subscription or resource
-/// group, since a vgw daemon has neither; the last two segments are the collection and the name, as in Azure.
+/// The subscription id a daemon's resources live in when `vgw serve --subscription-id` is not given.
+pub const DEFAULT_SUBSCRIPTION_ID: &str = "00000000-0000-0000-0000-000000000000";
+/// The resource group a daemon's resources live in when `vgw serve --resource-group` is not given.
+pub const DEFAULT_RESOURCE_GROUP: &str = "vgw";
+
+/// The `location` a daemon's resources show when `vgw serve --location` is not given.
+pub const DEFAULT_LOCATION: &str = "local";
+
+/// Where a daemon's resources live, in Azure's terms: one subscription, one resource group, one
+/// location (display only; vgw runs where it is started).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceScope {
+    /// The subscription id in every resource id.
+    pub subscription_id: String,
+    /// The resource group in every resource id and `resourceGroup` field.
+    pub resource_group: String,
+    /// The `location` field of every top-level resource.
+    pub location: String,
+}
+
+static RESOURCE_SCOPE: std::sync::OnceLock<ResourceScope> = std::sync::OnceLock::new();
+static DEFAULT_SCOPE: std::sync::LazyLock<ResourceScope> =
+    std::sync::LazyLock::new(|| ResourceScope {
+        subscription_id: DEFAULT_SUBSCRIPTION_ID.into(),
+        resource_group: DEFAULT_RESOURCE_GROUP.into(),
+        location: DEFAULT_LOCATION.into(),
+    });
+
+/// Sets the scope of every resource of this process (once, at start-up; a second call is ignored and
+/// returns false).
+pub fn set_resource_scope(scope: ResourceScope) -> bool {
+    RESOURCE_SCOPE.set(scope).is_ok()
+}
+
+/// This process's resource scope (the defaults until [`set_resource_scope`]).
+pub fn resource_scope() -> &'static ResourceScope {
+    RESOURCE_SCOPE.get().unwrap_or(&DEFAULT_SCOPE)
+}
+
+/// The id vgw gives a resource. Decision (docs/architecture.md): Azure's ARM form,
+/// `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Network/{collection}/{name}`, with the
+/// daemon's one subscription id and resource group. Input references are matched on their last segment,
+/// so the older `/vgw/{collection}/{name}` ids in stored state and documents keep working.
 pub fn resource_id(collection: &str, name: &str) -> String {
-    format!("/vgw/{collection}/{name}")
+    let ResourceScope {
+        subscription_id: sub,
+        resource_group: rg,
+        ..
+    } = resource_scope();
+    format!(
+        "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Network/{collection}/{name}"
+    )
 }
 
 /// Collection names, as in Azure's resource types (`Microsoft.Network/<collection>`).

@@ -51,12 +51,63 @@ impl std::error::Error for ApiFailure {}
 /// The API client.
 pub struct Client {
     endpoint: Endpoint,
+    debug: bool,
+}
+
+/// Replaces secrets (shared keys, a `sharedkey` answer's `value`, private keys, passwords, tokens) in
+/// a JSON body before `--debug` prints it.
+fn mask_secrets(v: &mut Value, in_shared_key: bool) {
+    match v {
+        Value::Object(map) => {
+            for (k, x) in map.iter_mut() {
+                let lower = k.to_ascii_lowercase();
+                let secret = lower.contains("sharedkey")
+                    || lower.contains("privatekey")
+                    || lower.contains("password")
+                    || lower.contains("secret")
+                    || lower.contains("token")
+                    || (in_shared_key && lower == "value");
+                if secret && !x.is_null() {
+                    *x = Value::String("***".into());
+                } else {
+                    mask_secrets(x, in_shared_key);
+                }
+            }
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|i| mask_secrets(i, in_shared_key)),
+        _ => {}
+    }
+}
+
+/// A body as `--debug` prints it: JSON with secrets masked, or its length when it is not JSON.
+fn debug_body(path: &str, bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        return "(empty)".into();
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(mut v) => {
+            mask_secrets(&mut v, path.to_ascii_lowercase().contains("sharedkey"));
+            v.to_string()
+        }
+        Err(_) => format!("({} bytes, not JSON)", bytes.len()),
+    }
 }
 
 impl Client {
     /// A client for `endpoint`.
     pub fn new(endpoint: Endpoint) -> Self {
-        Self { endpoint }
+        Self {
+            endpoint,
+            debug: false,
+        }
+    }
+
+    /// With `--debug`: print each request and response on standard error, secrets masked.
+    pub fn with_debug(mut self, debug: bool) -> Self {
+        self.debug = debug;
+        self
     }
 
     /// Sends a request; a 4xx/5xx answer becomes an [`ApiFailure`] error. Returns the status and JSON body
@@ -96,7 +147,7 @@ impl Client {
             None => Bytes::new(),
         };
         let mut req = Request::builder()
-            .method(method)
+            .method(method.clone())
             .uri(path)
             .header("content-type", "application/json");
         if let Some(etag) = if_match {
@@ -120,6 +171,14 @@ impl Client {
                 (handshake(stream).await?, authority.clone())
             }
         };
+        if self.debug {
+            eprintln!("DEBUG: Request URL: '{path}'");
+            eprintln!("DEBUG: Request method: '{method}'");
+            if matches!(self.endpoint, Endpoint::Tcp { .. }) {
+                eprintln!("DEBUG:     'Authorization': 'Bearer ***'");
+            }
+            eprintln!("DEBUG: Request body: {}", debug_body(path, &payload));
+        }
         let req = req.header("host", host).body(Full::new(payload))?;
         let resp = sender
             .send_request(req)
@@ -127,6 +186,10 @@ impl Client {
             .context("the vgw daemon closed the connection")?;
         let status = resp.status().as_u16();
         let bytes = resp.into_body().collect().await?.to_bytes();
+        if self.debug {
+            eprintln!("DEBUG: Response status: {status}");
+            eprintln!("DEBUG: Response content: {}", debug_body(path, &bytes));
+        }
         if status >= 400 {
             let value: Value = serde_json::from_slice(&bytes)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));

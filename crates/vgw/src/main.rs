@@ -42,6 +42,25 @@ pub struct Cli {
     /// JMESPath query applied to the output, as in az.
     #[arg(long, global = true)]
     pub query: Option<String>,
+    /// The resource group, as az; it must be the daemon's (`vgw serve --resource-group`, default
+    /// `vgw`), else the command fails with ResourceGroupNotFound (exit 3).
+    #[arg(short = 'g', long, global = true)]
+    pub resource_group: Option<String>,
+    /// The subscription, as az; it must be the daemon's (`vgw serve --subscription-id`).
+    #[arg(long, global = true)]
+    pub subscription: Option<String>,
+    /// One resource id (ARM form, or vgw's older `/vgw/...`) instead of --name, -g and --subscription.
+    #[arg(long, global = true)]
+    pub ids: Option<String>,
+    /// Print errors only (az); vgw's commands print no warnings on success anyway.
+    #[arg(long, global = true)]
+    pub only_show_errors: bool,
+    /// Also print how long the command took, on standard error (az).
+    #[arg(long, global = true)]
+    pub verbose: bool,
+    /// Print every API request and response on standard error, secrets masked (az).
+    #[arg(long, global = true)]
+    pub debug: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -92,12 +111,123 @@ pub struct Ctx {
 impl Ctx {
     /// Prints `value` with the chosen format (JSON by default, as az).
     pub fn print(&self, value: &serde_json::Value) -> Result<()> {
-        output::print(
+        self.print_table(value, output::Table::Auto)
+    }
+
+    /// Prints `value`, with az's table transformer `table` for `-o table`.
+    pub fn print_table(&self, value: &serde_json::Value, table: output::Table) -> Result<()> {
+        output::print_table(
             value,
             self.output.unwrap_or(Format::Json),
             self.query.as_deref(),
+            table,
         )
     }
+}
+
+/// Checks `-g`/`--subscription` against the daemon's scope, failing as az does when they differ.
+async fn check_scope(client: &Client, cli: &Cli) -> Result<()> {
+    if cli.resource_group.is_none() && cli.subscription.is_none() {
+        return Ok(());
+    }
+    let scope = client.get("/api/scope").await?;
+    let (sub, rg) = (
+        scope["subscriptionId"].as_str().unwrap_or_default(),
+        scope["resourceGroup"].as_str().unwrap_or_default(),
+    );
+    if let Some(given) = cli
+        .subscription
+        .as_ref()
+        .filter(|g| !g.eq_ignore_ascii_case(sub))
+    {
+        return Err(anyhow::anyhow!(ApiFailure {
+            status: 404,
+            code: "SubscriptionNotFound".into(),
+            message: format!(
+                "The subscription '{given}' could not be found. This vgw daemon's subscription is '{sub}' (vgw serve --subscription-id)."
+            ),
+            target: Some("--subscription".into()),
+        }));
+    }
+    // Azure's resource group names are case-insensitive.
+    if let Some(given) = cli
+        .resource_group
+        .as_ref()
+        .filter(|g| !g.eq_ignore_ascii_case(rg))
+    {
+        return Err(anyhow::anyhow!(ApiFailure {
+            status: 404,
+            code: "ResourceGroupNotFound".into(),
+            message: format!(
+                "Resource group '{given}' could not be found. This vgw daemon's resources are in resource group '{rg}' (vgw serve --resource-group)."
+            ),
+            target: Some("--resource-group".into()),
+        }));
+    }
+    Ok(())
+}
+
+/// Replaces `--ids ID` by the flags it stands for (`--subscription`, `-g`, and `--name`, or
+/// `--gateway-name`/`--connection-name` and `--name` for a child resource), as az resolves it.
+fn expand_ids(args: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsString>> {
+    let Some(pos) = args.iter().position(|a| a == "--ids") else {
+        return Ok(args);
+    };
+    let values: Vec<String> = args[pos + 1..]
+        .iter()
+        .take_while(|a| !a.to_string_lossy().starts_with('-'))
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if values.len() != 1 {
+        anyhow::bail!(
+            "--ids: give exactly one resource id (got {}); a vgw daemon's commands act on one resource at a time",
+            values.len()
+        );
+    }
+    let id = &values[0];
+    let segs: Vec<&str> = id.trim_matches('/').split('/').collect();
+    let mut flags: Vec<String> = Vec::new();
+    let rest: &[&str] = if segs.len() >= 8
+        && segs[0].eq_ignore_ascii_case("subscriptions")
+        && segs[2].eq_ignore_ascii_case("resourceGroups")
+        && segs[4].eq_ignore_ascii_case("providers")
+    {
+        flags.extend(["--subscription".into(), segs[1].to_string()]);
+        flags.extend(["--resource-group".into(), segs[3].to_string()]);
+        &segs[6..]
+    } else if segs.len() >= 3 && segs[0] == "vgw" {
+        &segs[1..]
+    } else {
+        anyhow::bail!(
+            "--ids: '{id}' is not a resource id; expected /subscriptions/SUB/resourceGroups/RG/providers/Microsoft.Network/COLLECTION/NAME"
+        );
+    };
+    let is_connection_child = args
+        .iter()
+        .any(|a| a == "ipsec-policy" || a == "shared-key");
+    match rest {
+        [_, name] if is_connection_child => {
+            flags.extend(["--connection-name".into(), name.to_string()])
+        }
+        [_, name] => flags.extend(["--name".into(), name.to_string()]),
+        [_, parent, _, child] => {
+            flags.extend(["--gateway-name".into(), parent.to_string()]);
+            flags.extend(["--name".into(), child.to_string()]);
+        }
+        _ => anyhow::bail!("--ids: '{id}' does not end in COLLECTION/NAME"),
+    }
+    let mut out: Vec<std::ffi::OsString> = args[..pos].to_vec();
+    out.extend(flags.into_iter().map(Into::into));
+    out.extend(args[pos + 2..].iter().cloned());
+    Ok(out)
+}
+
+/// Whether an error is a closed standard output (`vgw export | head -1`), which is not a failure.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn endpoint(cli: &Cli) -> Result<Endpoint> {
@@ -132,10 +262,11 @@ async fn run(cli: Cli) -> Result<()> {
         return commands::pki::run(cmd, cli.output, cli.query.as_deref());
     }
     let ctx = Ctx {
-        client: Client::new(endpoint(&cli)?),
+        client: Client::new(endpoint(&cli)?).with_debug(cli.debug),
         output: cli.output,
         query: cli.query.clone(),
     };
+    check_scope(&ctx.client, &cli).await?;
     match cli.command {
         Command::Serve(_) | Command::Demo(_) | Command::Pki(_) => unreachable!("handled above"),
         Command::VnetGateway(cmd) => commands::gateway::run(&ctx, cmd).await,
@@ -150,7 +281,31 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A `println!` into a closed pipe (`vgw logs | head`) panics; that is the reader going away, not a
+    // failure: exit 0 without a panic message.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if text.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default_hook(info);
+    }));
+    let args = match expand_ids(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("ERROR: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
+    let started = std::time::Instant::now();
+    let verbose = cli.verbose || cli.debug;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -162,8 +317,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    if verbose {
+        eprintln!(
+            "Command ran in {:.3} seconds",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             if let Some(api) = e.downcast_ref::<ApiFailure>() {
                 eprintln!("ERROR: {api}");

@@ -183,7 +183,7 @@ fn resources_formats_and_export_apply() {
     assert_eq!(c1["ipsecPolicies"][0]["dhGroup"], "ECP384");
     assert_eq!(
         c1["localNetworkGateway2"]["id"],
-        "/vgw/localNetworkGateways/site1"
+        "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/vgw/providers/Microsoft.Network/localNetworkGateways/site1"
     );
     let lgs = d.json(&["local-gateway", "list"]);
     assert_eq!(lgs.as_array().unwrap().len(), 2);

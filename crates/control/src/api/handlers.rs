@@ -71,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .route(&format!("{gw}/reset"), post(reset_gateway))
         .route(&format!("{gw}/failoverDrill"), post(failover_drill))
         .route("/api/instance", get(instance_report))
+        .route("/api/scope", get(resource_scope_view))
         .route(&format!("{gw}/getBgpPeerStatus"), post(bgp_peer_status))
         .route(&format!("{gw}/getLearnedRoutes"), post(learned_routes))
         .route(
@@ -206,6 +207,8 @@ const READ_ONLY: &[&str] = &[
     "id",
     "etag",
     "type",
+    "resourceGroup",
+    "location",
     "provisioningState",
     "resourceGuid",
     "connectionStatus",
@@ -251,7 +254,7 @@ fn strip_read_only(value: &mut Value) {
 
 fn strip_item_meta(item: &mut Value) {
     if let Some(o) = item.as_object_mut() {
-        for k in ["id", "etag", "type", "provisioningState"] {
+        for k in ["id", "etag", "type", "resourceGroup", "provisioningState"] {
             o.shift_remove(k);
         }
     }
@@ -354,6 +357,11 @@ fn with_meta(
     out.insert("name".into(), json!(name));
     out.insert("id".into(), json!(resource_id(collection, name)));
     out.insert("type".into(), json!(format!("Microsoft.Network/{rtype}")));
+    let scope = crate::model::resource_scope();
+    out.insert("resourceGroup".into(), json!(scope.resource_group));
+    if !collection.contains('/') {
+        out.insert("location".into(), json!(scope.location));
+    }
     out.insert("etag".into(), json!(etag.cloned().unwrap_or_default()));
     out.insert("provisioningState".into(), json!("Succeeded"));
     if let Some(obj) = body.as_object_mut() {
@@ -479,6 +487,21 @@ fn require_gateway_mut<'a>(
 }
 
 // ---- gateway ------------------------------------------------------------------------------------------
+
+/// `GET /api/scope`: the subscription id and resource group every resource of this daemon lives in
+/// (set with `vgw serve --subscription-id/--resource-group`); the CLI checks `-g`/`--subscription`
+/// against it.
+async fn resource_scope_view() -> ApiResult {
+    let scope = crate::model::resource_scope();
+    Ok(json_response(
+        StatusCode::OK,
+        json!({
+            "subscriptionId": scope.subscription_id,
+            "resourceGroup": scope.resource_group,
+            "location": scope.location,
+        }),
+    ))
+}
 
 async fn list_gateways(State(app): State<AppState>) -> ApiResult {
     let (state, etags) = app.controller.snapshot().await;

@@ -42,6 +42,13 @@ const OPERATIONS: &[(&str, &str, &str, Option<&str>, &str)] = &[
         "Empty",
     ),
     (
+        "get",
+        "/api/scope",
+        "The subscription id and resource group of this daemon's resources",
+        None,
+        "Object",
+    ),
+    (
         "post",
         "/api/virtualNetworkGateways/{gw}/reset",
         "Re-establish every tunnel (?gatewayVip=IP for one instance)",

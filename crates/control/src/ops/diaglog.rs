@@ -317,7 +317,10 @@ impl Filter {
             && self.since_ms.is_none_or(|t| r.time_ms >= t)
             && self.after_seq.is_none_or(|s| r.seq > s)
             && self.connection.as_ref().is_none_or(|c| {
-                r.resource == crate::model::resource_id(crate::model::collection::CONNECTIONS, c)
+                // ARM ids and the older `/vgw/connections/NAME` ids of earlier log files both match.
+                r.resource
+                    .strip_suffix(c.as_str())
+                    .is_some_and(|p| p.ends_with("/connections/"))
                     || r.properties.get("connection").and_then(Value::as_str) == Some(c.as_str())
             })
     }

@@ -22,6 +22,9 @@ pub enum ConnectionCommand {
     Delete(NameNoWait),
     /// Tear down and re-establish one connection (an evidence archive is taken first).
     Reset(super::evidence::ConnectionResetArgs),
+    /// Wait until the connection reaches a condition, e.g.
+    /// `--custom "connectionStatus=='Connected'"` (az's generic wait).
+    Wait(ConnectionWait),
     /// Custom IPsec/IKE policies.
     #[command(subcommand)]
     IpsecPolicy(IpsecPolicyCommand),
@@ -39,6 +42,17 @@ pub struct Name {
     /// Connection name.
     #[arg(short = 'n', long)]
     pub name: String,
+}
+
+/// `wait` flags.
+#[derive(Args, Debug)]
+pub struct ConnectionWait {
+    /// Connection name.
+    #[arg(short = 'n', long)]
+    pub name: String,
+    /// The condition.
+    #[command(flatten)]
+    pub wait: super::WaitArgs,
 }
 
 /// `--name --no-wait`.
@@ -104,6 +118,9 @@ pub struct ConnectionArgs {
     /// NAT rules for traffic to the site.
     #[arg(long, num_args = 1..)]
     pub egress_nat_rule: Option<Vec<String>>,
+    /// az's --set/--add/--remove/--force-string.
+    #[command(flatten)]
+    pub generic: super::GenericUpdate,
     /// Do not print the result.
     #[arg(long)]
     pub no_wait: bool,
@@ -302,6 +319,7 @@ pub async fn run(ctx: &Ctx, cmd: ConnectionCommand) -> Result<()> {
             }
             let mut body = json!({"name": a.name});
             apply_flags(&mut body, &a);
+            a.generic.apply(&mut body)?;
             put_and_print(ctx, &a.name, &body, None, a.no_wait).await?;
         }
         ConnectionCommand::Show(a) => ctx.print(&ctx.client.get(&path(&a.name)).await?)?,
@@ -312,7 +330,17 @@ pub async fn run(ctx: &Ctx, cmd: ConnectionCommand) -> Result<()> {
             let mut body = ctx.client.get(&path(&a.name)).await?;
             let etag = body["etag"].as_str().map(str::to_string);
             apply_flags(&mut body, &a);
+            a.generic.apply(&mut body)?;
             put_and_print(ctx, &a.name, &body, etag.as_deref(), a.no_wait).await?;
+        }
+        ConnectionCommand::Wait(a) => {
+            super::wait(
+                ctx,
+                &path(&a.name),
+                &format!("vpn-connection '{}'", a.name),
+                &a.wait,
+            )
+            .await?
         }
         ConnectionCommand::Delete(a) => ctx.client.delete(&path(&a.name)).await?,
         ConnectionCommand::Reset(a) => {

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::{bool_flag, seg, set};
 use crate::Ctx;
+use crate::output::Table;
 
 /// `vnet-gateway` subcommands.
 #[derive(Subcommand, Debug)]
@@ -14,6 +15,10 @@ pub enum GatewayCommand {
     Create(GatewayArgs),
     /// Show the gateway.
     Show(NameArg),
+    /// List the gateways (a daemon has at most one).
+    List,
+    /// Wait until the gateway reaches a condition (az's generic wait).
+    Wait(GatewayWait),
     /// Change the gateway's settings; only the flags given change.
     Update(GatewayArgs),
     /// Delete the gateway (its connections must be deleted first).
@@ -56,6 +61,17 @@ pub struct NameArg {
     /// Gateway name; defaults to the daemon's gateway.
     #[arg(short = 'n', long)]
     pub name: Option<String>,
+}
+
+/// `wait` flags.
+#[derive(Args, Debug)]
+pub struct GatewayWait {
+    /// Gateway name; defaults to the daemon's gateway.
+    #[arg(short = 'n', long)]
+    pub name: Option<String>,
+    /// The condition.
+    #[command(flatten)]
+    pub wait: super::WaitArgs,
 }
 
 /// `--name` and `--no-wait`.
@@ -168,6 +184,9 @@ pub struct GatewayArgs {
     /// Extra prefixes advertised to sites.
     #[arg(long, num_args = 1..)]
     pub custom_routes: Option<Vec<String>>,
+    /// az's --set/--add/--remove/--force-string.
+    #[command(flatten)]
+    pub generic: super::GenericUpdate,
     /// Do not print the result.
     #[arg(long)]
     pub no_wait: bool,
@@ -462,6 +481,7 @@ pub async fn run(ctx: &Ctx, cmd: GatewayCommand) -> Result<()> {
             };
             let mut body = json!({"name": name});
             apply_flags(&mut body, &a);
+            a.generic.apply(&mut body)?;
             // If-None-Match semantics: create must not silently replace an existing gateway.
             let exists = ctx.client.get("/api/virtualNetworkGateways").await?;
             if let Some(existing) = exists["value"][0]["name"].as_str() {
@@ -474,6 +494,26 @@ pub async fn run(ctx: &Ctx, cmd: GatewayCommand) -> Result<()> {
                 ctx.print(&out)?;
             }
         }
+        GatewayCommand::Wait(a) => {
+            let name = match a.name {
+                Some(n) => n,
+                None if a.wait.deleted => match gateway_name(ctx, None).await {
+                    Ok(n) => n,
+                    Err(_) => return Ok(()),
+                },
+                None => gateway_name(ctx, None).await?,
+            };
+            super::wait(
+                ctx,
+                &gw_path(&name),
+                &format!("vnet-gateway '{name}'"),
+                &a.wait,
+            )
+            .await?;
+        }
+        GatewayCommand::List => {
+            ctx.print(&ctx.client.get("/api/virtualNetworkGateways").await?["value"])?;
+        }
         GatewayCommand::Show(a) => {
             let name = gateway_name(ctx, a.name).await?;
             ctx.print(&ctx.client.get(&gw_path(&name)).await?)?;
@@ -483,6 +523,7 @@ pub async fn run(ctx: &Ctx, cmd: GatewayCommand) -> Result<()> {
             let mut body = ctx.client.get(&gw_path(&name)).await?;
             let etag = body["etag"].as_str().map(str::to_string);
             apply_flags(&mut body, &a);
+            a.generic.apply(&mut body)?;
             let out = ctx
                 .client
                 .put(&gw_path(&name), &body, etag.as_deref())
@@ -532,14 +573,15 @@ pub async fn run(ctx: &Ctx, cmd: GatewayCommand) -> Result<()> {
             if let Some(peer) = &a.peer {
                 path.push_str(&format!("?peer={}", seg(peer)));
             }
-            ctx.print(&ctx.client.post(&path, None).await?)?;
+            ctx.print_table(&ctx.client.post(&path, None).await?, Table::BgpPeers)?;
         }
         GatewayCommand::ListLearnedRoutes(a) => {
             let name = gateway_name(ctx, a.name).await?;
-            ctx.print(
+            ctx.print_table(
                 &ctx.client
                     .post(&format!("{}/getLearnedRoutes", gw_path(&name)), None)
                     .await?,
+                Table::Routes,
             )?;
         }
         GatewayCommand::ListAdvertisedRoutes(a) => {
@@ -548,7 +590,7 @@ pub async fn run(ctx: &Ctx, cmd: GatewayCommand) -> Result<()> {
                 bail!("the following arguments are required: --peer")
             };
             let path = format!("{}/getAdvertisedRoutes?peer={}", gw_path(&name), seg(&peer));
-            ctx.print(&ctx.client.post(&path, None).await?)?;
+            ctx.print_table(&ctx.client.post(&path, None).await?, Table::Routes)?;
         }
         GatewayCommand::NatRule(cmd) => nat_rule(ctx, cmd).await?,
         GatewayCommand::RootCert(cmd) => root_cert(ctx, cmd).await?,

@@ -68,6 +68,9 @@ pub struct LocalGatewayArgs {
     /// vgw's BGP timers and prefix limit.
     #[command(flatten)]
     pub bgp_tuning: super::BgpTuning,
+    /// az's --set/--add/--remove/--force-string.
+    #[command(flatten)]
+    pub generic: super::GenericUpdate,
     /// Do not print the result.
     #[arg(long)]
     pub no_wait: bool,
@@ -115,6 +118,7 @@ pub async fn run(ctx: &Ctx, cmd: LocalGatewayCommand) -> Result<()> {
         LocalGatewayCommand::Create(a) => {
             let mut body = json!({"name": a.name});
             apply_flags(&mut body, &a);
+            a.generic.apply(&mut body)?;
             if ctx
                 .client
                 .call(hyper::Method::GET, &path(&a.name), None, None)
@@ -132,13 +136,15 @@ pub async fn run(ctx: &Ctx, cmd: LocalGatewayCommand) -> Result<()> {
             }
         }
         LocalGatewayCommand::Show(a) => ctx.print(&ctx.client.get(&path(&a.name)).await?)?,
-        LocalGatewayCommand::List => {
-            ctx.print(&ctx.client.get("/api/localNetworkGateways").await?["value"])?
-        }
+        LocalGatewayCommand::List => ctx.print_table(
+            &ctx.client.get("/api/localNetworkGateways").await?["value"],
+            crate::output::Table::LocalGateways,
+        )?,
         LocalGatewayCommand::Update(a) => {
             let mut body = ctx.client.get(&path(&a.name)).await?;
             let etag = body["etag"].as_str().map(str::to_string);
             apply_flags(&mut body, &a);
+            a.generic.apply(&mut body)?;
             let out = ctx
                 .client
                 .put(&path(&a.name), &body, etag.as_deref())

@@ -50,6 +50,17 @@ pub struct ServeArgs {
     /// Days the activity log (`vgw monitor activity-log list`) keeps its entries.
     #[arg(long, default_value_t = vgw_control::activity::DEFAULT_RETENTION_DAYS, value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub activity_log_retention_days: u32,
+    /// The subscription id shown in every resource id (`/subscriptions/{id}/...`); `-g`/`--subscription`
+    /// of the CLI must name it.
+    #[arg(long, env = "VGW_SUBSCRIPTION_ID", default_value = vgw_control::model::DEFAULT_SUBSCRIPTION_ID)]
+    pub subscription_id: String,
+    /// The resource group every resource of this daemon lives in; a CLI command naming another one fails
+    /// with ResourceGroupNotFound, as az does.
+    #[arg(long, env = "VGW_RESOURCE_GROUP", default_value = vgw_control::model::DEFAULT_RESOURCE_GROUP)]
+    pub resource_group: String,
+    /// The `location` every resource shows (display only, as a label; vgw runs where it is started).
+    #[arg(long, env = "VGW_LOCATION", default_value = vgw_control::model::DEFAULT_LOCATION)]
+    pub location: String,
     /// Log filter (tracing's env-filter syntax), also RUST_LOG.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log_level: String,
@@ -64,6 +75,14 @@ pub async fn run(args: &ServeArgs, api_socket: &Path, api_token_file: Option<&Pa
         )
         .with_writer(std::io::stderr)
         .init();
+    check_scope_part("--subscription-id", &args.subscription_id)?;
+    check_scope_part("--resource-group", &args.resource_group)?;
+    check_scope_part("--location", &args.location)?;
+    vgw_control::model::set_resource_scope(vgw_control::model::ResourceScope {
+        subscription_id: args.subscription_id.clone(),
+        resource_group: args.resource_group.clone(),
+        location: args.location.clone(),
+    });
     serve(ServeConfig {
         state_dir: args.state_dir.clone(),
         api_socket: api_socket.to_path_buf(),
@@ -84,4 +103,21 @@ pub async fn run(args: &ServeArgs, api_socket: &Path, api_token_file: Option<&Pa
     })
     .await
     .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// A subscription id or resource group goes into every resource id, so it must be one path segment
+/// of Azure's characters (letters, digits, `-`, `_`, `.`, `(`, `)`; at most 90).
+fn check_scope_part(flag: &str, value: &str) -> Result<()> {
+    let ok = !value.is_empty()
+        && value.len() <= 90
+        && !value.ends_with('.')
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '(' | ')'));
+    if !ok {
+        anyhow::bail!(
+            "{flag} '{value}' is not valid: use 1-90 letters, digits, '-', '_', '.', '(' or ')', not ending in '.'"
+        );
+    }
+    Ok(())
 }

@@ -38,9 +38,11 @@ pub async fn export(ctx: &Ctx, args: ExportArgs) -> Result<()> {
     let doc = ctx.client.get(path).await?;
     let format = ctx.output.unwrap_or(Format::Yaml);
     if format == Format::Yaml && ctx.query.is_none() {
-        println!("# vgw desired state; apply with: vgw apply -f FILE");
+        crate::output::emit("# vgw desired state; apply with: vgw apply -f FILE\n")?;
         if !args.include_secrets {
-            println!("# shared keys are omitted (vgw export --include-secrets adds them)");
+            crate::output::emit(
+                "# shared keys are omitted (vgw export --include-secrets adds them)\n",
+            )?;
         }
     }
     crate::output::print(&doc, format, ctx.query.as_deref())
@@ -64,10 +66,7 @@ pub async fn apply(ctx: &Ctx, args: ApplyArgs) -> Result<()> {
     let result = ctx.client.post(path, Some(&doc)).await?;
     match ctx.output {
         Some(format) => crate::output::print(&result, format, ctx.query.as_deref()),
-        None => {
-            print!("{}", describe_changes(&result, args.what_if));
-            Ok(())
-        }
+        None => crate::output::emit(&describe_changes(&result, args.what_if)),
     }
 }
 

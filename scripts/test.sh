@@ -27,6 +27,9 @@ fi
 echo "== test dependencies"
 bash scripts/install-deps.sh
 
+echo "== fuzzing: every target of crates/*/fuzz for 10 s (scripts/fuzz.sh 600 for a long run)"
+bash scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
+
 export VGW="$PWD/target/debug/vgw"
 echo "== vgw demo (vgw <-> vgw in namespaces)"
 "$VGW" demo

@@ -14,6 +14,7 @@ use vgw_ike::message::exchange;
 use vgw_ike_fuzz::{Harness, Variant};
 
 fuzz_target!(|data: &[u8]| {
+    vgw_ike_fuzz::self_check();
     let [sel, first, rest @ ..] = data else {
         return;
     };

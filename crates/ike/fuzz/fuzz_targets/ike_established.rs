@@ -15,6 +15,7 @@ use vgw_ike::message::{Header, exchange};
 use vgw_ike_fuzz::{CONN, Harness, Variant, records};
 
 fuzz_target!(|data: &[u8]| {
+    vgw_ike_fuzz::self_check();
     let [sel, rest @ ..] = data else {
         return;
     };

@@ -17,6 +17,7 @@ use vgw_ike::message::{exchange, payload_type};
 use vgw_ike_fuzz::{Harness, Variant, records};
 
 fuzz_target!(|data: &[u8]| {
+    vgw_ike_fuzz::self_check();
     let [sel, size, rest @ ..] = data else {
         return;
     };

@@ -497,12 +497,65 @@ impl Harness {
         self.ep.is_established(CONN)
     }
 
+    /// Answers the endpoint's IKE_AUTH request `message_id` with a valid response (IDr, AUTH, one
+    /// AES-GCM ESP proposal, TSi, TSr); true when the endpoint then holds an established SA.
+    pub fn accept_auth(&mut self, message_id: u32) -> bool {
+        let mut spi = [0u8; 4];
+        vgw_ike::crypto::random(&mut spi);
+        let proposal = Proposal {
+            number: 1,
+            protocol: protocol::ESP,
+            spi: spi.to_vec(),
+            transforms: vec![
+                Encryption::AesGcm16(256).transform(),
+                Transform {
+                    kind: transform_type::ESN,
+                    id: 0,
+                    key_len: None,
+                },
+            ],
+        };
+        let rest = [
+            Payload::Sa(vec![proposal]),
+            Payload::TsI(vec![TrafficSelector::any_v4()]),
+            Payload::TsR(vec![TrafficSelector::any_v4()]),
+        ];
+        let mut tail = Vec::new();
+        let first_rest = emit_payloads(&mut tail, &rest);
+        let mut plain = self.auth_prefix(first_rest);
+        plain.extend(tail);
+        let first = self.auth_prefix_first();
+        self.send_sk(exchange::IKE_AUTH, true, message_id, first, &plain);
+        self.ep.is_established(CONN)
+    }
+
     /// Advances the clock and runs the endpoint's timers.
     pub fn advance(&mut self, by: Duration) {
         self.now += by;
         self.ep.handle_timeout(self.now);
         self.drain();
     }
+}
+
+/// Checks once per process that the scripted peer still reaches an established SA in both roles
+/// (so a change in the engine cannot leave the targets silently fuzzing only the refusal path).
+pub fn self_check() {
+    static CHECK: std::sync::Once = std::sync::Once::new();
+    CHECK.call_once(|| {
+        for b in [0u8, 1] {
+            let v = Variant::from_byte(b);
+            let mut h = Harness::as_initiator(v, false).expect("harness: IKE_SA_INIT as initiator");
+            assert!(
+                h.establish(),
+                "harness: a valid IKE_AUTH request did not establish ({v:?})"
+            );
+            let (mut h, id) = Harness::as_responder(v).expect("harness: IKE_SA_INIT as responder");
+            assert!(
+                h.accept_auth(id),
+                "harness: a valid IKE_AUTH response did not establish ({v:?})"
+            );
+        }
+    });
 }
 
 /// Splits fuzz input into records: a 1-byte tag, a 2-byte big-endian length and that many bytes

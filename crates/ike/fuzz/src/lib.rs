@@ -16,8 +16,9 @@ use vgw_ike::crypto::{
     DhGroup, DhPrivate, Encryption, IkeKeys, IkeSuite, Integrity, Prf, SkCipher, psk_auth,
 };
 use vgw_ike::message::{
-    HEADER_LEN, Header, Identity, Message, Notify, Payload, TrafficSelector, emit_payloads,
-    exchange, find_ke, find_nonce, flags, notify, payload_type, protocol,
+    HEADER_LEN, Header, Identity, Message, Notify, Payload, Proposal, TrafficSelector, Transform,
+    emit_payloads, exchange, find_ke, find_nonce, flags, notify, payload_type, protocol,
+    transform_type,
 };
 use vgw_ike::proposal::{ProposalSpec, default_esp};
 use vgw_ike::{ChildConfig, Config, Endpoint, Mode, PeerAuth, TrustStore};

@@ -82,10 +82,10 @@ for t in "${ORDER[@]}"; do
         echo "   $t crashed (exit $rc); input in $ARTIFACTS/$t/, log $log:" >&2
         grep -m5 -E "panicked|ERROR: libFuzzer|SUMMARY|Test unit written" "$log" >&2 || tail -5 "$log" >&2
     fi
-    rows+=("$(printf '%-22s %-18s %12s %8s' "$t" "$dir" "${execs:-?}" "$crashes")")
+    rows+=("$(printf '%-20s %-22s %12s %8s' "$t" "$dir" "${execs:-?}" "$crashes")")
 done
 
 echo
-printf '%-22s %-18s %12s %8s\n' target crate executions crashes
+printf '%-20s %-22s %12s %8s\n' target crate executions crashes
 for r in "${rows[@]}"; do echo "$r"; done
 exit $failed

@@ -11,6 +11,11 @@ else
         wireguard-go wireguard-tools
         tshark prometheus chromium fonts-dejavu-core bird2 frr gobgpd sqlite3)
 fi
+# scripts/fuzz.sh builds the fuzz targets with cargo-fuzz (a cargo subcommand, not a Debian package).
+if [ "${1:-}" != demo ] && ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "installing cargo-fuzz (cargo install cargo-fuzz --locked)"
+    cargo install cargo-fuzz --locked --quiet
+fi
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

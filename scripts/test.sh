@@ -27,6 +27,12 @@ fi
 echo "== test dependencies"
 bash scripts/install-deps.sh
 
+# The control and dataplane fuzz crates take ~20 minutes to build from a clean clone (release builds
+# with coverage of rusqlite, axum, rustls, boringtun): CI runs the protocol engines' targets only;
+# `bash scripts/fuzz.sh 600` runs every target (docs/security.md).
+echo "== fuzzing: the engines' targets (ike, esp, bgp, bfd) for 10 s each"
+FUZZ_CRATES="${FUZZ_CRATES:-ike esp bgp bfd}" bash scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
+
 export VGW="$PWD/target/debug/vgw"
 echo "== vgw demo (vgw <-> vgw in namespaces)"
 "$VGW" demo

@@ -29,7 +29,10 @@ fuzz_target!(|data: &[u8]| {
             esp: default_esp(true),
             pfs: None,
             mode: Mode::ResponderOnly,
-            children: vec![ChildConfig { local: vec![TrafficSelector::any_v4()], remote: vec![TrafficSelector::any_v4()] }],
+            children: vec![ChildConfig {
+                local: vec![TrafficSelector::any_v4()],
+                remote: vec![TrafficSelector::any_v4()],
+            }],
             dpd_timeout: Duration::from_secs(45),
             ike_lifetime: Duration::from_secs(3600),
             child_lifetime: Duration::from_secs(600),

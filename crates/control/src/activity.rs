@@ -27,8 +27,8 @@ use axum::serve::IncomingStream;
 use rusqlite::{Connection, params};
 use serde_json::{Value, json};
 
-use crate::ops::diaglog::{now_ms, rfc3339};
 use crate::api::error::ApiError;
+use crate::ops::diaglog::{now_ms, rfc3339};
 
 /// Most entries kept; the oldest go first.
 pub const MAX_ENTRIES: i64 = 100_000;

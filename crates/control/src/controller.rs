@@ -364,12 +364,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::SqliteStore::open(dir.path()).unwrap();
         let log = Arc::new(DiagLog::open(&dir.path().join("logs"), 1 << 20, 2).unwrap());
-        let c = Controller::load(Box::new(store), log).unwrap();
+        let c = Controller::load(Box::new(store), log, crate::plan::Instance(0)).unwrap();
         c.set_max_resources(2);
         for i in 0..2 {
             c.mutate(false, |s, _| {
                 s.local_gateways.insert(format!("site{i}"), lg(i));
-                Ok(())
+                Ok::<(), ControllerError>(())
             })
             .await
             .unwrap();
@@ -377,7 +377,7 @@ mod tests {
         let err = c
             .mutate(false, |s, _| {
                 s.local_gateways.insert("site2".into(), lg(2));
-                Ok(())
+                Ok::<(), ControllerError>(())
             })
             .await
             .unwrap_err();
@@ -389,7 +389,7 @@ mod tests {
         // Shrinking stays possible.
         c.mutate(false, |s, _| {
             s.local_gateways.remove("site1");
-            Ok(())
+            Ok::<(), ControllerError>(())
         })
         .await
         .unwrap();

@@ -9,8 +9,10 @@
 //!   `vpnClientAddressPool`, WireGuard clients take fixed addresses from the upper half (the n-th peer
 //!   of `wireGuardPeers` gets the half's n+1-th address), so no address is ever handed out twice.
 //! - Keys are derived, not stored: a 32-byte master secret in `<state-dir>/p2s/wireguard.key` (0600)
-//!   gives the server key and each client's key (HMAC-SHA256 with the peer's name), so the client
-//!   package can carry a working .conf and nothing else needs to persist.
+//!   gives the server key and each client's key (HMAC-SHA256 with the peer's name), so a client's own
+//!   package can carry a working .conf and nothing else needs to persist. A peer whose public key is
+//!   registered (`wireGuardPeerPublicKeys`) uses that key instead, and its private key never exists
+//!   here. Each package holds one user's key at most (crate::p2s::profile_input).
 //! - A client's packets must come from its own address (the AllowedIPs rule, RFC-less but WireGuard's
 //!   cryptokey routing); anything else is dropped.
 
@@ -80,6 +82,15 @@ impl Keys {
 /// Base64 of a key, as WireGuard configurations write it.
 pub fn b64(key: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(key)
+}
+
+/// A public key as `wg pubkey` prints it (base64 of 32 bytes); None when it is not one.
+pub fn parse_public_key(text: &str) -> Option<PublicKey> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .ok()?;
+    let bytes: [u8; 32] = bytes.try_into().ok()?;
+    Some(PublicKey::from(bytes))
 }
 
 /// The two halves of an IPv4 pool: (IKEv2's, WireGuard's). A pool too small to split stays IKEv2's.

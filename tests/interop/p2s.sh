@@ -160,17 +160,37 @@ PY
     lab_cleanup
 }
 
-# wireguard: wireguard-go with bob's .conf from the generated package connects and pings the hub LAN,
-# from the WireGuard half of the pool, and shows in show-health.
+# wireguard: the gateway-wide package holds no WireGuard key; bob's own package (generate --client bob)
+# holds his .conf only and not alice's key; wireguard-go with it connects and pings the hub LAN from the
+# WireGuard half of the pool and shows in show-health; a revoked URL and a removed peer's URL answer 403.
 scenario_wireguard() {
     local name="WireGuard: wireguard-go with the package's .conf pings the hub LAN"
-    P2S_EXTRA="WireGuard --wireguard-peers bob" p2s_lab || { fail "$name: setup"; lab_cleanup; return; }
-    local url; url=$(vgwc hub vnet-gateway vpn-client generate -o tsv)
+    P2S_EXTRA="WireGuard --wireguard-peers alice bob" p2s_lab || { fail "$name: setup"; lab_cleanup; return; }
+    local ca="$LAB_WORK/hub-state/p2s/ca.crt.pem"
+    # The gateway-wide package holds no WireGuard key at all.
+    local gwurl; gwurl=$(vgwc hub vnet-gateway vpn-client generate -o tsv)
     local pkg="$LAB_WORK/pkg"; rm -rf "$pkg"; mkdir -p "$pkg"
-    wait_for 5 in_ns site curl -sf --cacert "$LAB_WORK/hub-state/p2s/ca.crt.pem" -o "$pkg/p.zip" "$url" || { fail "$name: download"; lab_cleanup; return; }
+    wait_for 5 in_ns site curl -sf --cacert "$ca" -o "$pkg/gw.zip" "$gwurl" || { fail "$name: gateway package download"; lab_cleanup; return; }
+    if python3 -c 'import sys,zipfile; z=zipfile.ZipFile(sys.argv[1]); sys.exit(0 if any(b"PrivateKey =" in z.read(n) for n in z.namelist()) else 1)' "$pkg/gw.zip"; then
+        fail "$name: the gateway-wide package holds a WireGuard private key"; lab_cleanup; return
+    fi
+    # Bob's own package: his key only.
+    local url; url=$(vgwc hub vnet-gateway vpn-client generate --client bob -o tsv)
+    wait_for 5 in_ns site curl -sf --cacert "$ca" -o "$pkg/p.zip" "$url" || { fail "$name: download"; lab_cleanup; return; }
     (cd "$pkg" && python3 -c 'import zipfile; zipfile.ZipFile("p.zip").extractall(".")')
-    local conf; conf=$(ls "$pkg"/WireGuard/*.conf 2>/dev/null | head -1)
-    [ -n "$conf" ] || { fail "$name: no WireGuard .conf in the package"; lab_cleanup; return; }
+    local confs; confs=$(cd "$pkg" && ls WireGuard/ 2>/dev/null | tr '\n' ' ')
+    [ "$confs" = "bob.conf " ] || { fail "$name: bob's package holds [$confs]"; lab_cleanup; return; }
+    local conf="$pkg/WireGuard/bob.conf"
+    local alice_url; alice_url=$(vgwc hub vnet-gateway vpn-client generate --client alice -o tsv)
+    in_ns site curl -sf --cacert "$ca" -o "$pkg/a.zip" "$alice_url" || { fail "$name: alice's download"; lab_cleanup; return; }
+    local alice_key; alice_key=$(python3 -c 'import sys,zipfile; print(zipfile.ZipFile(sys.argv[1]).read("WireGuard/alice.conf").decode())' "$pkg/a.zip" | sed -n 's/^PrivateKey = //p')
+    [ -n "$alice_key" ] || { fail "$name: alice's package has no key"; lab_cleanup; return; }
+    if grep -rqF "$alice_key" "$pkg/p.zip" "$pkg"/WireGuard "$pkg/gw.zip"; then fail "$name: another user's package holds alice's private key"; lab_cleanup; return; fi
+    # Revoked URLs answer 403: one URL, and every URL of a removed peer.
+    vgwc hub vnet-gateway vpn-client revoke-url --url "$alice_url" -o none || { fail "$name: revoke-url"; lab_cleanup; return; }
+    local code; code=$(in_ns site curl -s -o /dev/null -w '%{http_code}' --cacert "$ca" "$alice_url")
+    [ "$code" = 403 ] || { fail "$name: a revoked URL answered $code"; lab_cleanup; return; }
+    local bob2; bob2=$(vgwc hub vnet-gateway vpn-client generate --client bob -o tsv)
     local addr; addr=$(sed -n 's/^Address *= *//p' "$conf" | cut -d, -f1)
     # wg(8) takes the conf without wg-quick's Address/DNS/MTU lines.
     grep -vE '^(Address|DNS|MTU) *=' "$conf" >"$pkg/wg.conf"
@@ -189,7 +209,10 @@ scenario_wireguard() {
     bob_row() { vgwc hub vnet-gateway vpn-client show-health --query "value[?vpnUserName=='bob'] | [0].privateIpAddress" -o tsv; }
     wait_for 5 sh -c "[ \"\$(VGW_API_SOCKET=$LAB_WORK/hub.sock $VGW vnet-gateway vpn-client show-health --query \"value[?vpnUserName=='bob'] | [0].privateIpAddress\" -o tsv)\" = $ip ]" \
         || { fail "$name: show-health lists bob as [$(bob_row)]"; lab_cleanup; return; }
-    pass "$name (address $ip)"
+    vgwc hub vnet-gateway update -n hub-gw --wireguard-peers alice -o none || { fail "$name: removing bob"; lab_cleanup; return; }
+    code=$(in_ns site curl -s -o /dev/null -w '%{http_code}' --cacert "$ca" "$bob2")
+    [ "$code" = 403 ] || { fail "$name: the URL of a removed peer answered $code"; lab_cleanup; return; }
+    pass "$name (address $ip; bob's package holds bob's key only; revoked URLs answer 403)"
     lab_cleanup
 }
 

@@ -40,6 +40,8 @@ pub struct ServeConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// HTTPS port of the point-to-site profile download (0: off).
     pub p2s_download_port: u16,
+    /// Timeouts and connection caps of the profile download listener.
+    pub p2s_download_limits: crate::api::p2s_download::DownloadLimits,
     /// Active-active instance index (0 or 1): which `ipConfigurations[]` and peering address to serve.
     pub instance: usize,
     /// The other active-active instance's API address (its LAN address), for the interconnect.
@@ -89,9 +91,10 @@ pub async fn serve(config: ServeConfig) -> Result<(), String> {
     controller.set_max_resources(config.max_resources);
     let started = std::time::SystemTime::now();
     let bgp_status = Arc::new(crate::plan::bgp::BgpStatus::default());
-    let downloads = Arc::new(crate::api::p2s_download::Downloads::new(
+    let downloads = Arc::new(crate::api::p2s_download::Downloads::with_limits(
         config.p2s_download_port,
         config.state_dir.join("p2s"),
+        config.p2s_download_limits.clone(),
     ));
     let (status, tunnels, live): (Arc<dyn StatusSource>, _, _) = match config.dataplane.clone() {
         Some(dp) => {

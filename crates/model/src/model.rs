@@ -323,6 +323,11 @@ pub struct VpnClientConfiguration {
     /// pool's WireGuard half, and a key pair the daemon derives; its .conf is in the client package).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub wire_guard_peers: Vec<String>,
+    /// vgw: public keys (base64, 32 bytes) the users of some `wireGuardPeers` generated themselves, by
+    /// peer name. Such a peer's private key never exists on the gateway: its package carries a
+    /// placeholder the user replaces with their own key.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub wire_guard_peer_public_keys: std::collections::BTreeMap<String, String>,
 }
 
 /// The vnet-gateway: one per daemon.

@@ -648,6 +648,30 @@ fn check_gateway(gw: &VnetGatewaySpec) -> Result {
                 ));
             }
         }
+        for (name, key) in &p2s.wire_guard_peer_public_keys {
+            let target = format!("vpnClientConfiguration.wireGuardPeerPublicKeys.{name}");
+            if !peers.contains(name.as_str()) {
+                return Err(ValidationError::invalid(
+                    target,
+                    format!(
+                        "'{name}' is not among wireGuardPeers; add it with --wireguard-peers or drop its key"
+                    ),
+                ));
+            }
+            if {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD
+                    .decode(key.trim())
+                    .map_or(true, |b| b.len() != 32)
+            } {
+                return Err(ValidationError::invalid(
+                    target,
+                    format!(
+                        "the public key of '{name}' is not 32 bytes in base64 (as `wg pubkey` prints it)"
+                    ),
+                ));
+            }
+        }
         if !p2s.wire_guard_peers.is_empty()
             && !p2s
                 .vpn_client_protocols

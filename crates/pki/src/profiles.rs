@@ -1234,6 +1234,20 @@ fn readme(input: &ProfileInput, files: &[String], notes: &[String]) -> String {
             "  /etc/wireguard/ (mode 0600) and run `wg-quick up <name>`. Replace the PrivateKey line"
         );
         let _ = writeln!(w, "  if it holds a placeholder.");
+        if input
+            .wireguard
+            .as_ref()
+            .is_some_and(|wg| wg.clients.is_empty())
+        {
+            let _ = writeln!(
+                w,
+                "  This package is the gateway's and holds no WireGuard configuration: each user's is"
+            );
+            let _ = writeln!(
+                w,
+                "  in their own package, `vgw vnet-gateway vpn-client generate --client <name>`."
+            );
+        }
     }
     out
 }
@@ -1324,6 +1338,23 @@ pub fn build_profile(input: &ProfileInput) -> Result<ProfilePackage> {
     }
     for p in effective_policies(input) {
         parse_suite(&p)?;
+    }
+    if let Some(wg) = &input.wireguard {
+        // A package is handed to one person: a second private key in it would let that person (or
+        // anyone holding its URL) impersonate another user.
+        let keyed: Vec<&str> = wg
+            .clients
+            .iter()
+            .filter(|c| c.private_key.is_some())
+            .map(|c| c.name.as_str())
+            .collect();
+        if keyed.len() > 1 {
+            return Err(Error::Invalid(format!(
+                "wireguard.clients: a package may carry the private key of one client only, not of {}; \
+                 build one package per client",
+                keyed.join(", ")
+            )));
+        }
     }
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     let mut notes = Vec::new();

@@ -318,3 +318,31 @@ fn invalid_input_is_refused() {
     inp.root_certificates.clear();
     assert!(build_profile(&inp).is_err());
 }
+
+#[test]
+fn a_package_carries_one_wireguard_private_key_at_most() {
+    let mut inp = input();
+    if let Some(wg) = inp.wireguard.as_mut() {
+        wg.clients[1].private_key = Some("Ym9iLXByaXZhdGUta2V5LTMyLWJ5dGVzLWxvbmchISE=".into());
+    }
+    let err = build_profile(&inp).unwrap_err().to_string();
+    assert!(err.contains("alice-phone, bob"), "{err}");
+    assert!(err.contains("one package per client"), "{err}");
+}
+
+#[test]
+fn a_gateway_package_without_wireguard_clients_says_where_they_are() {
+    let mut inp = input();
+    if let Some(wg) = inp.wireguard.as_mut() {
+        wg.clients.clear();
+    }
+    let pkg = build_profile(&inp).unwrap();
+    assert!(!pkg.files.iter().any(|f| f.starts_with("WireGuard/")));
+    let files = unzip(&pkg.zip);
+    assert!(text(&files, "README.txt").contains("vpn-client generate --client"));
+    assert!(
+        !files
+            .iter()
+            .any(|(_, d)| String::from_utf8_lossy(d).contains("PrivateKey ="))
+    );
+}

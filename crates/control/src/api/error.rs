@@ -25,7 +25,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: u16, code: &str, message: impl Into<String>, target: Option<String>) -> Self {
+    pub(crate) fn new(
+        status: u16,
+        code: &str,
+        message: impl Into<String>,
+        target: Option<String>,
+    ) -> Self {
         Self {
             status,
             code: code.to_string(),

@@ -95,6 +95,10 @@ pub fn router(state: AppState) -> Router {
             post(vpn_client_package),
         )
         .route(
+            &format!("{gw}/revokevpnclientpackageurls"),
+            post(revoke_package_urls),
+        )
+        .route(
             &format!("{gw}/startPacketCapture"),
             post(start_gateway_capture),
         )
@@ -884,10 +888,33 @@ async fn disconnect_clients(
     ))
 }
 
-async fn vpn_client_package(State(app): State<AppState>, Path(name): Path<String>) -> ApiResult {
+/// The optional `{"wireGuardPeer": NAME}` of generatevpnclientpackage / getvpnclientpackageurl (vgw):
+/// the package is then that peer's own, with its key and no one else's.
+fn package_peer(body: Result<Bytes, BytesRejection>) -> Result<Option<String>, ApiError> {
+    let bytes = body_bytes(body)?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let body: Value = parse_json(&bytes, false)?;
+    match body.get("wireGuardPeer") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::invalid(
+            "wireGuardPeer",
+            "wireGuardPeer is the name of one of the gateway's wireGuardPeers, as a string",
+        )),
+    }
+}
+
+async fn vpn_client_package(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let peer = package_peer(body)?;
     let (state, _) = app.controller.snapshot().await;
     let gw = require_gateway(&state, &name)?;
-    if gw.vpn_client_configuration.is_none() {
+    let Some(p2s) = &gw.vpn_client_configuration else {
         return Err(ApiError::conflict(
             "VpnClientConfigurationMissing",
             "vpnClientConfiguration",
@@ -895,14 +922,33 @@ async fn vpn_client_package(State(app): State<AppState>, Path(name): Path<String
                 "vnet-gateway {name} has no point-to-site configuration; set --address-prefixes and --client-protocol first"
             ),
         ));
+    };
+    if let Some(p) = &peer
+        && !p2s.wire_guard_peers.iter().any(|n| n == p)
+    {
+        return Err(ApiError::new(
+            404,
+            "ResourceNotFound",
+            format!(
+                "'{p}' is not among the WireGuard peers of vnet-gateway {name} ({}); add it with --wireguard-peers",
+                if p2s.wire_guard_peers.is_empty() {
+                    "it has none".to_string()
+                } else {
+                    p2s.wire_guard_peers.join(", ")
+                }
+            ),
+            Some("wireGuardPeer".to_string()),
+        ));
     }
     // Build the package once now, so a configuration that cannot produce one fails here, not at
     // download time.
-    let input =
-        crate::plan::p2s::profile_input(&state, &app.downloads.dir, app.controller.instance())
-            .map_err(|m| {
-                ApiError::conflict("VpnClientPackageUnavailable", "vpnClientConfiguration", m)
-            })?;
+    let input = crate::plan::p2s::profile_input(
+        &state,
+        &app.downloads.dir,
+        app.controller.instance(),
+        peer.as_deref(),
+    )
+    .map_err(|m| ApiError::conflict("VpnClientPackageUnavailable", "vpnClientConfiguration", m))?;
     vgw_pki::profiles::build_profile(&input).map_err(|e| {
         ApiError::conflict(
             "VpnClientPackageUnavailable",
@@ -910,9 +956,60 @@ async fn vpn_client_package(State(app): State<AppState>, Path(name): Path<String
             e.to_string(),
         )
     })?;
-    let (url, _) = app.downloads.url(&name, &input.server_address);
+    let (url, _) = app
+        .downloads
+        .url(&name, peer.as_deref(), &input.server_address);
     // Azure answers with the URL as a JSON string.
     Ok(json_response(StatusCode::OK, Value::String(url)))
+}
+
+/// vgw: revokes package URLs: `{"url": URL}` (that one), `{"wireGuardPeer": NAME}` (every URL of that
+/// peer's package so far) or `{"all": true}` (every URL so far). A revoked URL answers 403.
+async fn revoke_package_urls(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let (state, _) = app.controller.snapshot().await;
+    require_gateway(&state, &name)?;
+    let body: Value = parse_json(&body_bytes(body)?, false)?;
+    let usage = "send one of {\"url\": URL}, {\"wireGuardPeer\": NAME} or {\"all\": true}";
+    let given = ["url", "wireGuardPeer", "all"]
+        .iter()
+        .filter(|k| body.get(**k).is_some_and(|v| !v.is_null()))
+        .count();
+    if given != 1 {
+        return Err(ApiError::invalid("url", usage));
+    }
+    let answer = if let Some(url) = body.get("url").and_then(Value::as_str) {
+        let t = app
+            .downloads
+            .revoke_url(url)
+            .map_err(|m| ApiError::invalid("url", m))?;
+        if t.gateway != name {
+            return Err(ApiError::invalid(
+                "url",
+                format!("this URL is for vnet-gateway {}, not {name}", t.gateway),
+            ));
+        }
+        json!({ "revoked": "url", "serial": t.serial, "wireGuardPeer": t.peer })
+    } else if let Some(peer) = body.get("wireGuardPeer").and_then(Value::as_str) {
+        app.downloads.revoke_peer(peer);
+        json!({ "revoked": "wireGuardPeer", "wireGuardPeer": peer })
+    } else if body.get("all") == Some(&Value::Bool(true)) {
+        app.downloads.revoke_all();
+        json!({ "revoked": "all" })
+    } else {
+        return Err(ApiError::invalid("url", usage));
+    };
+    app.log.log(
+        crate::ops::diaglog::Category::P2sDiagnosticLog,
+        "info",
+        &crate::model::resource_id(crate::model::collection::GATEWAYS, &name),
+        &format!("client package URLs revoked: {answer}"),
+        Value::Null,
+    );
+    Ok(json_response(StatusCode::OK, answer))
 }
 
 // ---- packet capture ------------------------------------------------------------------------------------

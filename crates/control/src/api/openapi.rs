@@ -99,6 +99,13 @@ const OPERATIONS: &[(&str, &str, &str, Option<&str>, &str)] = &[
     ),
     (
         "post",
+        "/api/virtualNetworkGateways/{gw}/revokevpnclientpackageurls",
+        "Revoke package URLs: {url}, {wireGuardPeer} or {all: true} (vgw)",
+        None,
+        "Object",
+    ),
+    (
+        "post",
         "/api/virtualNetworkGateways/{gw}/startPacketCapture",
         "Start a gateway packet capture",
         None,

@@ -9,8 +9,10 @@
 //!   `vpnClientAddressPool`, WireGuard clients take fixed addresses from the upper half (the n-th peer
 //!   of `wireGuardPeers` gets the half's n+1-th address), so no address is ever handed out twice.
 //! - Keys are derived, not stored: a 32-byte master secret in `<state-dir>/p2s/wireguard.key` (0600)
-//!   gives the server key and each client's key (HMAC-SHA256 with the peer's name), so the client
-//!   package can carry a working .conf and nothing else needs to persist.
+//!   gives the server key and each client's key (HMAC-SHA256 with the peer's name), so a client's own
+//!   package can carry a working .conf and nothing else needs to persist. A peer whose public key is
+//!   registered (`wireGuardPeerPublicKeys`) uses that key instead, and its private key never exists
+//!   here. Each package holds one user's key at most (crate::plan::p2s::profile_input).
 //! - A client's packets must come from its own address (the AllowedIPs rule, RFC-less but WireGuard's
 //!   cryptokey routing); anything else is dropped.
 

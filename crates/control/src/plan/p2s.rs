@@ -239,11 +239,12 @@ pub fn wireguard_on(p2s: &crate::model::VpnClientConfiguration) -> bool {
         .any(|p| matches!(p, crate::model::VpnClientProtocol::WireGuard))
 }
 
-/// The WireGuard peers `p2s` lists, with their derived keys (base64 private key) and addresses.
+/// The WireGuard peers `p2s` lists, with their addresses and keys: a registered public key
+/// (`wireGuardPeerPublicKeys`, no private key here), else the derived pair (base64 private key).
 pub fn wireguard_peers(
     p2s: &crate::model::VpnClientConfiguration,
     keys: &crate::plan::wireguard::Keys,
-) -> Vec<(crate::plan::wireguard::Peer, String)> {
+) -> Vec<(crate::plan::wireguard::Peer, Option<String>)> {
     let Some(half) =
         crate::plan::wireguard::wireguard_half(&p2s.vpn_client_address_pool.address_prefixes)
     else {
@@ -254,14 +255,24 @@ pub fn wireguard_peers(
         .enumerate()
         .filter_map(|(i, name)| {
             let address = crate::plan::wireguard::peer_address(half, i)?;
-            let secret = keys.client(name);
+            let (public, private) = match p2s.wire_guard_peer_public_keys.get(name) {
+                // Validation refuses a malformed key; one that slips through keeps the peer out.
+                Some(key) => (crate::plan::wireguard::parse_public_key(key)?, None),
+                None => {
+                    let secret = keys.client(name);
+                    (
+                        boringtun::x25519::PublicKey::from(&secret),
+                        Some(crate::plan::wireguard::b64(secret.as_bytes())),
+                    )
+                }
+            };
             Some((
                 crate::plan::wireguard::Peer {
                     name: name.clone(),
-                    public: boringtun::x25519::PublicKey::from(&secret),
+                    public,
                     address: IpAddr::V4(address),
                 },
-                crate::plan::wireguard::b64(secret.as_bytes()),
+                private,
             ))
         })
         .collect()
@@ -298,16 +309,29 @@ fn proposals(
 
 /// What the client package is built from: the gateway's address and identity, the CA clients must
 /// trust, the live proposals, the split routes, DNS and the pool.
+///
+/// `client` names the WireGuard peer the package is for: its package carries its .conf and no other
+/// peer's. The gateway-wide package (`None`) carries no WireGuard configuration at all, so no
+/// private key, ever.
 pub fn profile_input(
     state: &DesiredState,
     dir: &Path,
     instance: Instance,
+    client: Option<&str>,
 ) -> Result<vgw_pki::profiles::ProfileInput, String> {
     let gw = state.gateway.as_ref().ok_or("no vnet-gateway")?;
     let p2s = gw
         .vpn_client_configuration
         .as_ref()
         .ok_or("point-to-site is not configured")?;
+    if let Some(name) = client
+        && !p2s.wire_guard_peers.iter().any(|p| p == name)
+    {
+        return Err(format!(
+            "'{name}' is not a WireGuard peer of vnet-gateway {}; add it with --wireguard-peers",
+            gw.name
+        ));
+    }
     let public_ip: IpAddr = instance
         .public_ip(gw)
         .ok_or("the gateway has no public IP address")?;
@@ -342,6 +366,7 @@ pub fn profile_input(
         .iter()
         .map(ToString::to_string)
         .collect();
+    let wireguard = wireguard_input(p2s, dir, public_ip, client)?;
     Ok(vgw_pki::profiles::ProfileInput {
         gateway_name: gw.name.clone(),
         server_address: public_ip.to_string(),
@@ -356,25 +381,48 @@ pub fn profile_input(
         dns_servers: p2s.dns_servers.clone(),
         client_address_pool: p2s.vpn_client_address_pool.address_prefixes.clone(),
         client: None,
-        wireguard: wireguard_on(p2s)
-            .then(|| {
-                let keys = crate::plan::wireguard::Keys::load(dir).ok()?;
-                let server = boringtun::x25519::PublicKey::from(&keys.server());
-                Some(vgw_pki::profiles::WireGuardInput {
-                    server_public_key: crate::plan::wireguard::b64(server.as_bytes()),
-                    endpoint: format!("{public_ip}:{}", crate::plan::wireguard::DEFAULT_PORT),
-                    clients: wireguard_peers(p2s, &keys)
-                        .into_iter()
-                        .map(|(peer, private)| vgw_pki::profiles::WireGuardClient {
-                            name: peer.name,
-                            private_key: Some(private),
-                            address: format!("{}/32", peer.address),
-                        })
-                        .collect(),
-                })
-            })
-            .flatten(),
+        wireguard,
     })
+}
+
+/// The WireGuard part of a package: the gateway's key and endpoint, and `client`'s .conf only.
+fn wireguard_input(
+    p2s: &crate::model::VpnClientConfiguration,
+    dir: &Path,
+    public_ip: IpAddr,
+    client: Option<&str>,
+) -> Result<Option<vgw_pki::profiles::WireGuardInput>, String> {
+    if !wireguard_on(p2s) {
+        return Ok(None);
+    }
+    let keys = crate::plan::wireguard::Keys::load(dir).map_err(|e| {
+        format!(
+            "the WireGuard keys in {} are unavailable: {e}",
+            dir.display()
+        )
+    })?;
+    let server = boringtun::x25519::PublicKey::from(&keys.server());
+    let clients: Vec<_> = wireguard_peers(p2s, &keys)
+        .into_iter()
+        .filter(|(peer, _)| client == Some(peer.name.as_str()))
+        .map(|(peer, private)| vgw_pki::profiles::WireGuardClient {
+            name: peer.name,
+            private_key: private,
+            address: format!("{}/32", peer.address),
+        })
+        .collect();
+    if let Some(name) = client
+        && clients.is_empty()
+    {
+        return Err(format!(
+            "WireGuard peer '{name}' has no address: the pool's WireGuard half is too small or missing"
+        ));
+    }
+    Ok(Some(vgw_pki::profiles::WireGuardInput {
+        server_public_key: crate::plan::wireguard::b64(server.as_bytes()),
+        endpoint: format!("{public_ip}:{}", crate::plan::wireguard::DEFAULT_PORT),
+        clients,
+    }))
 }
 
 /// One connected client, for `show-health`.
@@ -543,6 +591,86 @@ mod tests {
             Some(0x8000_0003)
         );
         assert_eq!(parse_connection_id("nope"), None);
+    }
+
+    fn wireguard_state(public_keys: serde_json::Value) -> DesiredState {
+        let gw: crate::model::VnetGatewaySpec = serde_json::from_value(json!({
+            "name": "hub-gw",
+            "ipConfigurations": [{"name": "default", "publicIpAddress": "198.18.0.2"}],
+            "vpnClientConfiguration": {
+                "vpnClientAddressPool": {"addressPrefixes": ["172.16.201.0/24"]},
+                "vpnClientProtocols": ["IkeV2", "WireGuard"],
+                "wireGuardPeers": ["alice", "bob", "carol"],
+                "wireGuardPeerPublicKeys": public_keys,
+            }
+        }))
+        .unwrap();
+        DesiredState {
+            gateway: Some(gw),
+            ..DesiredState::default()
+        }
+    }
+
+    fn private_keys(input: &vgw_pki::profiles::ProfileInput) -> Vec<(String, Option<String>)> {
+        input
+            .wireguard
+            .as_ref()
+            .unwrap()
+            .clients
+            .iter()
+            .map(|c| (c.name.clone(), c.private_key.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn each_package_holds_its_own_users_key_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let carol = crate::plan::wireguard::b64(&[7u8; 32]);
+        let state = wireguard_state(json!({ "carol": carol }));
+        let keys = crate::plan::wireguard::Keys::load(dir.path()).unwrap();
+        let alice_key = crate::plan::wireguard::b64(keys.client("alice").as_bytes());
+        let bob_key = crate::plan::wireguard::b64(keys.client("bob").as_bytes());
+
+        // The gateway-wide package: no WireGuard configuration, so no private key at all.
+        let gw = profile_input(&state, dir.path(), None).unwrap();
+        assert!(private_keys(&gw).is_empty());
+        let zip = vgw_pki::profiles::build_profile(&gw).unwrap().zip;
+        let text = String::from_utf8_lossy(&zip).to_string();
+        assert!(!text.contains(&alice_key) && !text.contains(&bob_key));
+
+        // Alice's: her key, nobody else's.
+        let alice = profile_input(&state, dir.path(), Some("alice")).unwrap();
+        assert_eq!(
+            private_keys(&alice),
+            vec![("alice".to_string(), Some(alice_key.clone()))]
+        );
+        let pkg = vgw_pki::profiles::build_profile(&alice).unwrap();
+        assert_eq!(
+            pkg.files
+                .iter()
+                .filter(|f| f.starts_with("WireGuard/"))
+                .collect::<Vec<_>>(),
+            vec!["WireGuard/alice.conf"]
+        );
+
+        // Carol registered her public key: her package has a placeholder, the gateway her key.
+        let carol_in = profile_input(&state, dir.path(), Some("carol")).unwrap();
+        assert_eq!(private_keys(&carol_in), vec![("carol".to_string(), None)]);
+        let p2s = state
+            .gateway
+            .as_ref()
+            .unwrap()
+            .vpn_client_configuration
+            .as_ref()
+            .unwrap();
+        let peers = wireguard_peers(p2s, &keys);
+        let c = peers.iter().find(|(p, _)| p.name == "carol").unwrap();
+        assert_eq!(c.0.public.as_bytes(), &[7u8; 32]);
+        assert!(c.1.is_none());
+
+        // A name that is not a peer gets no package.
+        let err = profile_input(&state, dir.path(), Some("mallory")).unwrap_err();
+        assert!(err.contains("not a WireGuard peer"), "{err}");
     }
 
     #[test]

@@ -58,6 +58,15 @@ pub fn b64(key: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(key)
 }
 
+/// A public key as `wg pubkey` prints it (base64 of 32 bytes); None when it is not one.
+pub fn parse_public_key(text: &str) -> Option<PublicKey> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .ok()?;
+    let bytes: [u8; 32] = bytes.try_into().ok()?;
+    Some(PublicKey::from(bytes))
+}
+
 /// The two halves of an IPv4 pool: (IKEv2's, WireGuard's). A pool too small to split stays IKEv2's.
 pub fn split_pool(pool: Ipv4Net) -> (Ipv4Net, Option<Ipv4Net>) {
     if pool.prefix_len() >= 30 {

@@ -78,9 +78,12 @@ pub struct ConnectionArgs {
     /// The local gateway (remote site).
     #[arg(long)]
     pub local_gateway2: Option<String>,
-    /// The pre-shared key.
-    #[arg(long)]
+    /// The pre-shared key (visible in the process list and shell history: prefer --shared-key-file).
+    #[arg(long, conflicts_with = "shared_key_file")]
     pub shared_key: Option<String>,
+    /// Read the pre-shared key from this file, or from standard input with `-` (vgw).
+    #[arg(long, value_name = "FILE")]
+    pub shared_key_file: Option<std::path::PathBuf>,
     /// Run BGP over this connection.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = bool_flag())]
     pub enable_bgp: Option<bool>,
@@ -208,9 +211,16 @@ pub struct SharedKeyUpdate {
     /// Connection name.
     #[arg(long)]
     pub connection_name: String,
-    /// The new key.
-    #[arg(long)]
-    pub value: String,
+    /// The new key (visible in the process list and shell history: prefer --value-file).
+    #[arg(
+        long,
+        required_unless_present = "value_file",
+        conflicts_with = "value_file"
+    )]
+    pub value: Option<String>,
+    /// Read the new key from this file, or from standard input with `-` (vgw).
+    #[arg(long, value_name = "FILE", alias = "shared-key-file")]
+    pub value_file: Option<std::path::PathBuf>,
 }
 
 /// `shared-key reset` flags.
@@ -259,14 +269,18 @@ fn path(name: &str) -> String {
     format!("/api/connections/{}", seg(name))
 }
 
-fn apply_flags(body: &mut Value, a: &ConnectionArgs) {
+fn apply_flags(body: &mut Value, a: &ConnectionArgs) -> Result<()> {
     if let Some(gw) = &a.vnet_gateway1 {
         body["virtualNetworkGateway1"] = json!({"id": gw});
     }
     if let Some(lg) = &a.local_gateway2 {
         body["localNetworkGateway2"] = json!({"id": lg});
     }
-    set(body, "sharedKey", a.shared_key.clone());
+    let key = match &a.shared_key_file {
+        Some(f) => Some(super::read_secret("--shared-key-file", f)?),
+        None => a.shared_key.clone(),
+    };
+    set(body, "sharedKey", key);
     set(body, "enableBgp", a.enable_bgp);
     set(body, "routingWeight", a.routing_weight);
     set(
@@ -283,6 +297,7 @@ fn apply_flags(body: &mut Value, a: &ConnectionArgs) {
     set(body, "allowLegacyCrypto", a.allow_legacy_crypto);
     set(body, "ingressNatRules", a.ingress_nat_rule.clone());
     set(body, "egressNatRules", a.egress_nat_rule.clone());
+    Ok(())
 }
 
 async fn put_and_print(
@@ -318,7 +333,7 @@ pub async fn run(ctx: &Ctx, cmd: ConnectionCommand) -> Result<()> {
                 );
             }
             let mut body = json!({"name": a.name});
-            apply_flags(&mut body, &a);
+            apply_flags(&mut body, &a)?;
             a.generic.apply(&mut body)?;
             put_and_print(ctx, &a.name, &body, None, a.no_wait).await?;
         }
@@ -329,7 +344,7 @@ pub async fn run(ctx: &Ctx, cmd: ConnectionCommand) -> Result<()> {
         ConnectionCommand::Update(a) => {
             let mut body = ctx.client.get(&path(&a.name)).await?;
             let etag = body["etag"].as_str().map(str::to_string);
-            apply_flags(&mut body, &a);
+            apply_flags(&mut body, &a)?;
             a.generic.apply(&mut body)?;
             put_and_print(ctx, &a.name, &body, etag.as_deref(), a.no_wait).await?;
         }
@@ -403,11 +418,18 @@ pub async fn run(ctx: &Ctx, cmd: ConnectionCommand) -> Result<()> {
                     .await?,
             )?,
             SharedKeyCommand::Update(a) => {
+                let value = match (&a.value_file, a.value) {
+                    (Some(f), _) => super::read_secret("--value-file", f)?,
+                    (None, Some(v)) => v,
+                    (None, None) => {
+                        bail!("give the new key with --value-file FILE (or - for stdin)")
+                    }
+                };
                 let out = ctx
                     .client
                     .put(
                         &format!("{}/sharedkey", path(&a.connection_name)),
-                        &json!({"value": a.value}),
+                        &json!({ "value": value }),
                         None,
                     )
                     .await?;

@@ -181,6 +181,11 @@ pub struct GatewayArgs {
     /// WireGuard clients by name, in order (vgw; the list replaces the previous one).
     #[arg(long, num_args = 1..)]
     pub wireguard_peers: Option<Vec<String>>,
+    /// Public keys WireGuard users generated themselves, as NAME=KEY (`wg pubkey` output); such a
+    /// peer's private key never exists on the gateway (vgw; the list replaces the previous one, an
+    /// empty string clears it).
+    #[arg(long, num_args = 1.., value_name = "NAME=KEY")]
+    pub wireguard_peer_public_keys: Option<Vec<String>>,
     /// Extra prefixes advertised to sites.
     #[arg(long, num_args = 1..)]
     pub custom_routes: Option<Vec<String>>,
@@ -315,12 +320,44 @@ pub struct RevokedCertArgs {
 /// `vpn-client` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum VpnClientCommand {
-    /// Build the client profile package and return its URL.
-    Generate(NameArg),
-    /// Return the URL of the current package.
-    ShowUrl(NameArg),
+    /// Build the client profile package and return a one-hour URL to it: the gateway's (IKEv2, no
+    /// WireGuard key), or with --client one WireGuard user's own.
+    Generate(PackageArgs),
+    /// Return a URL of the current package (same as generate).
+    ShowUrl(PackageArgs),
+    /// Revoke package URLs: one (--url), a user's (--client) or every one issued so far (--all).
+    RevokeUrl(RevokeUrlArgs),
     /// Connected point-to-site clients.
     ShowHealth(NameArg),
+}
+
+/// `vpn-client generate|show-url` flags.
+#[derive(Args, Debug)]
+pub struct PackageArgs {
+    /// Gateway name; defaults to the daemon's gateway.
+    #[arg(short = 'n', long)]
+    pub name: Option<String>,
+    /// The WireGuard peer (from --wireguard-peers) whose own package this is (vgw).
+    #[arg(long)]
+    pub client: Option<String>,
+}
+
+/// `vpn-client revoke-url` flags (exactly one of --url, --client, --all).
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["url", "client", "all"])))]
+pub struct RevokeUrlArgs {
+    /// Gateway name; defaults to the daemon's gateway.
+    #[arg(short = 'n', long)]
+    pub name: Option<String>,
+    /// The URL to revoke, as generate printed it.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Revoke every URL of this WireGuard peer's package issued so far.
+    #[arg(long)]
+    pub client: Option<String>,
+    /// Revoke every URL issued so far.
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// `disconnect-vpn-connections` flags.
@@ -415,7 +452,7 @@ fn gw_path(name: &str) -> String {
 }
 
 /// Applies the flags of `create`/`update` to a gateway document.
-fn apply_flags(body: &mut Value, a: &GatewayArgs) {
+fn apply_flags(body: &mut Value, a: &GatewayArgs) -> Result<()> {
     if let Some(ips) = &a.public_ip_addresses {
         let configs: Vec<Value> = ips
             .iter()
@@ -457,6 +494,7 @@ fn apply_flags(body: &mut Value, a: &GatewayArgs) {
         || a.client_protocol.is_some()
         || a.vpn_client_dns_servers.is_some()
         || a.wireguard_peers.is_some()
+        || a.wireguard_peer_public_keys.is_some()
     {
         if !body["vpnClientConfiguration"].is_object() {
             body["vpnClientConfiguration"] =
@@ -469,7 +507,20 @@ fn apply_flags(body: &mut Value, a: &GatewayArgs) {
         set(p2s, "vpnClientProtocols", a.client_protocol.clone());
         set(p2s, "dnsServers", a.vpn_client_dns_servers.clone());
         set(p2s, "wireGuardPeers", a.wireguard_peers.clone());
+        if let Some(keys) = &a.wireguard_peer_public_keys {
+            let mut map = serde_json::Map::new();
+            for entry in keys.iter().filter(|e| !e.is_empty()) {
+                let Some((name, key)) = entry.split_once('=') else {
+                    bail!(
+                        "--wireguard-peer-public-keys: '{entry}' is not NAME=KEY (the peer's name, '=', its `wg pubkey` output)"
+                    );
+                };
+                map.insert(name.to_string(), json!(key));
+            }
+            p2s["wireGuardPeerPublicKeys"] = Value::Object(map);
+        }
     }
+    Ok(())
 }
 
 /// Runs a `vnet-gateway` command.
@@ -480,7 +531,7 @@ pub async fn run(ctx: &Ctx, cmd: GatewayCommand) -> Result<()> {
                 bail!("the following arguments are required: --name/-n")
             };
             let mut body = json!({"name": name});
-            apply_flags(&mut body, &a);
+            apply_flags(&mut body, &a)?;
             a.generic.apply(&mut body)?;
             // If-None-Match semantics: create must not silently replace an existing gateway.
             let exists = ctx.client.get("/api/virtualNetworkGateways").await?;
@@ -522,7 +573,7 @@ pub async fn run(ctx: &Ctx, cmd: GatewayCommand) -> Result<()> {
             let name = gateway_name(ctx, a.name.clone()).await?;
             let mut body = ctx.client.get(&gw_path(&name)).await?;
             let etag = body["etag"].as_str().map(str::to_string);
-            apply_flags(&mut body, &a);
+            apply_flags(&mut body, &a)?;
             a.generic.apply(&mut body)?;
             let out = ctx
                 .client
@@ -611,15 +662,31 @@ pub async fn run(ctx: &Ctx, cmd: GatewayCommand) -> Result<()> {
             )?;
         }
         GatewayCommand::VpnClient(cmd) => {
-            let (name, action) = match cmd {
-                VpnClientCommand::Generate(a) => (a.name, "generatevpnclientpackage"),
-                VpnClientCommand::ShowUrl(a) => (a.name, "getvpnclientpackageurl"),
-                VpnClientCommand::ShowHealth(a) => (a.name, "getVpnClientConnectionHealth"),
+            let (name, action, body) = match cmd {
+                VpnClientCommand::Generate(a) => (
+                    a.name,
+                    "generatevpnclientpackage",
+                    a.client.map(|c| json!({ "wireGuardPeer": c })),
+                ),
+                VpnClientCommand::ShowUrl(a) => (
+                    a.name,
+                    "getvpnclientpackageurl",
+                    a.client.map(|c| json!({ "wireGuardPeer": c })),
+                ),
+                VpnClientCommand::RevokeUrl(a) => {
+                    let body = match (a.url, a.client, a.all) {
+                        (Some(u), _, _) => json!({ "url": u }),
+                        (None, Some(c), _) => json!({ "wireGuardPeer": c }),
+                        _ => json!({ "all": true }),
+                    };
+                    (a.name, "revokevpnclientpackageurls", Some(body))
+                }
+                VpnClientCommand::ShowHealth(a) => (a.name, "getVpnClientConnectionHealth", None),
             };
             let name = gateway_name(ctx, name).await?;
             ctx.print(
                 &ctx.client
-                    .post(&format!("{}/{action}", gw_path(&name)), None)
+                    .post(&format!("{}/{action}", gw_path(&name)), body.as_ref())
                     .await?,
             )?;
         }

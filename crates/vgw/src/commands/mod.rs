@@ -414,3 +414,44 @@ pub async fn wait(ctx: &crate::Ctx, path: &str, what: &str, args: &WaitArgs) -> 
         tokio::time::sleep(interval.min(deadline - now)).await;
     }
 }
+
+/// Reads a secret (a shared key) from `path`, or from standard input when `path` is `-`, so it never
+/// appears in the process list or the shell history. One trailing newline (LF or CRLF) is dropped;
+/// an empty secret is refused. `flag` names the option in errors.
+pub fn read_secret(flag: &str, path: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    use std::io::Read as _;
+    let mut text = String::new();
+    if path == std::path::Path::new("-") {
+        std::io::stdin()
+            .take(64 * 1024)
+            .read_to_string(&mut text)
+            .with_context(|| format!("{flag} -: cannot read the key from standard input"))?;
+    } else {
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("{flag}: cannot open {}", path.display()))?;
+        file.take(64 * 1024)
+            .read_to_string(&mut text)
+            .with_context(|| format!("{flag}: cannot read {} as text", path.display()))?;
+    }
+    let key = text
+        .strip_suffix("\r\n")
+        .or_else(|| text.strip_suffix('\n'))
+        .unwrap_or(&text);
+    if key.is_empty() {
+        anyhow::bail!(
+            "{flag}: {} holds no key; write the key on one line",
+            if path == std::path::Path::new("-") {
+                "standard input".to_string()
+            } else {
+                path.display().to_string()
+            }
+        );
+    }
+    if key.contains('\n') {
+        anyhow::bail!(
+            "{flag}: the key spans several lines; write it on one line (one trailing newline is fine)"
+        );
+    }
+    Ok(key.to_string())
+}

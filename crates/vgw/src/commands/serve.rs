@@ -25,6 +25,18 @@ pub struct ServeArgs {
     /// HTTPS port for the point-to-site profile download (`vpn-client generate` URLs); 0 turns it off.
     #[arg(long, default_value_t = 8443)]
     pub p2s_download_port: u16,
+    /// Profile download: seconds allowed for the TLS handshake, and again for the request headers.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub p2s_download_timeout: u64,
+    /// Profile download: seconds a whole connection may last (one request per connection).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub p2s_download_request_timeout: u64,
+    /// Profile download: connections open at once; beyond it new ones are closed at once.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub p2s_download_max_connections: u64,
+    /// Profile download: connections open at once from one source address.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub p2s_download_max_per_source: u64,
     /// Name of the TUN device that carries the tunnels' inner packets.
     #[arg(long, default_value = "vgw0")]
     pub tun_name: String,
@@ -90,6 +102,12 @@ pub async fn run(args: &ServeArgs, api_socket: &Path, api_token_file: Option<&Pa
         api_token_file: api_token_file.map(Path::to_path_buf),
         metrics_listen: args.metrics_listen,
         p2s_download_port: args.p2s_download_port,
+        p2s_download_limits: vgw_control::api::p2s_download::DownloadLimits {
+            handshake_timeout: std::time::Duration::from_secs(args.p2s_download_timeout),
+            connection_timeout: std::time::Duration::from_secs(args.p2s_download_request_timeout),
+            max_connections: args.p2s_download_max_connections as usize,
+            max_per_source: args.p2s_download_max_per_source as usize,
+        },
         instance: usize::from(args.instance),
         max_resources: args.max_resources,
         peer_instance: args.peer_instance,

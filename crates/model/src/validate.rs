@@ -658,12 +658,13 @@ fn check_gateway(gw: &VnetGatewaySpec) -> Result {
                     ),
                 ));
             }
-            if {
+            let key_ok = {
                 use base64::Engine as _;
                 base64::engine::general_purpose::STANDARD
                     .decode(key.trim())
-                    .map_or(true, |b| b.len() != 32)
-            } {
+                    .is_ok_and(|b| b.len() == 32)
+            };
+            if !key_ok {
                 return Err(ValidationError::invalid(
                     target,
                     format!(

@@ -632,14 +632,14 @@ mod tests {
         let bob_key = crate::plan::wireguard::b64(keys.client("bob").as_bytes());
 
         // The gateway-wide package: no WireGuard configuration, so no private key at all.
-        let gw = profile_input(&state, dir.path(), None).unwrap();
+        let gw = profile_input(&state, dir.path(), Instance(0), None).unwrap();
         assert!(private_keys(&gw).is_empty());
         let zip = vgw_pki::profiles::build_profile(&gw).unwrap().zip;
         let text = String::from_utf8_lossy(&zip).to_string();
         assert!(!text.contains(&alice_key) && !text.contains(&bob_key));
 
         // Alice's: her key, nobody else's.
-        let alice = profile_input(&state, dir.path(), Some("alice")).unwrap();
+        let alice = profile_input(&state, dir.path(), Instance(0), Some("alice")).unwrap();
         assert_eq!(
             private_keys(&alice),
             vec![("alice".to_string(), Some(alice_key.clone()))]
@@ -654,7 +654,7 @@ mod tests {
         );
 
         // Carol registered her public key: her package has a placeholder, the gateway her key.
-        let carol_in = profile_input(&state, dir.path(), Some("carol")).unwrap();
+        let carol_in = profile_input(&state, dir.path(), Instance(0), Some("carol")).unwrap();
         assert_eq!(private_keys(&carol_in), vec![("carol".to_string(), None)]);
         let p2s = state
             .gateway
@@ -669,7 +669,7 @@ mod tests {
         assert!(c.1.is_none());
 
         // A name that is not a peer gets no package.
-        let err = profile_input(&state, dir.path(), Some("mallory")).unwrap_err();
+        let err = profile_input(&state, dir.path(), Instance(0), Some("mallory")).unwrap_err();
         assert!(err.contains("not a WireGuard peer"), "{err}");
     }
 
